@@ -1,0 +1,152 @@
+# libgmem: guest-first memory for virtual machines, in userspace.
+#
+#   make          shared + static library and the tools
+#   make run      set up dependencies, build and run the main program
+#   make test     set up dependencies, build and run every test (plus the sanitizer builds)
+#   make bench    build and run the benchmarks (results under build/bench/)
+#   make install  library, headers and pkg-config file under $(PREFIX)
+
+VERSION      := 0.1.0
+SOVERSION    := 0
+PREFIX       ?= /usr/local
+LIBDIR       ?= $(PREFIX)/lib
+INCLUDEDIR   ?= $(PREFIX)/include
+BINDIR       ?= $(PREFIX)/bin
+DESTDIR      ?=
+
+# VARIANT selects a build tree: release (build/), asan (build/asan/), tsan (build/tsan/).
+VARIANT      ?= release
+CC           ?= cc
+ifeq ($(VARIANT),release)
+BUILD        := build
+VARIANT_CFLAGS := -O2
+else ifeq ($(VARIANT),asan)
+BUILD        := build/asan
+VARIANT_CFLAGS := -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+else ifeq ($(VARIANT),tsan)
+BUILD        := build/tsan
+VARIANT_CFLAGS := -O1 -fsanitize=thread -fno-omit-frame-pointer
+else
+$(error VARIANT must be release, asan or tsan)
+endif
+
+WERROR       ?= -Werror
+CFLAGS       ?= -g
+ALL_CFLAGS   := -std=gnu11 -Wall -Wextra $(WERROR) -Wno-unused-parameter $(VARIANT_CFLAGS) \
+                -Iinclude $(CFLAGS)
+LIB_CFLAGS   := $(ALL_CFLAGS) -fPIC -fvisibility=hidden
+LDLIBS       := -lurcu-bp -lpthread
+SAN_LDFLAGS  := $(filter -fsanitize=%,$(VARIANT_CFLAGS))
+
+LIB_SRCS     := $(wildcard src/*.c src/kvm/*.c src/platform/*.c)
+LIB_OBJS     := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+SHARED       := $(BUILD)/libgmem.so.$(VERSION)
+STATIC       := $(BUILD)/libgmem.a
+
+TOOL_SRCS    := $(wildcard tools/*.c)
+TOOLS        := $(TOOL_SRCS:tools/%.c=$(BUILD)/bin/%)
+
+# Conformance tests are written once and built twice: on libgmem and on /dev/kvm.
+CONF_SRCS    := $(wildcard tests/conformance/*.c)
+HARNESS_SRCS := $(wildcard tests/harness/*.c)
+UNIT_SRCS    := $(wildcard tests/unit/*.c)
+TEST_BINS    := $(BUILD)/tests/conformance-libgmem $(BUILD)/tests/conformance-kernel
+ifneq ($(UNIT_SRCS),)
+TEST_BINS    += $(BUILD)/tests/unit
+endif
+
+BENCH_SRCS   := $(wildcard bench/*.c)
+BENCHES      := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
+
+.PHONY: all lib tools run test test-run test-build bench install uninstall clean deps check-exports
+all: lib tools
+
+lib: $(SHARED) $(STATIC)
+tools: $(TOOLS)
+
+$(BUILD)/obj/%.o: %.c $(wildcard include/gmem/*.h src/*.h src/*/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(LIB_CFLAGS) -Isrc -c $< -o $@
+
+$(SHARED): $(LIB_OBJS) src/libgmem.map
+	$(CC) -shared $(SAN_LDFLAGS) -Wl,-soname,libgmem.so.$(SOVERSION) \
+	      -Wl,--version-script=src/libgmem.map -Wl,--no-undefined -o $@ $(LIB_OBJS) $(LDLIBS)
+	ln -sf libgmem.so.$(VERSION) $(BUILD)/libgmem.so.$(SOVERSION)
+	ln -sf libgmem.so.$(VERSION) $(BUILD)/libgmem.so
+
+$(STATIC): $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	ar rcs $@ $(LIB_OBJS)
+
+$(BUILD)/bin/%: tools/%.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $< -o $@ $(STATIC) $(LDLIBS) $(SAN_LDFLAGS)
+
+$(BUILD)/tests/conformance-libgmem: $(CONF_SRCS) $(HARNESS_SRCS) $(wildcard tests/harness/*.h) $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -DGM_TARGET_LIBGMEM -Itests $(CONF_SRCS) $(HARNESS_SRCS) -o $@ \
+	      $(STATIC) -lcriterion $(LDLIBS) $(SAN_LDFLAGS)
+
+$(BUILD)/tests/conformance-kernel: $(CONF_SRCS) $(HARNESS_SRCS) $(wildcard tests/harness/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -DGM_TARGET_KERNEL -Itests $(CONF_SRCS) $(HARNESS_SRCS) -o $@ \
+	      -lcriterion -lpthread $(SAN_LDFLAGS)
+
+$(BUILD)/tests/unit: $(UNIT_SRCS) $(HARNESS_SRCS) $(wildcard tests/harness/*.h) $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -DGM_TARGET_LIBGMEM -Isrc -Itests $(UNIT_SRCS) $(HARNESS_SRCS) -o $@ \
+	      $(STATIC) -lcriterion $(LDLIBS) $(SAN_LDFLAGS)
+
+$(BUILD)/bench/%: bench/%.c $(wildcard bench/*.h) $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Ibench $< -o $@ $(STATIC) $(LDLIBS) -lm $(SAN_LDFLAGS)
+
+deps:
+	@scripts/setup.sh
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	$(BUILD)/bin/gmem-example
+
+# Only libgmem's own symbols may leave the shared library.
+check-exports: $(SHARED)
+	@bad=$$(nm -D --defined-only $(SHARED) | awk '$$2 ~ /[TDB]/ && $$3 !~ /^gm_/ {print $$3}'); \
+	if [ -n "$$bad" ]; then echo "unexpected exported symbols: $$bad"; exit 1; fi; \
+	echo "exports: only gm_* symbols"
+
+test-build: lib $(TEST_BINS) tools
+
+# Runs one variant's tests; every binary runs even when an earlier one fails.
+test-run: test-build
+	@status=0; for t in $(TEST_BINS); do \
+		echo "== $$t"; $$t --jobs 2 || status=1; \
+	done; exit $$status
+
+test: deps
+	@$(MAKE) --no-print-directory check-exports
+	@$(MAKE) --no-print-directory test-run
+	@$(MAKE) --no-print-directory VARIANT=asan test-run
+
+bench: deps
+	@$(MAKE) --no-print-directory $(BENCHES)
+	@mkdir -p build/bench
+	@scripts/bench.sh $(BENCHES)
+
+install: lib
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)/gmem
+	install -m 644 include/gmem/gmem.h include/gmem/kvm.h $(DESTDIR)$(INCLUDEDIR)/gmem/
+	install -m 755 $(SHARED) $(DESTDIR)$(LIBDIR)/
+	ln -sf libgmem.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libgmem.so.$(SOVERSION)
+	ln -sf libgmem.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libgmem.so
+	install -m 644 $(STATIC) $(DESTDIR)$(LIBDIR)/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
+	    -e 's|@VERSION@|$(VERSION)|' src/libgmem.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/libgmem.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/libgmem.so* $(DESTDIR)$(LIBDIR)/libgmem.a \
+	      $(DESTDIR)$(LIBDIR)/pkgconfig/libgmem.pc
+	rm -rf $(DESTDIR)$(INCLUDEDIR)/gmem
+
+clean:
+	rm -rf build

@@ -1,0 +1,159 @@
+/* The fd table: real process fds that stand for library objects. */
+#define _GNU_SOURCE
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <urcu-bp.h>
+
+#include "internal.h"
+
+/*
+ * Each library fd is a memfd of its own (a "handle"), so it is a real, unique
+ * fd of the process. The table maps its number to the object; the handle's
+ * inode tells a later fd that reuses the number after a plain close() apart.
+ */
+struct fd_entry {
+	enum gm_file_type type;
+	struct gm_object *obj;
+	dev_t dev;
+	ino_t ino;
+	struct rcu_head rcu;
+};
+
+#define FD_CHUNK_SHIFT 10
+#define FD_CHUNK_SIZE (1 << FD_CHUNK_SHIFT)
+#define FD_CHUNKS 4096 /* 4M fds */
+
+static struct fd_entry *_Atomic *_Atomic fd_chunks[FD_CHUNKS];
+/* Serialises installs and closes; lookups are RCU readers. */
+static pthread_mutex_t fd_table_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_ullong open_fds;
+
+static struct fd_entry *_Atomic *fd_slot(int fd, bool create)
+{
+	unsigned chunk = (unsigned)fd >> FD_CHUNK_SHIFT;
+	struct fd_entry *_Atomic *c;
+
+	if (fd < 0 || chunk >= FD_CHUNKS)
+		return NULL;
+	c = atomic_load_explicit(&fd_chunks[chunk], memory_order_acquire);
+	if (!c && create) {
+		c = gm_zalloc(FD_CHUNK_SIZE * sizeof(*c));
+		if (!c)
+			return NULL;
+		atomic_store_explicit(&fd_chunks[chunk], c, memory_order_release);
+	}
+	return c ? &c[fd & (FD_CHUNK_SIZE - 1)] : NULL;
+}
+
+int gm_file_install(enum gm_file_type type, struct gm_object *obj, const char *name, bool cloexec)
+{
+	struct fd_entry *e = gm_zalloc(sizeof(*e));
+	struct fd_entry *_Atomic *slot;
+	struct stat st;
+	int fd, ret;
+
+	if (!e)
+		return -ENOMEM;
+	fd = memfd_create(name, cloexec ? MFD_CLOEXEC : 0);
+	if (fd < 0) {
+		ret = -errno;
+		goto err_free;
+	}
+	if (fstat(fd, &st) < 0) {
+		ret = -errno;
+		goto err_close;
+	}
+	e->type = type;
+	e->obj = obj;
+	e->dev = st.st_dev;
+	e->ino = st.st_ino;
+
+	pthread_mutex_lock(&fd_table_lock);
+	slot = fd_slot(fd, true);
+	if (!slot) {
+		pthread_mutex_unlock(&fd_table_lock);
+		ret = -EMFILE;
+		goto err_close;
+	}
+	/* A stale entry means the number was closed behind our back: drop it. */
+	struct fd_entry *stale = atomic_exchange(slot, e);
+	pthread_mutex_unlock(&fd_table_lock);
+	atomic_fetch_add(&open_fds, 1);
+	if (stale) {
+		atomic_fetch_sub(&open_fds, 1);
+		synchronize_rcu();
+		gm_object_put(stale->obj);
+		gm_free(stale);
+	}
+	return fd;
+
+err_close:
+	close(fd);
+err_free:
+	gm_free(e);
+	return ret;
+}
+
+static bool fd_matches(int fd, const struct fd_entry *e)
+{
+	struct stat st;
+
+	return fstat(fd, &st) == 0 && st.st_dev == e->dev && st.st_ino == e->ino;
+}
+
+struct gm_object *gm_file_get(int fd, enum gm_file_type *type)
+{
+	struct fd_entry *_Atomic *slot = fd_slot(fd, false);
+	struct gm_object *obj = NULL;
+	struct fd_entry *e;
+
+	if (!slot)
+		return NULL;
+	rcu_read_lock();
+	e = rcu_dereference(*(struct fd_entry **)slot);
+	if (e && fd_matches(fd, e)) {
+		gm_object_get(e->obj);
+		obj = e->obj;
+		*type = e->type;
+	}
+	rcu_read_unlock();
+	return obj;
+}
+
+static void fd_entry_free(struct rcu_head *head)
+{
+	struct fd_entry *e = caa_container_of(head, struct fd_entry, rcu);
+
+	gm_object_put(e->obj);
+	gm_free(e);
+}
+
+/* Returns 1 when fd was a library fd (now closed), 0 when it is not ours. */
+int gm_file_close(int fd)
+{
+	struct fd_entry *_Atomic *slot = fd_slot(fd, false);
+	struct fd_entry *e;
+
+	if (!slot)
+		return 0;
+	pthread_mutex_lock(&fd_table_lock);
+	e = atomic_load(slot);
+	if (!e || !fd_matches(fd, e)) {
+		pthread_mutex_unlock(&fd_table_lock);
+		return 0;
+	}
+	atomic_store(slot, NULL);
+	close(fd);
+	pthread_mutex_unlock(&fd_table_lock);
+	atomic_fetch_sub(&open_fds, 1);
+	/* Readers may still hold the entry: the object's reference goes after a grace period. */
+	synchronize_rcu();
+	fd_entry_free(&e->rcu);
+	return 1;
+}
+
+uint64_t gm_file_count(void)
+{
+	return atomic_load(&open_fds);
+}

@@ -1,0 +1,204 @@
+/* The guest_memfd file: creation, fallocate, fstat and host mmap, as in virt/kvm/guest_memfd.c. */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "gmem.h"
+
+static atomic_ullong live_gmem_files;
+
+uint64_t gmem_supported_flags(const struct vm *vm)
+{
+	/*
+	 * MMAP always; INIT_SHARED for every VM type, as the in-place conversion
+	 * series allows once attributes live in the file.
+	 */
+	(void)vm;
+	return GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED;
+}
+
+static void gmem_release(struct gm_object *obj)
+{
+	struct gmem *g = gm_container_of(obj, struct gmem, obj);
+
+	backing_destroy(&g->backing);
+	attr_map_destroy(&g->attrs);
+	pthread_rwlock_destroy(&g->invalidate_lock);
+	vm_put(g->vm);
+	gm_free(g);
+	atomic_fetch_sub(&live_gmem_files, 1);
+}
+
+static int folio_shift_from_flags(uint64_t flags, unsigned *shift)
+{
+	switch ((flags & GM_GUEST_MEMFD_FOLIO_MASK) >> GM_GUEST_MEMFD_FOLIO_SHIFT) {
+	case 0:
+	case GM_PAGE_SHIFT:
+		*shift = GM_PAGE_SHIFT;
+		return 0;
+	case GM_HUGE_2M_SHIFT:
+		*shift = GM_HUGE_2M_SHIFT;
+		return 0;
+	case GM_HUGE_1G_SHIFT:
+		*shift = GM_HUGE_1G_SHIFT;
+		return 0;
+	default:
+		return -EINVAL;
+	}
+}
+
+int gmem_create(struct vm *vm, uint64_t size, uint64_t flags)
+{
+	struct gmem *g;
+	unsigned shift;
+	int fd, ret;
+
+	/* The kernel's order: flags, then size (signed, page aligned). */
+	if (flags & ~(gmem_supported_flags(vm) | GM_GUEST_MEMFD_FOLIO_MASK))
+		return -EINVAL;
+	if (folio_shift_from_flags(flags, &shift))
+		return -EINVAL;
+	if ((int64_t)size <= 0 || !GM_ALIGNED(size, GM_PAGE_SIZE))
+		return -EINVAL;
+	if (!GM_ALIGNED(size, 1ULL << shift))
+		return -EINVAL;
+
+	g = gm_zalloc(sizeof(*g));
+	if (!g)
+		return -ENOMEM;
+	gm_object_init(&g->obj, gmem_release);
+	g->size = size;
+	g->flags = flags;
+	g->folio_shift = shift;
+	ret = pthread_rwlock_init(&g->invalidate_lock, NULL);
+	if (ret) {
+		ret = -ret;
+		goto err_free;
+	}
+	ret = attr_map_init(&g->attrs, size >> GM_PAGE_SHIFT,
+			    (flags & GUEST_MEMFD_FLAG_INIT_SHARED) ? 0 : KVM_MEMORY_ATTRIBUTE_PRIVATE);
+	if (ret)
+		goto err_lock;
+	ret = backing_init(&g->backing, size, shift);
+	if (ret)
+		goto err_attrs;
+	vm_get(vm);
+	g->vm = vm;
+	atomic_fetch_add(&live_gmem_files, 1);
+
+	/* Like the kernel's, the fd is not close-on-exec. */
+	fd = gm_file_install(GM_FILE_GMEM, &g->obj, "[kvm-gmem]", false);
+	if (fd < 0)
+		gmem_put(g);
+	return fd;
+
+err_attrs:
+	attr_map_destroy(&g->attrs);
+err_lock:
+	pthread_rwlock_destroy(&g->invalidate_lock);
+err_free:
+	gm_free(g);
+	return ret;
+}
+
+#define FALLOC_KNOWN_MODES                                                                  \
+	(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_COLLAPSE_RANGE |            \
+	 FALLOC_FL_ZERO_RANGE | FALLOC_FL_INSERT_RANGE | FALLOC_FL_UNSHARE_RANGE | 0x80)
+
+static int gmem_punch_hole(struct gmem *g, uint64_t off, uint64_t len)
+{
+	int ret;
+
+	pthread_rwlock_wrlock(&g->invalidate_lock);
+	/* Attributes stay as they are; only memory goes back to the system. */
+	ret = backing_punch(&g->backing, off, len);
+	pthread_rwlock_unlock(&g->invalidate_lock);
+	return ret;
+}
+
+static int gmem_allocate(struct gmem *g, uint64_t off, uint64_t len)
+{
+	uint64_t end;
+	int ret;
+
+	if (!gm_range_ok(off, len, &end) || end > g->size)
+		return -EINVAL;
+	pthread_rwlock_rdlock(&g->invalidate_lock);
+	ret = backing_allocate(&g->backing, off, len);
+	pthread_rwlock_unlock(&g->invalidate_lock);
+	return ret;
+}
+
+int gmem_fallocate(struct gmem *g, int mode, int64_t off, int64_t len)
+{
+	int64_t end;
+	uint64_t align = 1ULL << g->folio_shift;
+
+	/* vfs_fallocate's checks come first, then the guest_memfd's own. */
+	if (off < 0 || len <= 0)
+		return -EINVAL;
+	if (mode & ~FALLOC_KNOWN_MODES)
+		return -EOPNOTSUPP;
+	if (mode != FALLOC_FL_KEEP_SIZE && mode != (FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE))
+		return -EOPNOTSUPP;
+	if (__builtin_add_overflow(off, len, &end))
+		return -EFBIG;
+	if (!GM_ALIGNED((uint64_t)off, align) || !GM_ALIGNED((uint64_t)len, align))
+		return -EINVAL;
+	if (mode & FALLOC_FL_PUNCH_HOLE)
+		return gmem_punch_hole(g, (uint64_t)off, (uint64_t)len);
+	return gmem_allocate(g, (uint64_t)off, (uint64_t)len);
+}
+
+int gmem_fstat(struct gmem *g, int fd, struct stat *st)
+{
+	struct stat tmp;
+
+	if (fstat(fd, &tmp) < 0)
+		return -errno;
+	tmp.st_mode = S_IFREG | S_IRUSR | S_IWUSR;
+	tmp.st_size = (off_t)g->size;
+	tmp.st_blksize = GM_PAGE_SIZE;
+	tmp.st_blocks = (blkcnt_t)(backing_allocated_bytes(&g->backing) / 512);
+	return gm_copy_to_user(st, &tmp, sizeof(tmp));
+}
+
+int gmem_info(struct gmem *g, struct gm_gmem_info *info)
+{
+	struct gm_gmem_info out = {
+		.size = g->size,
+		.flags = g->flags,
+		.folio_size = 1ULL << g->folio_shift,
+		.allocated_bytes = backing_allocated_bytes(&g->backing),
+		.backing = g->backing.kind,
+		.host_mappings = atomic_load(&g->host_mappings),
+	};
+
+	pthread_rwlock_rdlock(&g->invalidate_lock);
+	out.shared_bytes = attr_count(&g->attrs, 0) << GM_PAGE_SHIFT;
+	pthread_rwlock_unlock(&g->invalidate_lock);
+	return gm_copy_to_user(info, &out, sizeof(out));
+}
+
+/* The guest_memfd's own checks, made after the generic ones of mmap(2). */
+int gmem_mmap_check(const struct gmem *g, size_t len, int flags, int64_t off)
+{
+	/* The kernel refuses in this order: no MMAP flag, then a private mapping. */
+	if (!(g->flags & GUEST_MEMFD_FLAG_MMAP))
+		return -ENODEV;
+	if ((flags & MAP_TYPE) == MAP_PRIVATE)
+		return -EINVAL;
+	/* hugetlbfs maps whole huge pages only. */
+	if (g->backing.kind == GM_BACKING_HUGETLB &&
+	    (!GM_ALIGNED((uint64_t)off, g->backing.page_size) ||
+	     !GM_ALIGNED(len, g->backing.page_size)))
+		return -EINVAL;
+	return 0;
+}
+
+uint64_t gmem_count(void)
+{
+	return atomic_load(&live_gmem_files);
+}

@@ -1,0 +1,51 @@
+/* The guest_memfd file object. */
+#ifndef GMEM_GMEM_OBJ_H
+#define GMEM_GMEM_OBJ_H
+
+#include "attr.h"
+#include "backing.h"
+
+struct gmem {
+	struct gm_object obj;
+	struct vm *vm;          /* referenced: the file keeps its VM alive */
+	uint64_t size;
+	uint64_t flags;
+	unsigned folio_shift;
+	struct backing backing;
+	/*
+	 * invalidate_lock protects attrs and orders the operations that take
+	 * memory away (punch-hole, conversion: exclusive) against those that
+	 * hand it out (allocation, faults, new host mappings: shared).
+	 */
+	pthread_rwlock_t invalidate_lock;
+	struct attr_map attrs;
+	atomic_uint host_mappings;
+};
+
+static inline pgoff_t gmem_npages(const struct gmem *g)
+{
+	return g->size >> GM_PAGE_SHIFT;
+}
+
+static inline void gmem_get(struct gmem *g)
+{
+	gm_object_get(&g->obj);
+}
+
+static inline void gmem_put(struct gmem *g)
+{
+	gm_object_put(&g->obj);
+}
+
+int gmem_mmap_check(const struct gmem *g, size_t len, int flags, int64_t off);
+
+/* hostmap.c: the host's gm_mmap mappings of guest_memfd files. */
+/* Maps [off, off + len) of g for the host; the mapping goes in *out. */
+int hostmap_create(struct gmem *g, void *addr, size_t len, int prot, int flags, int64_t off,
+		   void **out);
+/* 1 when [addr, addr + len) held library mappings (now unmapped), 0 if none, or -errno. */
+int hostmap_unmap(void *addr, size_t len);
+/* Re-applies the attributes of pages [start, end) to every host mapping of g. */
+int hostmap_refresh(struct gmem *g, pgoff_t start, pgoff_t end);
+
+#endif

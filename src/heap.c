@@ -1,0 +1,57 @@
+/* Heap accounting: the bytes the library holds for its own metadata. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* A header in front of each block remembers its size for the accounting. */
+struct heap_header {
+	size_t size;
+	size_t pad; /* keeps the payload 16-byte aligned */
+};
+
+static atomic_ullong heap_bytes;
+
+void *gm_zalloc(size_t size)
+{
+	struct heap_header *h = calloc(1, sizeof(*h) + size);
+
+	if (!h)
+		return NULL;
+	h->size = size;
+	atomic_fetch_add_explicit(&heap_bytes, sizeof(*h) + size, memory_order_relaxed);
+	return h + 1;
+}
+
+void *gm_realloc(void *ptr, size_t size)
+{
+	struct heap_header *old = ptr ? (struct heap_header *)ptr - 1 : NULL;
+	size_t old_size = old ? old->size : 0;
+	struct heap_header *h = realloc(old, sizeof(*h) + size);
+
+	if (!h)
+		return NULL;
+	if (size > old_size)
+		memset((char *)(h + 1) + old_size, 0, size - old_size);
+	h->size = size;
+	atomic_fetch_add_explicit(&heap_bytes, size - old_size, memory_order_relaxed);
+	if (!old)
+		atomic_fetch_add_explicit(&heap_bytes, sizeof(*h), memory_order_relaxed);
+	return h + 1;
+}
+
+void gm_free(void *ptr)
+{
+	struct heap_header *h;
+
+	if (!ptr)
+		return;
+	h = (struct heap_header *)ptr - 1;
+	atomic_fetch_sub_explicit(&heap_bytes, sizeof(*h) + h->size, memory_order_relaxed);
+	free(h);
+}
+
+uint64_t gm_heap_bytes(void)
+{
+	return atomic_load_explicit(&heap_bytes, memory_order_relaxed);
+}

@@ -1,0 +1,228 @@
+/* Host mappings of guest_memfd files: real mmaps of the store, with a SIGBUS hole where the host may not look. */
+#define _GNU_SOURCE
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "gmem.h"
+
+/*
+ * Shared pages are mapped straight from the backing memfd. Everything else
+ * (private pages, pages past the end of the file) is a mapping of an empty
+ * memfd: any access is past its end, so the kernel itself raises SIGBUS,
+ * as it does for the kernel's guest_memfd.
+ */
+struct hostmap {
+	uintptr_t start, end;
+	uint64_t off;           /* file offset of start */
+	int prot;
+	struct gmem *gmem;      /* referenced: memory belongs to the file */
+	struct hostmap *next;
+};
+
+/* Protects the mapping list. Taken after a file's invalidate_lock. */
+static pthread_mutex_t hostmap_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct hostmap *hostmaps;
+static pthread_once_t hole_once = PTHREAD_ONCE_INIT;
+static int hole_fd = -1;
+
+static void hole_init(void)
+{
+	hole_fd = memfd_create("kvm-gmem-hole", MFD_CLOEXEC);
+}
+
+static int map_hole(uintptr_t addr, size_t len, int prot, uint64_t off)
+{
+	void *p = mmap((void *)addr, len, prot, MAP_SHARED | MAP_FIXED, hole_fd, (off_t)off);
+
+	return p == MAP_FAILED ? -errno : 0;
+}
+
+/* Lays the file's current attributes over pages [first, last) of one mapping. */
+static int hostmap_apply(struct hostmap *m, pgoff_t first, pgoff_t last)
+{
+	struct gmem *g = m->gmem;
+	pgoff_t map_first = m->off >> GM_PAGE_SHIFT;
+	pgoff_t map_last = map_first + ((m->end - m->start) >> GM_PAGE_SHIFT);
+	pgoff_t idx, run_end, stop;
+	int ret = 0;
+
+	if (first < map_first)
+		first = map_first;
+	if (last > map_last)
+		last = map_last;
+	if (last > gmem_npages(g))
+		last = gmem_npages(g);
+	for (idx = first; idx < last; idx = stop) {
+		uint64_t attrs = attr_get(&g->attrs, idx, &run_end);
+		uintptr_t addr = m->start + ((idx - map_first) << GM_PAGE_SHIFT);
+		size_t len;
+
+		stop = run_end < last ? run_end : last;
+		len = (stop - idx) << GM_PAGE_SHIFT;
+		if (attrs & KVM_MEMORY_ATTRIBUTE_PRIVATE)
+			ret = map_hole(addr, len, m->prot, idx << GM_PAGE_SHIFT);
+		else
+			ret = backing_map_at(&g->backing, (void *)addr, len, m->prot,
+					     idx << GM_PAGE_SHIFT);
+		if (ret)
+			return ret;
+		/* The kernel unmaps converted pages in forked children too; we cannot reach them. */
+		madvise((void *)addr, len, MADV_DONTFORK);
+	}
+	return 0;
+}
+
+/* Reserves address space as mmap(2) would, with its checks and errno. */
+static void *reserve(void *addr, size_t len, int prot, int flags, int64_t off, size_t align)
+{
+	uintptr_t base, aligned;
+	void *p;
+
+	if (align <= GM_PAGE_SIZE || (flags & MAP_FIXED) || (flags & MAP_FIXED_NOREPLACE))
+		return mmap(addr, len, prot, flags, hole_fd, (off_t)off);
+	/* hugetlbfs needs a huge-aligned address: over-reserve and trim. */
+	p = mmap(NULL, len + align, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
+		return p;
+	base = (uintptr_t)p;
+	aligned = (base + align - 1) & ~(uintptr_t)(align - 1);
+	if (aligned > base)
+		munmap(p, aligned - base);
+	munmap((void *)(aligned + len), base + len + align - (aligned + len));
+	return mmap((void *)aligned, len, prot, flags | MAP_FIXED, hole_fd, (off_t)off);
+}
+
+int hostmap_create(struct gmem *g, void *addr, size_t len, int prot, int flags, int64_t off,
+		   void **out)
+{
+	struct hostmap *m;
+	void *p;
+	int ret;
+
+	pthread_once(&hole_once, hole_init);
+	if (hole_fd < 0)
+		return -ENOMEM;
+	m = gm_zalloc(sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	p = reserve(addr, len, prot, flags, off, g->backing.page_size);
+	if (p == MAP_FAILED) {
+		ret = -errno;
+		goto err_free;
+	}
+	ret = gmem_mmap_check(g, len, flags, off);
+	if (ret)
+		goto err_unmap;
+
+	m->start = (uintptr_t)p;
+	m->end = m->start + ((len + GM_PAGE_SIZE - 1) & ~(GM_PAGE_SIZE - 1));
+	m->off = (uint64_t)off;
+	m->prot = prot;
+	m->gmem = g;
+
+	pthread_rwlock_rdlock(&g->invalidate_lock);
+	pthread_mutex_lock(&hostmap_lock);
+	ret = hostmap_apply(m, 0, (pgoff_t)-1);
+	if (!ret) {
+		gmem_get(g);
+		atomic_fetch_add(&g->host_mappings, 1);
+		m->next = hostmaps;
+		hostmaps = m;
+	}
+	pthread_mutex_unlock(&hostmap_lock);
+	pthread_rwlock_unlock(&g->invalidate_lock);
+	if (ret)
+		goto err_unmap;
+	madvise(p, m->end - m->start, MADV_DONTFORK);
+	*out = p;
+	return 0;
+
+err_unmap:
+	munmap(p, len);
+err_free:
+	gm_free(m);
+	return ret;
+}
+
+static void hostmap_drop(struct hostmap *m)
+{
+	atomic_fetch_sub(&m->gmem->host_mappings, 1);
+	gmem_put(m->gmem);
+	gm_free(m);
+}
+
+int hostmap_unmap(void *addr, size_t len)
+{
+	uintptr_t start = (uintptr_t)addr;
+	uintptr_t end = start + ((len + GM_PAGE_SIZE - 1) & ~(GM_PAGE_SIZE - 1));
+	struct hostmap *spare, *dropped = NULL, **pp, *m;
+	int found = 0;
+
+	/* A hole punched in the middle splits a mapping: allocate before changing anything. */
+	spare = gm_zalloc(sizeof(*spare));
+	if (!spare)
+		return -ENOMEM;
+	pthread_mutex_lock(&hostmap_lock);
+	if (munmap(addr, len) < 0) {
+		int err = -errno;
+
+		pthread_mutex_unlock(&hostmap_lock);
+		gm_free(spare);
+		return err;
+	}
+	for (pp = &hostmaps; (m = *pp);) {
+		if (m->end <= start || m->start >= end) {
+			pp = &m->next;
+			continue;
+		}
+		found = 1;
+		if (start <= m->start && end >= m->end) {
+			*pp = m->next;
+			m->next = dropped;
+			dropped = m;
+			continue;
+		}
+		if (start > m->start && end < m->end) {
+			*spare = *m;
+			spare->start = end;
+			spare->off = m->off + (end - m->start);
+			spare->next = m->next;
+			gmem_get(m->gmem);
+			atomic_fetch_add(&m->gmem->host_mappings, 1);
+			m->end = start;
+			m->next = spare;
+			spare = NULL;
+			pp = &m->next->next;
+			continue;
+		}
+		if (start <= m->start) {
+			m->off += end - m->start;
+			m->start = end;
+		} else {
+			m->end = start;
+		}
+		pp = &m->next;
+	}
+	pthread_mutex_unlock(&hostmap_lock);
+	gm_free(spare);
+	/* Dropping the last mapping may release the file: no lock held here. */
+	while (dropped) {
+		m = dropped;
+		dropped = m->next;
+		hostmap_drop(m);
+	}
+	return found;
+}
+
+int hostmap_refresh(struct gmem *g, pgoff_t start, pgoff_t end)
+{
+	struct hostmap *m;
+	int ret = 0;
+
+	pthread_mutex_lock(&hostmap_lock);
+	for (m = hostmaps; m && !ret; m = m->next)
+		if (m->gmem == g)
+			ret = hostmap_apply(m, start, end);
+	pthread_mutex_unlock(&hostmap_lock);
+	return ret;
+}

@@ -1,0 +1,108 @@
+/* Declarations shared by the library's objects; not installed. */
+#ifndef GMEM_INTERNAL_H
+#define GMEM_INTERNAL_H
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include <gmem/gmem.h>
+
+#define GM_EXPORT __attribute__((visibility("default")))
+
+#define GM_PAGE_SHIFT 12
+#define GM_PAGE_SIZE (1ULL << GM_PAGE_SHIFT)
+#define GM_HUGE_2M_SHIFT 21
+#define GM_HUGE_1G_SHIFT 30
+
+#define GM_ALIGNED(x, a) (((x) & ((a) - 1)) == 0)
+
+/* Distinct types for guest-physical addresses, frame numbers and file offsets. */
+typedef uint64_t gpa_t;
+typedef uint64_t gfn_t;
+typedef uint64_t pgoff_t; /* page index in a guest_memfd */
+
+/* start + len without wrapping, the one check for caller-supplied ranges. */
+static inline bool gm_range_ok(uint64_t start, uint64_t len, uint64_t *end)
+{
+	return !__builtin_add_overflow(start, len, end);
+}
+
+/* Heap accounting: every allocation the library holds for its objects. */
+void *gm_zalloc(size_t size);
+void *gm_realloc(void *ptr, size_t size);
+void gm_free(void *ptr);
+uint64_t gm_heap_bytes(void);
+
+/* Copies to and from caller memory that fail with -EFAULT instead of crashing. */
+int gm_copy_from_user(void *dst, const void *src, size_t n);
+int gm_copy_to_user(void *dst, const void *src, size_t n);
+
+/* Reference-counted object behind a library fd. */
+struct gm_object {
+	atomic_long refs;
+	void (*release)(struct gm_object *obj);
+};
+
+static inline void gm_object_init(struct gm_object *obj, void (*release)(struct gm_object *))
+{
+	atomic_init(&obj->refs, 1);
+	obj->release = release;
+}
+
+static inline void gm_object_get(struct gm_object *obj)
+{
+	atomic_fetch_add_explicit(&obj->refs, 1, memory_order_relaxed);
+}
+
+static inline void gm_object_put(struct gm_object *obj)
+{
+	if (atomic_fetch_sub_explicit(&obj->refs, 1, memory_order_acq_rel) == 1)
+		obj->release(obj);
+}
+
+enum gm_file_type {
+	GM_FILE_KVM = 1,
+	GM_FILE_VM,
+	GM_FILE_VCPU,
+	GM_FILE_GMEM,
+};
+
+/* fd table (file.c): user-visible fds that stand for library objects. */
+int gm_file_install(enum gm_file_type type, struct gm_object *obj, const char *name, bool cloexec);
+struct gm_object *gm_file_get(int fd, enum gm_file_type *type);
+int gm_file_close(int fd);
+uint64_t gm_file_count(void);
+
+struct vm;
+struct gmem;
+
+/* kvm.c */
+long kvm_dev_ioctl(unsigned long request, unsigned long arg);
+long kvm_check_extension(struct vm *vm, long cap);
+
+/* vm.c */
+long vm_ioctl(struct vm *vm, unsigned long request, unsigned long arg);
+int vm_create(unsigned long type);
+void vm_get(struct vm *vm);
+void vm_put(struct vm *vm);
+unsigned long vm_type(const struct vm *vm);
+bool vm_has_private_mem(const struct vm *vm);
+uint64_t vm_count(void);
+
+/* gmem.c */
+int gmem_create(struct vm *vm, uint64_t size, uint64_t flags);
+uint64_t gmem_supported_flags(const struct vm *vm);
+int gmem_fallocate(struct gmem *g, int mode, int64_t off, int64_t len);
+int gmem_fstat(struct gmem *g, int fd, struct stat *st);
+int gmem_info(struct gmem *g, struct gm_gmem_info *info);
+uint64_t gmem_count(void);
+
+#define gm_container_of(ptr, type, member) \
+	((type *)((char *)(ptr) - offsetof(type, member)))
+
+#endif

@@ -1,0 +1,30 @@
+/* The system fd (/dev/kvm): API version, VM creation and capabilities. */
+#include "internal.h"
+
+long kvm_check_extension(struct vm *vm, long cap)
+{
+	switch (cap) {
+	case KVM_CAP_GUEST_MEMFD:
+		return 1;
+	case KVM_CAP_GUEST_MEMFD_FLAGS:
+		return (long)gmem_supported_flags(vm);
+	case KVM_CAP_VM_TYPES:
+		return (1 << KVM_X86_DEFAULT_VM) | (1 << KVM_X86_SW_PROTECTED_VM);
+	default:
+		return 0;
+	}
+}
+
+long kvm_dev_ioctl(unsigned long request, unsigned long arg)
+{
+	switch (request) {
+	case KVM_GET_API_VERSION:
+		return arg ? -EINVAL : KVM_API_VERSION;
+	case KVM_CREATE_VM:
+		return vm_create(arg);
+	case KVM_CHECK_EXTENSION:
+		return kvm_check_extension(NULL, (long)arg);
+	default:
+		return -EINVAL;
+	}
+}
