@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "gmem.h"
+#include "vm.h"
 
 static atomic_ullong live_gmem_files;
 
@@ -23,6 +24,12 @@ static void gmem_release(struct gm_object *obj)
 {
 	struct gmem *g = gm_container_of(obj, struct gmem, obj);
 
+	/* As kvm_gmem_release: slots_lock, then the file's lock; bound slots lose the file. */
+	pthread_mutex_lock(&g->vm->slots_lock);
+	pthread_rwlock_wrlock(&g->invalidate_lock);
+	memslot_release_bindings(g);
+	pthread_rwlock_unlock(&g->invalidate_lock);
+	pthread_mutex_unlock(&g->vm->slots_lock);
 	backing_destroy(&g->backing);
 	attr_map_destroy(&g->attrs);
 	pthread_rwlock_destroy(&g->invalidate_lock);
@@ -107,13 +114,46 @@ err_free:
 	(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_COLLAPSE_RANGE |            \
 	 FALLOC_FL_ZERO_RANGE | FALLOC_FL_INSERT_RANGE | FALLOC_FL_UNSHARE_RANGE | 0x80)
 
+unsigned gmem_invalidate_begin(struct gmem *g, pgoff_t start, pgoff_t end)
+{
+	unsigned nr = 0;
+
+	for (struct memslot *b = g->bindings; b; b = b->next_binding) {
+		pgoff_t s = start > b->pgoff ? start : b->pgoff;
+		pgoff_t e = end < b->pgoff + b->npages ? end : b->pgoff + b->npages;
+
+		if (s >= e)
+			continue;
+		mmu_invalidate_begin(&g->vm->mmu, b->base_gfn + (s - b->pgoff),
+				     b->base_gfn + (e - b->pgoff));
+		nr++;
+	}
+	/* No vCPU may still be using a zapped translation when memory changes. */
+	if (nr)
+		mmu_sync();
+	return nr;
+}
+
+void gmem_invalidate_end(struct gmem *g, unsigned nr)
+{
+	while (nr--)
+		mmu_invalidate_end(&g->vm->mmu);
+}
+
 static int gmem_punch_hole(struct gmem *g, uint64_t off, uint64_t len)
 {
+	pgoff_t start = off >> GM_PAGE_SHIFT;
+	pgoff_t end = start + (len >> GM_PAGE_SHIFT);
+	unsigned nr;
 	int ret;
 
+	if (end < start || end > gmem_npages(g))
+		end = gmem_npages(g);
 	pthread_rwlock_wrlock(&g->invalidate_lock);
+	nr = gmem_invalidate_begin(g, start, end);
 	/* Attributes stay as they are; only memory goes back to the system. */
 	ret = backing_punch(&g->backing, off, len);
+	gmem_invalidate_end(g, nr);
 	pthread_rwlock_unlock(&g->invalidate_lock);
 	return ret;
 }

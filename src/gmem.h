@@ -19,6 +19,7 @@ struct gmem {
 	 */
 	pthread_rwlock_t invalidate_lock;
 	struct attr_map attrs;
+	struct memslot *bindings; /* slots bound to this file, under invalidate_lock */
 	atomic_uint host_mappings;
 };
 
@@ -36,6 +37,10 @@ static inline void gmem_put(struct gmem *g)
 {
 	gm_object_put(&g->obj);
 }
+
+/* Zaps the stage-2 of every VM bound to pages [start, end); invalidate_lock held for write. */
+unsigned gmem_invalidate_begin(struct gmem *g, pgoff_t start, pgoff_t end);
+void gmem_invalidate_end(struct gmem *g, unsigned nr);
 
 int gmem_mmap_check(const struct gmem *g, size_t len, int flags, int64_t off);
 

@@ -59,6 +59,18 @@ static inline void gm_object_get(struct gm_object *obj)
 	atomic_fetch_add_explicit(&obj->refs, 1, memory_order_relaxed);
 }
 
+/* A reference unless the object is already being released. */
+static inline bool gm_object_tryget(struct gm_object *obj)
+{
+	long refs = atomic_load_explicit(&obj->refs, memory_order_relaxed);
+
+	while (refs > 0)
+		if (atomic_compare_exchange_weak_explicit(&obj->refs, &refs, refs + 1,
+							  memory_order_acquire, memory_order_relaxed))
+			return true;
+	return false;
+}
+
 static inline void gm_object_put(struct gm_object *obj)
 {
 	if (atomic_fetch_sub_explicit(&obj->refs, 1, memory_order_acq_rel) == 1)
@@ -93,6 +105,7 @@ void vm_put(struct vm *vm);
 unsigned long vm_type(const struct vm *vm);
 bool vm_has_private_mem(const struct vm *vm);
 uint64_t vm_count(void);
+int vm_mmu_stats(struct vm *vm, struct gm_mmu_stats *stats);
 
 /* gmem.c */
 int gmem_create(struct vm *vm, uint64_t size, uint64_t flags);

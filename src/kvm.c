@@ -4,8 +4,16 @@
 long kvm_check_extension(struct vm *vm, long cap)
 {
 	switch (cap) {
+	case KVM_CAP_USER_MEMORY:
+	case KVM_CAP_USER_MEMORY2:
+	case KVM_CAP_MEMORY_FAULT_INFO:
+	case KVM_CAP_ENABLE_CAP_VM:
 	case KVM_CAP_GUEST_MEMFD:
 		return 1;
+	case KVM_CAP_NR_MEMSLOTS:
+		return 32764;
+	case KVM_CAP_EXIT_HYPERCALL:
+		return KVM_EXIT_HYPERCALL_VALID_MASK;
 	case KVM_CAP_GUEST_MEMFD_FLAGS:
 		return (long)gmem_supported_flags(vm);
 	case KVM_CAP_VM_TYPES:
@@ -24,6 +32,8 @@ long kvm_dev_ioctl(unsigned long request, unsigned long arg)
 		return vm_create(arg);
 	case KVM_CHECK_EXTENSION:
 		return kvm_check_extension(NULL, (long)arg);
+	case KVM_GET_VCPU_MMAP_SIZE:
+		return arg ? -EINVAL : 3 * (long)GM_PAGE_SIZE;
 	default:
 		return -EINVAL;
 	}

@@ -7,7 +7,7 @@
 #include <unistd.h>
 
 #include "gmem.h"
-#include "vm.h"
+#include "vcpu.h"
 
 /* Sets errno from a negative errno result, as a syscall returns. */
 static long sys_ret(long ret)
@@ -60,6 +60,9 @@ GM_EXPORT int gm_ioctl(int fd, unsigned long request, ...)
 	case GM_FILE_VM:
 		ret = vm_ioctl(gm_container_of(obj, struct vm, obj), request, arg);
 		break;
+	case GM_FILE_VCPU:
+		ret = vcpu_ioctl(gm_container_of(obj, struct vcpu, obj), request, arg);
+		break;
 	default:
 		ret = -ENOTTY;
 		break;
@@ -85,6 +88,10 @@ GM_EXPORT void *gm_mmap(void *addr, size_t len, int prot, int flags, int fd, off
 	case GM_FILE_GMEM:
 		ret = hostmap_create(gm_container_of(obj, struct gmem, obj), addr, len, prot, flags,
 				     off, &out);
+		break;
+	case GM_FILE_VCPU:
+		ret = vcpu_mmap(gm_container_of(obj, struct vcpu, obj), addr, len, prot, flags, off,
+				&out);
 		break;
 	default:
 		/* anon-inode files without an mmap method */
@@ -215,4 +222,17 @@ GM_EXPORT int gm_stats(struct gm_stats *stats)
 	};
 
 	return gm_copy_to_user(stats, &out, sizeof(out));
+}
+
+GM_EXPORT int gm_vm_mmu_stats(int vm_fd, struct gm_mmu_stats *stats)
+{
+	enum gm_file_type type;
+	struct gm_object *obj = gm_file_get(vm_fd, &type);
+	int ret;
+
+	if (!obj)
+		return -EBADF;
+	ret = type == GM_FILE_VM ? vm_mmu_stats(gm_container_of(obj, struct vm, obj), stats) : -EINVAL;
+	gm_object_put(obj);
+	return ret;
 }

@@ -1,5 +1,6 @@
-/* The VM: its type and its ioctls, as in virt/kvm/kvm_main.c. */
-#include "vm.h"
+/* The VM: memslots, the stage-2, vCPUs and the VM ioctls, as in virt/kvm/kvm_main.c. */
+#include "gmem.h"
+#include "vcpu.h"
 
 static atomic_ullong live_vms;
 
@@ -7,6 +8,10 @@ static void vm_release(struct gm_object *obj)
 {
 	struct vm *vm = gm_container_of(obj, struct vm, obj);
 
+	memslots_destroy(vm);
+	/* call_rcu frees of retired tables must not outlive the tables' owner. */
+	rcu_barrier();
+	mmu_destroy(&vm->mmu);
 	pthread_mutex_destroy(&vm->slots_lock);
 	gm_free(vm);
 	atomic_fetch_sub(&live_vms, 1);
@@ -15,13 +20,18 @@ static void vm_release(struct gm_object *obj)
 int vm_create(unsigned long type)
 {
 	struct vm *vm;
-	int fd;
+	int fd, ret;
 
 	if (type != KVM_X86_DEFAULT_VM && type != KVM_X86_SW_PROTECTED_VM)
 		return -EINVAL;
 	vm = gm_zalloc(sizeof(*vm));
 	if (!vm)
 		return -ENOMEM;
+	ret = mmu_init(&vm->mmu);
+	if (ret) {
+		gm_free(vm);
+		return ret;
+	}
 	gm_object_init(&vm->obj, vm_release);
 	vm->type = type;
 	pthread_mutex_init(&vm->slots_lock, NULL);
@@ -69,6 +79,59 @@ static long vm_ioctl_create_guest_memfd(struct vm *vm, unsigned long arg)
 	return gmem_create(vm, args.size, args.flags);
 }
 
+static long vm_ioctl_set_memory_region(struct vm *vm, unsigned long request, unsigned long arg)
+{
+	struct kvm_userspace_memory_region2 mem = { 0 };
+	size_t size = request == KVM_SET_USER_MEMORY_REGION ? sizeof(struct kvm_userspace_memory_region)
+							     : sizeof(mem);
+	int ret = gm_copy_from_user(&mem, (void *)arg, size);
+
+	if (ret)
+		return ret;
+	/* The v1 ioctl knows only these flags. */
+	if (request == KVM_SET_USER_MEMORY_REGION &&
+	    (mem.flags & ~(KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY)))
+		return -EINVAL;
+	return memslot_set(vm, &mem);
+}
+
+static long vm_ioctl_enable_cap(struct vm *vm, unsigned long arg)
+{
+	struct kvm_enable_cap cap;
+	int ret = gm_copy_from_user(&cap, (void *)arg, sizeof(cap));
+
+	if (ret)
+		return ret;
+	if (cap.flags)
+		return -EINVAL;
+	switch (cap.cap) {
+	case KVM_CAP_EXIT_HYPERCALL:
+		if (cap.args[0] & ~(uint64_t)KVM_EXIT_HYPERCALL_VALID_MASK)
+			return -EINVAL;
+		atomic_store(&vm->exit_hypercall_mask, cap.args[0]);
+		return 0;
+	default:
+		return -EINVAL;
+	}
+}
+
+static long vm_ioctl_set_memory_attributes(struct vm *vm, unsigned long arg)
+{
+	struct kvm_memory_attributes attrs;
+	int ret = gm_copy_from_user(&attrs, (void *)arg, sizeof(attrs));
+
+	if (ret)
+		return ret;
+	/* Attributes live in the guest_memfd: the VM ioctl supports none (series v8). */
+	if (attrs.flags || attrs.attributes)
+		return -EINVAL;
+	if (!attrs.size || attrs.address + attrs.size <= attrs.address)
+		return -EINVAL;
+	if (!GM_ALIGNED(attrs.address, GM_PAGE_SIZE) || !GM_ALIGNED(attrs.size, GM_PAGE_SIZE))
+		return -EINVAL;
+	return 0;
+}
+
 long vm_ioctl(struct vm *vm, unsigned long request, unsigned long arg)
 {
 	switch (request) {
@@ -76,7 +139,31 @@ long vm_ioctl(struct vm *vm, unsigned long request, unsigned long arg)
 		return kvm_check_extension(vm, (long)arg);
 	case KVM_CREATE_GUEST_MEMFD:
 		return vm_ioctl_create_guest_memfd(vm, arg);
+	case KVM_SET_USER_MEMORY_REGION:
+	case KVM_SET_USER_MEMORY_REGION2:
+		return vm_ioctl_set_memory_region(vm, request, arg);
+	case KVM_CREATE_VCPU:
+		return vcpu_create(vm, arg);
+	case KVM_ENABLE_CAP:
+		return vm_ioctl_enable_cap(vm, arg);
+	case KVM_SET_MEMORY_ATTRIBUTES:
+		return vm_ioctl_set_memory_attributes(vm, arg);
 	default:
 		return -ENOTTY;
 	}
+}
+
+int vm_mmu_stats(struct vm *vm, struct gm_mmu_stats *stats)
+{
+	struct mmu *mmu = &vm->mmu;
+	struct gm_mmu_stats out = {
+		.faults = atomic_load(&mmu->faults),
+		.retries = atomic_load(&mmu->retries),
+		.zaps = atomic_load(&mmu->zaps),
+		.mapped_4k_bytes = atomic_load(&mmu->mapped_pages[MMU_LEVEL_4K]) << GM_PAGE_SHIFT,
+		.mapped_2m_bytes = atomic_load(&mmu->mapped_pages[MMU_LEVEL_2M]) << GM_HUGE_2M_SHIFT,
+		.mapped_1g_bytes = atomic_load(&mmu->mapped_pages[MMU_LEVEL_1G]) << GM_HUGE_1G_SHIFT,
+	};
+
+	return gm_copy_to_user(stats, &out, sizeof(out));
 }

@@ -2,13 +2,19 @@
 #ifndef GMEM_VM_H
 #define GMEM_VM_H
 
-#include "internal.h"
+#include "memslot.h"
+#include "mmu.h"
 
 struct vm {
 	struct gm_object obj;
 	unsigned long type;
-	/* Serialises memslot updates, as kvm->slots_lock. Taken before any file's invalidate_lock. */
+	/* Serialises memslot updates and binding changes, as kvm->slots_lock.
+	 * Lock order: slots_lock, then a file's invalidate_lock, then mmu.lock. */
 	pthread_mutex_t slots_lock;
+	struct memslots *_Atomic memslots[GM_ADDRESS_SPACES]; /* RCU-published */
+	struct mmu mmu;
+	_Atomic uint64_t exit_hypercall_mask; /* KVM_CAP_EXIT_HYPERCALL */
+	atomic_uint nr_vcpus;
 };
 
 #endif

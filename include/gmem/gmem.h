@@ -73,6 +73,76 @@ struct gm_stats {
 /* Process-wide statistics of the library. */
 int gm_stats(struct gm_stats *stats);
 
+/*
+ * Software vCPUs. A guest is a C function that KVM_RUN runs on the vCPU
+ * until it exits; the guest touches guest-physical memory only through the
+ * gm_guest_* accessors, which walk the VM's stage-2 and exit to userspace as
+ * the kernel would (memory fault, MMIO, hypercall, ucall). After userspace
+ * handles an exit, the next KVM_RUN resumes the guest at the same access.
+ */
+struct gm_guest;
+typedef void (*gm_guest_fn)(struct gm_guest *guest, void *arg);
+
+/* Installs fn on a vCPU fd; it starts at the next KVM_RUN. */
+int gm_vcpu_set_guest(int vcpu_fd, gm_guest_fn fn, void *arg);
+
+/* How the guest accesses memory: as the attributes say, or asking for one kind. */
+enum gm_access {
+	GM_ACCESS_AUTO = 0,    /* private where the memory is private (SW_PROTECTED semantics) */
+	GM_ACCESS_SHARED = 1,  /* a shared access, as with the C-bit clear on SNP */
+	GM_ACCESS_PRIVATE = 2, /* a private access; DEFAULT VMs have none and treat it as shared */
+};
+void gm_guest_set_access(struct gm_guest *guest, enum gm_access access);
+
+uint8_t gm_guest_read8(struct gm_guest *guest, uint64_t gpa);
+uint16_t gm_guest_read16(struct gm_guest *guest, uint64_t gpa);
+uint32_t gm_guest_read32(struct gm_guest *guest, uint64_t gpa);
+uint64_t gm_guest_read64(struct gm_guest *guest, uint64_t gpa);
+void gm_guest_write8(struct gm_guest *guest, uint64_t gpa, uint8_t val);
+void gm_guest_write16(struct gm_guest *guest, uint64_t gpa, uint16_t val);
+void gm_guest_write32(struct gm_guest *guest, uint64_t gpa, uint32_t val);
+void gm_guest_write64(struct gm_guest *guest, uint64_t gpa, uint64_t val);
+/* Bulk copies between guest-physical memory and the guest's own buffers. */
+void gm_guest_read(struct gm_guest *guest, void *dst, uint64_t gpa, size_t len);
+void gm_guest_write(struct gm_guest *guest, uint64_t gpa, const void *src, size_t len);
+/* Fetches instruction bytes (an execute access). */
+void gm_guest_fetch(struct gm_guest *guest, void *dst, uint64_t gpa, size_t len);
+
+/* A KVM hypercall (nr in RAX, args in RBX, RCX, RDX); returns what RAX gets back. */
+uint64_t gm_guest_hypercall(struct gm_guest *guest, uint64_t nr, uint64_t a0, uint64_t a1,
+			    uint64_t a2);
+
+/* ucall: an exit that carries values to the host, as the kernel's selftests use. */
+#define GM_UCALL_PORT 0x1000
+#define GM_UCALL_MAX_ARGS 6
+enum gm_ucall_cmd { GM_UCALL_NONE = 0, GM_UCALL_SYNC, GM_UCALL_DONE, GM_UCALL_ABORT };
+struct gm_ucall {
+	uint64_t cmd;
+	uint64_t args[GM_UCALL_MAX_ARGS];
+	char msg[128]; /* GM_UCALL_ABORT: what failed, where */
+};
+void gm_guest_ucall(struct gm_guest *guest, uint64_t cmd, int nargs, ...);
+void gm_guest_abort(struct gm_guest *guest, const char *file, int line, const char *what);
+#define GM_GUEST_ASSERT(guest, cond)                                              \
+	do {                                                                      \
+		if (!(cond))                                                      \
+			gm_guest_abort((guest), __FILE__, __LINE__, #cond);       \
+	} while (0)
+
+/* After KVM_RUN exits with KVM_EXIT_IO on GM_UCALL_PORT: the ucall; cmd 0 otherwise. */
+int gm_vcpu_get_ucall(int vcpu_fd, struct gm_ucall *uc);
+
+/* The stage-2 of a VM: faults, retries, zaps and what is mapped at each level. */
+struct gm_mmu_stats {
+	uint64_t faults;
+	uint64_t retries;
+	uint64_t zaps;
+	uint64_t mapped_4k_bytes;
+	uint64_t mapped_2m_bytes;
+	uint64_t mapped_1g_bytes;
+};
+int gm_vm_mmu_stats(int vm_fd, struct gm_mmu_stats *stats);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,347 @@
+/* Memslots: validation and binding as kvm_set_memory_region and kvm_gmem_bind do, published with RCU. */
+#include <string.h>
+
+#include "gmem.h"
+#include "vm.h"
+
+#define GM_MAX_GFN ((1ULL << 36) - 1) /* the stage-2 covers 48 bits of guest-physical space */
+#define GM_TASK_SIZE_MAX 0x7ffffffff000ULL
+
+static struct memslots *slots_of(struct vm *vm, unsigned as_id)
+{
+	return atomic_load_explicit(&vm->memslots[as_id], memory_order_acquire);
+}
+
+static struct memslot *slot_by_id(struct memslots *s, uint32_t id)
+{
+	for (size_t i = 0; s && i < s->nr; i++)
+		if (s->slots[i]->id == id)
+			return s->slots[i];
+	return NULL;
+}
+
+static bool slots_overlap(struct memslots *s, uint32_t id, gfn_t start, gfn_t end)
+{
+	for (size_t i = 0; s && i < s->nr; i++) {
+		struct memslot *m = s->slots[i];
+
+		if (m->id != id && m->base_gfn < end && start < m->base_gfn + m->npages)
+			return true;
+	}
+	return false;
+}
+
+static uint32_t valid_flags(const struct kvm_userspace_memory_region2 *mem)
+{
+	uint32_t valid = KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_GUEST_MEMFD;
+
+	/* No dirty logging of private memory; read-only slots would need MMIO on it. */
+	if (mem->flags & KVM_MEM_GUEST_MEMFD)
+		valid &= ~KVM_MEM_LOG_DIRTY_PAGES;
+	else
+		valid |= KVM_MEM_READONLY;
+	return valid;
+}
+
+/* The checks of kvm_set_memory_region before it looks at existing slots, in its order. */
+static int check_region(const struct kvm_userspace_memory_region2 *mem)
+{
+	uint64_t end;
+
+	if (mem->flags & ~valid_flags(mem))
+		return -EINVAL;
+	if (!GM_ALIGNED(mem->memory_size, GM_PAGE_SIZE))
+		return -EINVAL;
+	if (!GM_ALIGNED(mem->guest_phys_addr, GM_PAGE_SIZE))
+		return -EINVAL;
+	if (!GM_ALIGNED(mem->userspace_addr, GM_PAGE_SIZE) ||
+	    !gm_range_ok(mem->userspace_addr, mem->memory_size, &end) || end > GM_TASK_SIZE_MAX)
+		return -EINVAL;
+	if ((mem->flags & KVM_MEM_GUEST_MEMFD) &&
+	    (!GM_ALIGNED(mem->guest_memfd_offset, GM_PAGE_SIZE) ||
+	     !gm_range_ok(mem->guest_memfd_offset, mem->memory_size, &end)))
+		return -EINVAL;
+	if ((mem->slot >> 16) >= GM_ADDRESS_SPACES)
+		return -EINVAL;
+	if (!gm_range_ok(mem->guest_phys_addr, mem->memory_size, &end))
+		return -EINVAL;
+	if ((mem->memory_size >> GM_PAGE_SHIFT) > GM_MEM_MAX_NR_PAGES)
+		return -EINVAL;
+	return 0;
+}
+
+/* A copy of s with old removed and new inserted (either may be NULL), sorted by gfn. */
+static struct memslots *slots_replace(struct memslots *s, struct memslot *old, struct memslot *new)
+{
+	size_t nr = s ? s->nr : 0, out = 0;
+	struct memslots *n = gm_zalloc(sizeof(*n) + (nr + 1) * sizeof(n->slots[0]));
+
+	if (!n)
+		return NULL;
+	for (size_t i = 0; i < nr; i++) {
+		if (s->slots[i] == old)
+			continue;
+		if (new && new->base_gfn < s->slots[i]->base_gfn) {
+			n->slots[out++] = new;
+			new = NULL;
+		}
+		n->slots[out++] = s->slots[i];
+	}
+	if (new)
+		n->slots[out++] = new;
+	n->nr = out;
+	return n;
+}
+
+/* kvm_gmem_bind: the file must be a guest_memfd of this VM with room for the slot. */
+static int gmem_bind(struct vm *vm, struct memslot *slot, struct gm_object *obj,
+		     enum gm_file_type type, uint64_t offset)
+{
+	struct gmem *g;
+	struct memslot *b;
+	uint64_t end;
+	int ret = 0;
+
+	if (!obj)
+		return -EBADF;
+	if (type != GM_FILE_GMEM)
+		return -EINVAL;
+	g = gm_container_of(obj, struct gmem, obj);
+	if (g->vm != vm || (int64_t)offset < 0 || !GM_ALIGNED(offset, GM_PAGE_SIZE) ||
+	    !gm_range_ok(offset, slot->npages << GM_PAGE_SHIFT, &end) || end > g->size)
+		return -EINVAL;
+	pthread_rwlock_wrlock(&g->invalidate_lock);
+	/* A file range backs one slot only (EEXIST as in mainline after 6.18). */
+	for (b = g->bindings; b; b = b->next_binding)
+		if (b->pgoff < (end >> GM_PAGE_SHIFT) && (offset >> GM_PAGE_SHIFT) < b->pgoff + b->npages)
+			ret = -EEXIST;
+	if (!ret) {
+		slot->pgoff = offset >> GM_PAGE_SHIFT;
+		slot->gmem_only = g->flags & GUEST_MEMFD_FLAG_MMAP;
+		atomic_store(&slot->gmem, g);
+		slot->next_binding = g->bindings;
+		g->bindings = slot;
+	}
+	pthread_rwlock_unlock(&g->invalidate_lock);
+	/* The binding holds no reference: the file clears it when it goes. */
+	return ret;
+}
+
+/* Called with vm->slots_lock held, so a file's release cannot run concurrently. */
+static void gmem_unbind(struct memslot *slot)
+{
+	struct gmem *g = atomic_load(&slot->gmem);
+	struct memslot **pp;
+
+	if (!g)
+		return;
+	pthread_rwlock_wrlock(&g->invalidate_lock);
+	for (pp = &g->bindings; *pp; pp = &(*pp)->next_binding) {
+		if (*pp == slot) {
+			*pp = slot->next_binding;
+			break;
+		}
+	}
+	atomic_store(&slot->gmem, NULL);
+	pthread_rwlock_unlock(&g->invalidate_lock);
+}
+
+void memslot_release_bindings(struct gmem *g)
+{
+	struct memslot *b;
+
+	/* The file is going: its slots stay, but faults through them now fail. */
+	for (b = g->bindings; b; b = b->next_binding) {
+		atomic_store(&b->gmem, NULL);
+		mmu_invalidate_begin(&g->vm->mmu, b->base_gfn, b->base_gfn + b->npages);
+	}
+	if (g->bindings)
+		mmu_sync();
+	for (b = g->bindings; b; b = b->next_binding)
+		mmu_invalidate_end(&g->vm->mmu);
+	g->bindings = NULL;
+}
+
+static void slot_free_rcu(struct rcu_head *head)
+{
+	gm_free(caa_container_of(head, struct memslot, rcu));
+}
+
+/* Publishes n, waits for readers of the old array, frees it. */
+static void slots_publish(struct vm *vm, unsigned as_id, struct memslots *n)
+{
+	struct memslots *old = slots_of(vm, as_id);
+
+	rcu_assign_pointer(*(struct memslots **)&vm->memslots[as_id], n);
+	synchronize_rcu();
+	gm_free(old);
+}
+
+static int slot_delete(struct vm *vm, unsigned as_id, struct memslot *old)
+{
+	struct memslots *n = slots_replace(slots_of(vm, as_id), old, NULL);
+
+	if (!n)
+		return -ENOMEM;
+	slots_publish(vm, as_id, n);
+	/* Faults now miss the slot; drop what the stage-2 mapped through it. */
+	mmu_invalidate_begin(&vm->mmu, old->base_gfn, old->base_gfn + old->npages);
+	mmu_sync();
+	mmu_invalidate_end(&vm->mmu);
+	if (old->flags & KVM_MEM_GUEST_MEMFD)
+		gmem_unbind(old);
+	call_rcu(&old->rcu, slot_free_rcu);
+	return 0;
+}
+
+static int slot_create(struct vm *vm, unsigned as_id, const struct kvm_userspace_memory_region2 *mem,
+		       struct memslot *old, struct gm_object *file, enum gm_file_type file_type)
+{
+	gfn_t base = mem->guest_phys_addr >> GM_PAGE_SHIFT;
+	uint64_t npages = mem->memory_size >> GM_PAGE_SHIFT;
+	struct memslots *n;
+	struct memslot *slot;
+	int ret;
+
+	if (slots_overlap(slots_of(vm, as_id), mem->slot, base, base + npages))
+		return -EEXIST;
+	slot = gm_zalloc(sizeof(*slot));
+	if (!slot)
+		return -ENOMEM;
+	slot->id = mem->slot;
+	slot->flags = mem->flags;
+	slot->base_gfn = base;
+	slot->npages = npages;
+	slot->userspace_addr = mem->userspace_addr;
+	if (mem->flags & KVM_MEM_GUEST_MEMFD) {
+		ret = gmem_bind(vm, slot, file, file_type, mem->guest_memfd_offset);
+		if (ret)
+			goto err_free;
+	}
+	/* kvm_arch_prepare_memory_region: the slot must fit the guest-physical space. */
+	if (base + npages - 1 > GM_MAX_GFN) {
+		ret = -EINVAL;
+		goto err_unbind;
+	}
+	n = slots_replace(slots_of(vm, as_id), old, slot);
+	if (!n) {
+		ret = -ENOMEM;
+		goto err_unbind;
+	}
+	slots_publish(vm, as_id, n);
+	if (old) {
+		/* A move or a flags change: what was mapped through the old slot goes. */
+		mmu_invalidate_begin(&vm->mmu, old->base_gfn, old->base_gfn + old->npages);
+		mmu_sync();
+		mmu_invalidate_end(&vm->mmu);
+		call_rcu(&old->rcu, slot_free_rcu);
+	}
+	return 0;
+
+err_unbind:
+	gmem_unbind(slot);
+err_free:
+	gm_free(slot);
+	return ret;
+}
+
+static int memslot_set_locked(struct vm *vm, const struct kvm_userspace_memory_region2 *mem,
+			      struct gm_object *file, enum gm_file_type file_type)
+{
+	unsigned as_id = mem->slot >> 16;
+	struct memslot *old;
+	int ret = check_region(mem);
+
+	if (ret)
+		return ret;
+	old = slot_by_id(slots_of(vm, as_id), mem->slot);
+	if (!mem->memory_size)
+		return old ? slot_delete(vm, as_id, old) : -EINVAL;
+	if (old) {
+		/* Guest_memfd slots are immutable: they can only be deleted. */
+		if (mem->flags & KVM_MEM_GUEST_MEMFD)
+			return -EINVAL;
+		if (mem->userspace_addr != old->userspace_addr ||
+		    (mem->memory_size >> GM_PAGE_SHIFT) != old->npages ||
+		    ((mem->flags ^ old->flags) & KVM_MEM_READONLY))
+			return -EINVAL;
+		if ((mem->guest_phys_addr >> GM_PAGE_SHIFT) == old->base_gfn && mem->flags == old->flags)
+			return 0;
+	}
+	return slot_create(vm, as_id, mem, old, file, file_type);
+}
+
+int memslot_set(struct vm *vm, const struct kvm_userspace_memory_region2 *mem)
+{
+	enum gm_file_type file_type = 0;
+	struct gm_object *file = NULL;
+	int ret;
+
+	if ((uint16_t)mem->slot >= GM_USER_MEM_SLOTS)
+		return -EINVAL;
+	/*
+	 * Look the file up before slots_lock: dropping the last reference to a
+	 * file takes slots_lock, so the reference is dropped after unlocking.
+	 */
+	if (mem->flags & KVM_MEM_GUEST_MEMFD)
+		file = gm_file_get((int)mem->guest_memfd, &file_type);
+	pthread_mutex_lock(&vm->slots_lock);
+	ret = memslot_set_locked(vm, mem, file, file_type);
+	pthread_mutex_unlock(&vm->slots_lock);
+	if (file)
+		gm_object_put(file);
+	return ret;
+}
+
+bool memslot_lookup(struct vm *vm, gfn_t gfn, struct memslot_view *view)
+{
+	struct memslots *s;
+	bool found = false;
+
+	rcu_read_lock();
+	s = rcu_dereference(*(struct memslots **)&vm->memslots[0]);
+	for (size_t lo = 0, hi = s ? s->nr : 0; lo < hi;) {
+		size_t mid = lo + (hi - lo) / 2;
+		struct memslot *m = s->slots[mid];
+
+		if (gfn < m->base_gfn) {
+			hi = mid;
+		} else if (gfn >= m->base_gfn + m->npages) {
+			lo = mid + 1;
+		} else {
+			struct gmem *g = atomic_load(&m->gmem);
+
+			*view = (struct memslot_view){
+				.id = m->id, .flags = m->flags, .base_gfn = m->base_gfn,
+				.npages = m->npages, .userspace_addr = m->userspace_addr,
+				.has_gmem = m->flags & KVM_MEM_GUEST_MEMFD,
+				.gmem_only = m->gmem_only, .pgoff = m->pgoff,
+			};
+			/* A file being released has no references left: treat it as gone. */
+			if (g && gm_object_tryget(&g->obj))
+				view->gmem = g;
+			found = true;
+			break;
+		}
+	}
+	rcu_read_unlock();
+	return found;
+}
+
+void memslot_view_put(struct memslot_view *view)
+{
+	if (view->gmem)
+		gmem_put(view->gmem);
+	view->gmem = NULL;
+}
+
+void memslots_destroy(struct vm *vm)
+{
+	for (unsigned as = 0; as < GM_ADDRESS_SPACES; as++) {
+		struct memslots *s = slots_of(vm, as);
+
+		for (size_t i = 0; s && i < s->nr; i++)
+			gm_free(s->slots[i]);
+		gm_free(s);
+	}
+}
