@@ -199,6 +199,7 @@ int gmem_fstat(struct gmem *g, int fd, struct stat *st)
 	if (fstat(fd, &tmp) < 0)
 		return -errno;
 	tmp.st_mode = S_IFREG | S_IRUSR | S_IWUSR;
+	tmp.st_nlink = 1; /* the handle is an unlinked memfd; the kernel's inode has one link */
 	tmp.st_size = (off_t)g->size;
 	tmp.st_blksize = GM_PAGE_SIZE;
 	tmp.st_blocks = (blkcnt_t)(backing_allocated_bytes(&g->backing) / 512);

@@ -50,6 +50,10 @@ int hostmap_create(struct gmem *g, void *addr, size_t len, int prot, int flags, 
 		   void **out);
 /* 1 when [addr, addr + len) held library mappings (now unmapped), 0 if none, or -errno. */
 int hostmap_unmap(void *addr, size_t len);
+/* Forgets library mappings in [addr, addr + len), which something else has replaced. */
+void hostmap_forget(void *addr, size_t len);
+/* mmap(2)'s generic checks of the arguments, without mapping anything: 0 or -errno. */
+int hostmap_check_generic(void *addr, size_t len, int prot, int flags, int64_t off);
 /* Re-applies the attributes of pages [start, end) to every host mapping of g. */
 int hostmap_refresh(struct gmem *g, pgoff_t start, pgoff_t end);
 

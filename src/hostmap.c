@@ -92,6 +92,29 @@ static void *reserve(void *addr, size_t len, int prot, int flags, int64_t off, s
 	return mmap((void *)aligned, len, prot, flags | MAP_FIXED, hole_fd, (off_t)off);
 }
 
+int hostmap_check_generic(void *addr, size_t len, int prot, int flags, int64_t off)
+{
+	bool fixed = flags & MAP_FIXED;
+	void *p;
+
+	pthread_once(&hole_once, hole_init);
+	if (hole_fd < 0)
+		return -ENOMEM;
+	/*
+	 * A throwaway mapping of the hole runs mmap(2)'s own checks. It must not
+	 * replace what is at addr, so MAP_FIXED becomes a hint; NOREPLACE stays,
+	 * and where it succeeds the address was free.
+	 */
+	p = mmap(fixed ? NULL : addr, len, prot & ~PROT_EXEC,
+		 flags & ~(MAP_FIXED | MAP_POPULATE | MAP_LOCKED), hole_fd, (off_t)off);
+	if (p == MAP_FAILED)
+		return -errno;
+	munmap(p, len);
+	if (fixed && !GM_ALIGNED((uintptr_t)addr, GM_PAGE_SIZE))
+		return -EINVAL;
+	return 0;
+}
+
 int hostmap_create(struct gmem *g, void *addr, size_t len, int prot, int flags, int64_t off,
 		   void **out)
 {
@@ -102,6 +125,14 @@ int hostmap_create(struct gmem *g, void *addr, size_t len, int prot, int flags, 
 	pthread_once(&hole_once, hole_init);
 	if (hole_fd < 0)
 		return -ENOMEM;
+	/*
+	 * The kernel's guest_memfd lives on a noexec pseudo filesystem: after the
+	 * generic checks, PROT_EXEC is refused before anything is replaced.
+	 */
+	if (prot & PROT_EXEC) {
+		ret = hostmap_check_generic(addr, len, prot, flags, off);
+		return ret ? ret : -EPERM;
+	}
 	m = gm_zalloc(sizeof(*m));
 	if (!m)
 		return -ENOMEM;
@@ -110,6 +141,12 @@ int hostmap_create(struct gmem *g, void *addr, size_t len, int prot, int flags, 
 		ret = -errno;
 		goto err_free;
 	}
+	/*
+	 * A fixed mapping has replaced whatever was there, ours included, even if
+	 * the checks below fail: the kernel, too, unmaps before asking the file.
+	 */
+	if (flags & MAP_FIXED)
+		hostmap_forget(p, len);
 	ret = gmem_mmap_check(g, len, flags, off);
 	if (ret)
 		goto err_unmap;
@@ -151,14 +188,88 @@ static void hostmap_drop(struct hostmap *m)
 	gm_free(m);
 }
 
+/*
+ * Takes [start, end) out of the list, after it was unmapped or replaced.
+ * Whole mappings move to *dropped; one cut in the middle uses *spare for its
+ * right part (without a spare that part is no longer tracked: it stays
+ * mapped but attribute changes no longer reach it).
+ */
+static bool forget_locked(uintptr_t start, uintptr_t end, struct hostmap **spare,
+			  struct hostmap **dropped)
+{
+	struct hostmap **pp, *m;
+	bool found = false;
+
+	for (pp = &hostmaps; (m = *pp);) {
+		if (m->end <= start || m->start >= end) {
+			pp = &m->next;
+			continue;
+		}
+		found = true;
+		if (start <= m->start && end >= m->end) {
+			*pp = m->next;
+			m->next = *dropped;
+			*dropped = m;
+			continue;
+		}
+		if (start > m->start && end < m->end && *spare) {
+			struct hostmap *right = *spare;
+
+			*right = *m;
+			right->start = end;
+			right->off = m->off + (end - m->start);
+			gmem_get(m->gmem);
+			atomic_fetch_add(&m->gmem->host_mappings, 1);
+			m->end = start;
+			m->next = right;
+			*spare = NULL;
+			pp = &right->next;
+			continue;
+		}
+		if (start <= m->start) {
+			m->off += end - m->start;
+			m->start = end;
+		} else {
+			m->end = start;
+		}
+		pp = &m->next;
+	}
+	return found;
+}
+
+/* Drops the dropped list; the last mapping of a file may release it, so no lock is held. */
+static void drop_all(struct hostmap *dropped)
+{
+	while (dropped) {
+		struct hostmap *m = dropped;
+
+		dropped = m->next;
+		hostmap_drop(m);
+	}
+}
+
+static uintptr_t page_end(void *addr, size_t len)
+{
+	return (uintptr_t)addr + ((len + GM_PAGE_SIZE - 1) & ~(GM_PAGE_SIZE - 1));
+}
+
+void hostmap_forget(void *addr, size_t len)
+{
+	/* A mapping cut in the middle splits in two: allocate before changing anything. */
+	struct hostmap *spare = gm_zalloc(sizeof(*spare)), *dropped = NULL;
+
+	pthread_mutex_lock(&hostmap_lock);
+	forget_locked((uintptr_t)addr, page_end(addr, len), &spare, &dropped);
+	pthread_mutex_unlock(&hostmap_lock);
+	gm_free(spare);
+	drop_all(dropped);
+}
+
 int hostmap_unmap(void *addr, size_t len)
 {
-	uintptr_t start = (uintptr_t)addr;
-	uintptr_t end = start + ((len + GM_PAGE_SIZE - 1) & ~(GM_PAGE_SIZE - 1));
-	struct hostmap *spare, *dropped = NULL, **pp, *m;
-	int found = 0;
+	struct hostmap *spare, *dropped = NULL;
+	bool found;
 
-	/* A hole punched in the middle splits a mapping: allocate before changing anything. */
 	spare = gm_zalloc(sizeof(*spare));
 	if (!spare)
 		return -ENOMEM;
@@ -170,47 +281,10 @@ int hostmap_unmap(void *addr, size_t len)
 		gm_free(spare);
 		return err;
 	}
-	for (pp = &hostmaps; (m = *pp);) {
-		if (m->end <= start || m->start >= end) {
-			pp = &m->next;
-			continue;
-		}
-		found = 1;
-		if (start <= m->start && end >= m->end) {
-			*pp = m->next;
-			m->next = dropped;
-			dropped = m;
-			continue;
-		}
-		if (start > m->start && end < m->end) {
-			*spare = *m;
-			spare->start = end;
-			spare->off = m->off + (end - m->start);
-			spare->next = m->next;
-			gmem_get(m->gmem);
-			atomic_fetch_add(&m->gmem->host_mappings, 1);
-			m->end = start;
-			m->next = spare;
-			spare = NULL;
-			pp = &m->next->next;
-			continue;
-		}
-		if (start <= m->start) {
-			m->off += end - m->start;
-			m->start = end;
-		} else {
-			m->end = start;
-		}
-		pp = &m->next;
-	}
+	found = forget_locked((uintptr_t)addr, page_end(addr, len), &spare, &dropped);
 	pthread_mutex_unlock(&hostmap_lock);
 	gm_free(spare);
-	/* Dropping the last mapping may release the file: no lock held here. */
-	while (dropped) {
-		m = dropped;
-		dropped = m->next;
-		hostmap_drop(m);
-	}
+	drop_all(dropped);
 	return found;
 }
 

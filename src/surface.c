@@ -1,13 +1,21 @@
 /* The kernel-compatible surface: each gm_* call acts as the syscall would on the kernel's fd. */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <stdarg.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "gmem.h"
 #include "vcpu.h"
+
+/* The mode bits of fallocate(2) that name an operation; WRITE_ZEROES is new in 6.17. */
+#define FALLOC_WRITE_ZEROES 0x80
+#define FALLOC_MODE_MASK                                                                    \
+	(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_ZERO_RANGE |            \
+	 FALLOC_FL_INSERT_RANGE | FALLOC_FL_UNSHARE_RANGE | FALLOC_WRITE_ZEROES)
 
 /* Sets errno from a negative errno result, as a syscall returns. */
 static long sys_ret(long ret)
@@ -71,6 +79,33 @@ GM_EXPORT int gm_ioctl(int fd, unsigned long request, ...)
 	return (int)sys_ret(ret);
 }
 
+/*
+ * mmap of a library fd that has no mmap method: mmap(2)'s generic checks,
+ * then PROT_EXEC on the noexec pseudo filesystem of anonymous inodes, then
+ * the missing method.
+ */
+static int other_mmap(enum gm_file_type type, void *addr, size_t len, int prot, int flags,
+		      int64_t off)
+{
+	int ret = hostmap_check_generic(addr, len, prot, flags, off);
+
+	if (ret)
+		return ret;
+	if ((prot & PROT_EXEC) && type != GM_FILE_KVM)
+		return -EPERM;
+	return -ENODEV;
+}
+
+/* mmap(2) of a fd that is not ours; a fixed mapping replaces any of ours below it. */
+static void *plain_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	void *p = mmap(addr, len, prot, flags, fd, off);
+
+	if (p != MAP_FAILED && (flags & MAP_FIXED))
+		hostmap_forget(p, len);
+	return p;
+}
+
 GM_EXPORT void *gm_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
 	enum gm_file_type type;
@@ -80,24 +115,18 @@ GM_EXPORT void *gm_mmap(void *addr, size_t len, int prot, int flags, int fd, off
 
 	/* An anonymous mapping ignores the fd, as mmap(2) does. */
 	if (flags & MAP_ANONYMOUS)
-		return mmap(addr, len, prot, flags, fd, off);
+		return plain_mmap(addr, len, prot, flags, fd, off);
 	obj = gm_file_get(fd, &type);
 	if (!obj)
-		return mmap(addr, len, prot, flags, fd, off);
-	switch (type) {
-	case GM_FILE_GMEM:
+		return plain_mmap(addr, len, prot, flags, fd, off);
+	if (type == GM_FILE_GMEM)
 		ret = hostmap_create(gm_container_of(obj, struct gmem, obj), addr, len, prot, flags,
 				     off, &out);
-		break;
-	case GM_FILE_VCPU:
+	else if (type == GM_FILE_VCPU)
 		ret = vcpu_mmap(gm_container_of(obj, struct vcpu, obj), addr, len, prot, flags, off,
 				&out);
-		break;
-	default:
-		/* anon-inode files without an mmap method */
-		ret = -ENODEV;
-		break;
-	}
+	else
+		ret = other_mmap(type, addr, len, prot, flags, off);
 	gm_object_put(obj);
 	if (ret) {
 		errno = -ret;
@@ -113,6 +142,47 @@ GM_EXPORT int gm_munmap(void *addr, size_t len)
 	return ret < 0 ? (int)sys_ret(ret) : 0;
 }
 
+/*
+ * vfs_fallocate's own checks, made for every file before its fallocate
+ * method: the range, then the modes the VFS knows at all, then the file type
+ * (library fds other than guest_memfd are anonymous inodes or a character
+ * device), then a range that wraps past the largest offset.
+ */
+static long vfs_fallocate_check(enum gm_file_type type, int mode, int64_t off, int64_t len)
+{
+	int64_t end;
+
+	if (off < 0 || len <= 0)
+		return -EINVAL;
+	if (mode & ~(FALLOC_MODE_MASK | FALLOC_FL_KEEP_SIZE))
+		return -EOPNOTSUPP;
+	switch (mode & FALLOC_MODE_MASK) {
+	case 0: /* allocate */
+	case FALLOC_FL_UNSHARE_RANGE:
+	case FALLOC_FL_ZERO_RANGE:
+		break;
+	case FALLOC_FL_PUNCH_HOLE:
+		/* A hole never shrinks the file. */
+		if (!(mode & FALLOC_FL_KEEP_SIZE))
+			return -EOPNOTSUPP;
+		break;
+	case FALLOC_FL_COLLAPSE_RANGE:
+	case FALLOC_FL_INSERT_RANGE:
+	case FALLOC_WRITE_ZEROES:
+		/* These change the size or write it, so KEEP_SIZE makes no sense. */
+		if (mode & FALLOC_FL_KEEP_SIZE)
+			return -EOPNOTSUPP;
+		break;
+	default:
+		return -EOPNOTSUPP;
+	}
+	if (type != GM_FILE_GMEM)
+		return -ENODEV;
+	if (__builtin_add_overflow(off, len, &end))
+		return -EFBIG;
+	return 0;
+}
+
 GM_EXPORT int gm_fallocate(int fd, int mode, off_t off, off_t len)
 {
 	enum gm_file_type type;
@@ -121,12 +191,28 @@ GM_EXPORT int gm_fallocate(int fd, int mode, off_t off, off_t len)
 
 	if (!obj)
 		return fallocate(fd, mode, off, len);
-	if (type == GM_FILE_GMEM)
+	ret = vfs_fallocate_check(type, mode, off, len);
+	if (!ret)
 		ret = gmem_fallocate(gm_container_of(obj, struct gmem, obj), mode, off, len);
-	else
-		ret = (off < 0 || len <= 0) ? -EINVAL : -ENODEV; /* not a regular file */
 	gm_object_put(obj);
 	return (int)sys_ret(ret);
+}
+
+/* What fstat says of the system, VM and vCPU fds, whose handles are memfds. */
+static long other_fstat(enum gm_file_type type, int fd, struct stat *st)
+{
+	struct stat tmp;
+
+	if (fstat(fd, &tmp) < 0)
+		return -errno;
+	/* /dev/kvm is a character device; anonymous inodes have no file type bits. */
+	tmp.st_mode = (type == GM_FILE_KVM ? S_IFCHR : 0) | S_IRUSR | S_IWUSR;
+	tmp.st_rdev = type == GM_FILE_KVM ? makedev(10, 232) : 0;
+	tmp.st_nlink = 1;
+	tmp.st_size = 0;
+	tmp.st_blocks = 0;
+	tmp.st_blksize = GM_PAGE_SIZE;
+	return gm_copy_to_user(st, &tmp, sizeof(tmp));
 }
 
 GM_EXPORT int gm_fstat(int fd, struct stat *st)
@@ -140,57 +226,69 @@ GM_EXPORT int gm_fstat(int fd, struct stat *st)
 	if (type == GM_FILE_GMEM)
 		ret = gmem_fstat(gm_container_of(obj, struct gmem, obj), fd, st);
 	else
-		ret = fstat(fd, st) < 0 ? -errno : 0;
+		ret = other_fstat(type, fd, st);
 	gm_object_put(obj);
 	return (int)sys_ret(ret);
 }
 
-/* Library fds have no read, write or llseek methods: the VFS answers for them. */
-static long no_method(int fd, long err)
+/*
+ * Library fds have no read or write method, so the VFS refuses them with
+ * EINVAL, and no setattr that takes a size (guest_memfd refuses every size;
+ * the others are not regular files), so ftruncate is EINVAL too. Returns the
+ * fd's type, or 0 when it is not a library fd.
+ */
+static enum gm_file_type lib_fd_type(int fd)
 {
 	enum gm_file_type type;
 	struct gm_object *obj = gm_file_get(fd, &type);
 
 	if (!obj)
-		return 1;
+		return 0;
 	gm_object_put(obj);
-	return err;
+	return type;
 }
 
 GM_EXPORT ssize_t gm_read(int fd, void *buf, size_t n)
 {
-	long ret = no_method(fd, -EINVAL);
-
-	return ret == 1 ? read(fd, buf, n) : sys_ret(ret);
+	return lib_fd_type(fd) ? sys_ret(-EINVAL) : read(fd, buf, n);
 }
 
 GM_EXPORT ssize_t gm_write(int fd, const void *buf, size_t n)
 {
-	long ret = no_method(fd, -EINVAL);
-
-	return ret == 1 ? write(fd, buf, n) : sys_ret(ret);
+	return lib_fd_type(fd) ? sys_ret(-EINVAL) : write(fd, buf, n);
 }
 
 GM_EXPORT ssize_t gm_pread(int fd, void *buf, size_t n, off_t off)
 {
-	long ret = no_method(fd, -ESPIPE);
+	enum gm_file_type type = lib_fd_type(fd);
 
-	return ret == 1 ? pread(fd, buf, n, off) : sys_ret(ret);
+	if (!type)
+		return pread(fd, buf, n, off);
+	/*
+	 * A negative offset is refused first. Pseudo files (guest_memfd, VM,
+	 * vCPU) cannot pread at all; /dev/kvm can, but has no read method.
+	 */
+	if (off < 0 || type == GM_FILE_KVM)
+		return sys_ret(-EINVAL);
+	return sys_ret(-ESPIPE);
 }
 
 GM_EXPORT off_t gm_lseek(int fd, off_t off, int whence)
 {
-	long ret = no_method(fd, -ESPIPE);
+	enum gm_file_type type = lib_fd_type(fd);
 
-	return ret == 1 ? lseek(fd, off, whence) : sys_ret(ret);
+	if (!type)
+		return lseek(fd, off, whence);
+	/* An unknown whence is refused before the file is asked. */
+	if (whence < SEEK_SET || whence > SEEK_HOLE)
+		return sys_ret(-EINVAL);
+	/* guest_memfd cannot seek; /dev/kvm, VM and vCPU fds seek nowhere and stay at 0. */
+	return type == GM_FILE_GMEM ? sys_ret(-ESPIPE) : 0;
 }
 
 GM_EXPORT int gm_ftruncate(int fd, off_t len)
 {
-	/* guest_memfd's setattr refuses any size change; anon inodes are not regular files. */
-	long ret = no_method(fd, -EINVAL);
-
-	return ret == 1 ? ftruncate(fd, len) : (int)sys_ret(ret);
+	return lib_fd_type(fd) ? (int)sys_ret(-EINVAL) : ftruncate(fd, len);
 }
 
 GM_EXPORT int gm_close(int fd)
