@@ -2,7 +2,7 @@
 #
 #   make          shared + static library and the tools
 #   make run      set up dependencies, build and run the main program
-#   make test     set up dependencies, build and run every test (plus the sanitizer builds)
+#   make test     set up dependencies, build and run every test (release, ASan+UBSan, TSan)
 #   make bench    build and run the benchmarks (results under build/bench/)
 #   make install  library, headers and pkg-config file under $(PREFIX)
 
@@ -127,6 +127,7 @@ test: deps
 	@$(MAKE) --no-print-directory check-exports
 	@$(MAKE) --no-print-directory test-run
 	@$(MAKE) --no-print-directory VARIANT=asan test-run
+	@$(MAKE) --no-print-directory VARIANT=tsan test-run
 
 bench: deps
 	@$(MAKE) --no-print-directory $(BENCHES)

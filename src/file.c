@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <unistd.h>
-#include <urcu-bp.h>
+#include "rcu.h"
 
 #include "internal.h"
 
@@ -82,7 +82,7 @@ int gm_file_install(enum gm_file_type type, struct gm_object *obj, const char *n
 	atomic_fetch_add(&open_fds, 1);
 	if (stale) {
 		atomic_fetch_sub(&open_fds, 1);
-		synchronize_rcu();
+		gm_synchronize_rcu();
 		gm_object_put(stale->obj);
 		gm_free(stale);
 	}
@@ -110,14 +110,14 @@ struct gm_object *gm_file_get(int fd, enum gm_file_type *type)
 
 	if (!slot)
 		return NULL;
-	rcu_read_lock();
-	e = rcu_dereference(*(struct fd_entry **)slot);
+	gm_rcu_read_lock();
+	e = atomic_load_explicit(slot, memory_order_acquire);
 	if (e && fd_matches(fd, e)) {
 		gm_object_get(e->obj);
 		obj = e->obj;
 		*type = e->type;
 	}
-	rcu_read_unlock();
+	gm_rcu_read_unlock();
 	return obj;
 }
 
@@ -148,7 +148,7 @@ int gm_file_close(int fd)
 	pthread_mutex_unlock(&fd_table_lock);
 	atomic_fetch_sub(&open_fds, 1);
 	/* Readers may still hold the entry: the object's reference goes after a grace period. */
-	synchronize_rcu();
+	gm_synchronize_rcu();
 	fd_entry_free(&e->rcu);
 	return 1;
 }

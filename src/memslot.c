@@ -1,4 +1,5 @@
 /* Memslots: validation and binding as kvm_set_memory_region and kvm_gmem_bind do, published with RCU. */
+#include <fcntl.h>
 #include <string.h>
 
 #include "gmem.h"
@@ -94,7 +95,7 @@ static struct memslots *slots_replace(struct memslots *s, struct memslot *old, s
 }
 
 /* kvm_gmem_bind: the file must be a guest_memfd of this VM with room for the slot. */
-static int gmem_bind(struct vm *vm, struct memslot *slot, struct gm_object *obj,
+static int gmem_bind(struct vm *vm, struct memslot *slot, int fd, struct gm_object *obj,
 		     enum gm_file_type type, uint64_t offset)
 {
 	struct gmem *g;
@@ -102,8 +103,9 @@ static int gmem_bind(struct vm *vm, struct memslot *slot, struct gm_object *obj,
 	uint64_t end;
 	int ret = 0;
 
+	/* An open fd that is not ours is not a guest_memfd; a closed one is EBADF. */
 	if (!obj)
-		return -EBADF;
+		return fcntl(fd, F_GETFD) < 0 ? -EBADF : -EINVAL;
 	if (type != GM_FILE_GMEM)
 		return -EINVAL;
 	g = gm_container_of(obj, struct gmem, obj);
@@ -172,8 +174,8 @@ static void slots_publish(struct vm *vm, unsigned as_id, struct memslots *n)
 {
 	struct memslots *old = slots_of(vm, as_id);
 
-	rcu_assign_pointer(*(struct memslots **)&vm->memslots[as_id], n);
-	synchronize_rcu();
+	atomic_store_explicit(&vm->memslots[as_id], n, memory_order_release);
+	gm_synchronize_rcu();
 	gm_free(old);
 }
 
@@ -190,7 +192,7 @@ static int slot_delete(struct vm *vm, unsigned as_id, struct memslot *old)
 	mmu_invalidate_end(&vm->mmu);
 	if (old->flags & KVM_MEM_GUEST_MEMFD)
 		gmem_unbind(old);
-	call_rcu(&old->rcu, slot_free_rcu);
+	gm_call_rcu(&old->rcu, slot_free_rcu);
 	return 0;
 }
 
@@ -214,7 +216,8 @@ static int slot_create(struct vm *vm, unsigned as_id, const struct kvm_userspace
 	slot->npages = npages;
 	slot->userspace_addr = mem->userspace_addr;
 	if (mem->flags & KVM_MEM_GUEST_MEMFD) {
-		ret = gmem_bind(vm, slot, file, file_type, mem->guest_memfd_offset);
+		ret = gmem_bind(vm, slot, (int)mem->guest_memfd, file, file_type,
+				mem->guest_memfd_offset);
 		if (ret)
 			goto err_free;
 	}
@@ -234,7 +237,7 @@ static int slot_create(struct vm *vm, unsigned as_id, const struct kvm_userspace
 		mmu_invalidate_begin(&vm->mmu, old->base_gfn, old->base_gfn + old->npages);
 		mmu_sync();
 		mmu_invalidate_end(&vm->mmu);
-		call_rcu(&old->rcu, slot_free_rcu);
+		gm_call_rcu(&old->rcu, slot_free_rcu);
 	}
 	return 0;
 
@@ -298,8 +301,8 @@ bool memslot_lookup(struct vm *vm, gfn_t gfn, struct memslot_view *view)
 	struct memslots *s;
 	bool found = false;
 
-	rcu_read_lock();
-	s = rcu_dereference(*(struct memslots **)&vm->memslots[0]);
+	gm_rcu_read_lock();
+	s = atomic_load_explicit(&vm->memslots[0], memory_order_acquire);
 	for (size_t lo = 0, hi = s ? s->nr : 0; lo < hi;) {
 		size_t mid = lo + (hi - lo) / 2;
 		struct memslot *m = s->slots[mid];
@@ -324,7 +327,7 @@ bool memslot_lookup(struct vm *vm, gfn_t gfn, struct memslot_view *view)
 			break;
 		}
 	}
-	rcu_read_unlock();
+	gm_rcu_read_unlock();
 	return found;
 }
 

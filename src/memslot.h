@@ -2,7 +2,7 @@
 #ifndef GMEM_MEMSLOT_H
 #define GMEM_MEMSLOT_H
 
-#include <urcu-bp.h>
+#include "rcu.h"
 
 #include "internal.h"
 

@@ -1,5 +1,5 @@
 /* The software stage-2: a 4-level radix table over gfns with 4K, 2M and 1G leaves. */
-#include <urcu-bp.h>
+#include "rcu.h"
 
 #include "mmu.h"
 
@@ -101,7 +101,7 @@ static void table_retire(struct mmu *mmu, struct mmu_table *t, int level)
 		else
 			table_retire(mmu, spte_table(e), level - 1);
 	}
-	call_rcu(&t->rcu, table_rcu_free);
+	gm_call_rcu(&t->rcu, table_rcu_free);
 }
 
 static bool mmu_retry(struct mmu *mmu, gfn_t gfn, uint64_t seq)
@@ -214,5 +214,5 @@ void mmu_invalidate_end(struct mmu *mmu)
 void mmu_sync(void)
 {
 	/* vCPUs access guest memory inside RCU read-side sections. */
-	synchronize_rcu();
+	gm_synchronize_rcu();
 }

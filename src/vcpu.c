@@ -5,7 +5,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
-#include <urcu-bp.h>
+#include "rcu.h"
 
 #include "gmem.h"
 #include "vcpu.h"
@@ -34,10 +34,14 @@ static void vcpu_release(struct gm_object *obj)
 		pthread_mutex_unlock(&v->lock);
 		pthread_join(v->thread, NULL);
 	}
-	munmap(v->run, VCPU_MMAP_PAGES * GM_PAGE_SIZE);
+	if (v->run)
+		munmap(v->run, VCPU_MMAP_PAGES * GM_PAGE_SIZE);
 	pthread_cond_destroy(&v->cond);
 	pthread_mutex_destroy(&v->lock);
 	atomic_fetch_sub(&v->vm->nr_vcpus, 1);
+	pthread_mutex_lock(&v->vm->slots_lock);
+	v->vm->vcpu_ids[v->id / 64] &= ~(1ULL << (v->id % 64));
+	pthread_mutex_unlock(&v->vm->slots_lock);
 	vm_put(v->vm);
 	gm_free(v);
 }
@@ -52,6 +56,14 @@ int vcpu_create(struct vm *vm, unsigned long id)
 	v = gm_zalloc(sizeof(struct gm_guest));
 	if (!v)
 		return -ENOMEM;
+	pthread_mutex_lock(&vm->slots_lock);
+	if (vm->vcpu_ids[id / 64] & (1ULL << (id % 64))) {
+		pthread_mutex_unlock(&vm->slots_lock);
+		gm_free(v);
+		return -EEXIST;
+	}
+	vm->vcpu_ids[id / 64] |= 1ULL << (id % 64);
+	pthread_mutex_unlock(&vm->slots_lock);
 	gm_object_init(&v->obj, vcpu_release);
 	v->id = id;
 	pthread_mutex_init(&v->lock, NULL);
@@ -413,17 +425,17 @@ static void guest_access_page(struct vcpu *v, gpa_t gpa, void *buf, size_t len, 
 	for (;;) {
 		char *hva;
 
-		rcu_read_lock();
+		gm_rcu_read_lock();
 		hva = translate(v, gpa, write);
 		if (hva) {
 			if (write)
 				memcpy(hva, buf, len);
 			else
 				memcpy(buf, hva, len);
-			rcu_read_unlock();
+			gm_rcu_read_unlock();
 			return;
 		}
-		rcu_read_unlock();
+		gm_rcu_read_unlock();
 		switch (vcpu_fault(v, gpa, write)) {
 		case FAULT_MAPPED:
 			break;

@@ -10,7 +10,7 @@ static void vm_release(struct gm_object *obj)
 
 	memslots_destroy(vm);
 	/* call_rcu frees of retired tables must not outlive the tables' owner. */
-	rcu_barrier();
+	gm_rcu_barrier();
 	mmu_destroy(&vm->mmu);
 	pthread_mutex_destroy(&vm->slots_lock);
 	gm_free(vm);

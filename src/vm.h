@@ -15,6 +15,7 @@ struct vm {
 	struct mmu mmu;
 	_Atomic uint64_t exit_hypercall_mask; /* KVM_CAP_EXIT_HYPERCALL */
 	atomic_uint nr_vcpus;
+	uint64_t vcpu_ids[4096 / 64]; /* ids in use, under slots_lock */
 };
 
 #endif
