@@ -1,0 +1,176 @@
+/* Figure 3: first-touch fault-in of 1 GiB of a 2 MiB-folio guest_memfd on hugetlbfs, against the kernel's 4 KiB one. */
+/* bench.h first: it sets _GNU_SOURCE for every libc header. */
+#include "bench.h"
+
+#include <signal.h>
+
+#define NR_HUGEPAGES "/proc/sys/vm/nr_hugepages"
+#define FREE_HUGEPAGES "/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages"
+
+/* The pool size found at start, preformatted so that a signal handler can restore it. */
+static char old_nr[32];
+static size_t old_nr_len;
+static volatile sig_atomic_t reserved;
+
+static long read_long(const char *path)
+{
+	char buf[32] = "";
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	return n > 0 ? atol(buf) : -1;
+}
+
+static int write_str(const char *path, const char *s, size_t len)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return -1;
+	n = write(fd, s, len);
+	close(fd);
+	return n == (ssize_t)len ? 0 : -1;
+}
+
+/* Only async-signal-safe calls: this runs from exit and from signal handlers. */
+static void restore_hugepages(void)
+{
+	if (!reserved)
+		return;
+	reserved = 0;
+	write_str(NR_HUGEPAGES, old_nr, old_nr_len);
+}
+
+static void on_signal(int sig)
+{
+	restore_hugepages();
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+/*
+ * Makes need free 2 MiB pages available, growing the pool only by what is
+ * missing. Returns NULL, or why it could not.
+ */
+static const char *reserve_hugepages(long need, char *why, size_t why_len)
+{
+	long nr = read_long(NR_HUGEPAGES), avail = read_long(FREE_HUGEPAGES);
+	char buf[32];
+	int len;
+
+	if (nr < 0 || avail < 0) {
+		snprintf(why, why_len, "no 2 MiB hugetlb pool on this kernel");
+		return why;
+	}
+	if (avail >= need)
+		return NULL;
+	if (geteuid() != 0) {
+		snprintf(why, why_len, "needs root to reserve %ld huge pages (%ld free)", need,
+			 avail);
+		return why;
+	}
+	old_nr_len = (size_t)snprintf(old_nr, sizeof(old_nr), "%ld\n", nr);
+	atexit(restore_hugepages);
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	signal(SIGHUP, on_signal);
+	len = snprintf(buf, sizeof(buf), "%ld\n", nr + need - avail);
+	reserved = 1;
+	if (write_str(NR_HUGEPAGES, buf, (size_t)len) < 0) {
+		snprintf(why, why_len, "cannot write %s: %s", NR_HUGEPAGES, strerror(errno));
+		return why;
+	}
+	avail = read_long(FREE_HUGEPAGES);
+	if (avail < need) {
+		/* Fragmented memory: the kernel grew the pool by less than asked. */
+		snprintf(why, why_len, "could reserve only %ld of %ld huge pages", avail, need);
+		return why;
+	}
+	note("fault2m: huge page pool %ld -> %ld\n", nr, nr + need - avail + avail);
+	return NULL;
+}
+
+/* The libgmem peer must really sit on hugetlbfs: a silent fallback to 4 KiB would flatter nothing. */
+static int gm_huge_create(struct peer *p, uint64_t size)
+{
+	struct gm_gmem_info info;
+	int fd = gm_peer_create(p, size);
+
+	if (fd < 0)
+		return fd;
+	if (gm_gmem_info(fd, &info) < 0 || info.backing != GM_BACKING_HUGETLB)
+		die("libgmem 2M: backing %u, not hugetlbfs", info.backing);
+	return fd;
+}
+
+static const char *probe_libgmem(struct peer *p, uint64_t size, char *why, size_t why_len)
+{
+	struct gm_gmem_info info;
+	int fd = gm_peer_create(p, size), ret;
+
+	if (fd < 0) {
+		snprintf(why, why_len, "libgmem 2M create: %s", strerror(errno));
+		return why;
+	}
+	ret = gm_gmem_info(fd, &info);
+	gm_close(fd);
+	if (ret < 0) {
+		snprintf(why, why_len, "gm_gmem_info: %s", strerror(-ret));
+		return why;
+	}
+	if (info.backing != GM_BACKING_HUGETLB) {
+		snprintf(why, why_len, "libgmem fell back to backing %u, not hugetlbfs",
+			 info.backing);
+		return why;
+	}
+	return NULL;
+}
+
+int main(void)
+{
+	struct peer lib, kern, mfd;
+	struct peer *peers[3] = { &lib, &kern, &mfd };
+	const uint64_t size = 1 * GiB;
+	const long need = (long)(size / (2 * MiB)) + 16; /* margin for the pool's rounding */
+	int reps = bench_reps(7);
+	const char *skip;
+	char why[160];
+	double *s;
+
+	emit_figure("3", "fault-in 1 GiB: libgmem 2M hugetlb vs kernel 4K (memfd: hugetlb 2M)");
+	if (peer_kernel(&kern) < 0) {
+		emit_skip("3", "kernel/libgmem", ">=", 5, "no kernel guest_memfd on this host");
+		return 0;
+	}
+	skip = reserve_hugepages(need, why, sizeof(why));
+	peer_libgmem(&lib, GM_GUEST_MEMFD_FOLIO_2M);
+	if (!skip)
+		skip = probe_libgmem(&lib, size, why, sizeof(why));
+	if (skip) {
+		note("fault2m: skipped: %s\n", skip);
+		emit_skip("3", "kernel/libgmem", ">=", 5, skip);
+		return 0;
+	}
+	lib.create = gm_huge_create;
+	peer_memfd(&mfd, MFD_HUGETLB | MFD_HUGE_2MB);
+
+	s = calloc((size_t)(3 * reps), sizeof(*s));
+	if (!s)
+		die("out of memory");
+	/* One discarded pass: the pool's pages take their host faults once, here. */
+	note("fault2m: warm-up pass\n");
+	run_rotated(peers, 3, 1, size, time_first_touch, s);
+	note("fault2m: %d reps of 1 GiB on 3 peers\n", reps);
+	run_rotated(peers, 3, reps, size, time_first_touch, s);
+	for (int i = 0; i < 3; i++)
+		emit_result("3", peers[i]->name, "ms", s + i * reps, reps);
+	/* Speedup: the kernel's time over ours. */
+	emit_ratio_target("3", "kernel/libgmem", s + reps, s, reps, ">=", 5);
+	restore_hugepages();
+	return 0;
+}

@@ -1,0 +1,108 @@
+/* Figure 2: punch-hole of 1 GiB of a fully allocated 4 KiB guest_memfd. */
+#include "bench.h"
+
+/*
+ * A punch of memory that was never there would measure nothing. The kernel's
+ * guest_memfd reports no st_blocks (its peer has no fstat): its fallocate is
+ * the reference, taken at its word.
+ */
+static void check_allocated(struct peer *p, int fd, uint64_t size)
+{
+	struct stat st;
+
+	if (!p->fstat)
+		return;
+	if (p->fstat(fd, &st) < 0)
+		die("%s: fstat: %s", p->name, strerror(errno));
+	if ((uint64_t)st.st_blocks * 512 < size)
+		die("%s: only %llu of %llu bytes allocated", p->name,
+		    (unsigned long long)st.st_blocks * 512, (unsigned long long)size);
+}
+
+static double time_punch(struct peer *p, int fd, uint64_t size)
+{
+	double t0 = now_sec();
+
+	if (p->falloc(fd, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, 0, (off_t)size) < 0)
+		die("%s: punch-hole: %s", p->name, strerror(errno));
+	return (now_sec() - t0) * 1e3;
+}
+
+/* Allocated by fallocate: no page is mapped anywhere. */
+static double punch_allocated(struct peer *p, uint64_t size)
+{
+	int fd = p->create(p, size);
+	double t;
+
+	if (fd < 0)
+		die("%s: create: %s", p->name, strerror(errno));
+	if (p->falloc(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)size) < 0)
+		die("%s: fallocate: %s", p->name, strerror(errno));
+	check_allocated(p, fd, size);
+	t = time_punch(p, fd, size);
+	p->close(fd);
+	return t;
+}
+
+/* Allocated by touching it through a host mapping: the punch must also zap the mapping. */
+static double punch_mapped(struct peer *p, uint64_t size)
+{
+	int fd = p->create(p, size);
+	void *m;
+	double t;
+
+	if (fd < 0)
+		die("%s: create: %s", p->name, strerror(errno));
+	m = p->map(fd, size);
+	if (m == MAP_FAILED)
+		die("%s: mmap: %s", p->name, strerror(errno));
+	touch_pages(m, size);
+	check_allocated(p, fd, size);
+	t = time_punch(p, fd, size);
+	p->unmap(m, size);
+	p->close(fd);
+	return t;
+}
+
+int main(void)
+{
+	struct peer lib, kern, mfd;
+	struct peer *peers[3] = { &lib, &kern, &mfd };
+	const uint64_t size = 1 * GiB;
+	int reps = bench_reps(7), npeers = 3;
+	double *s;
+
+	peer_libgmem(&lib, GM_GUEST_MEMFD_FOLIO_4K);
+	peer_memfd(&mfd, 0);
+	if (peer_kernel(&kern) < 0) {
+		note("punch: no kernel guest_memfd: %s\n", strerror(errno));
+		peers[1] = &mfd;
+		npeers = 2;
+	}
+	s = calloc((size_t)(3 * reps), sizeof(*s));
+	if (!s)
+		die("out of memory");
+
+	emit_figure("2", "punch-hole 1 GiB, 4K, fully allocated by fallocate");
+	note("punch: %d reps of 1 GiB on %d peers, fallocated\n", reps, npeers);
+	run_rotated(peers, npeers, reps, size, punch_allocated, s);
+	for (int i = 0; i < npeers; i++)
+		emit_result("2", peers[i]->name, "ms", s + i * reps, reps);
+	if (npeers == 3)
+		emit_ratio_target("2", "libgmem/kernel", s, s + reps, reps, "<=", 1.2);
+	else
+		emit_skip("2", "libgmem/kernel", "<=", 1.2, "no kernel guest_memfd on this host");
+
+	emit_figure("2b", "punch-hole 1 GiB, 4K, allocated by touch via host mapping");
+	note("punch: %d reps of 1 GiB on %d peers, touched through a mapping\n", reps, npeers);
+	run_rotated(peers, npeers, reps, size, punch_mapped, s);
+	for (int i = 0; i < npeers; i++)
+		emit_result("2b", peers[i]->name, "ms", s + i * reps, reps);
+	if (npeers == 3) {
+		char text[64];
+
+		snprintf(text, sizeof(text), "no target; best of %d", reps);
+		emit_info("2b", "libgmem/kernel", best(s, reps) / best(s + reps, reps), text);
+	}
+	return 0;
+}
