@@ -1,0 +1,169 @@
+/* 2M-folio guest_memfd on hugetlbfs when huge pages are reserved, and the memfd fallback when not. */
+#include "harness/surface.h"
+
+#include <linux/falloc.h>
+#include <stdio.h>
+#include <string.h>
+
+#define NR_HUGEPAGES "/proc/sys/vm/nr_hugepages"
+#define PUNCH (FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE)
+#define FILE_SIZE (2 * SZ_2M)
+
+/*
+ * All hugepage work is in one test: criterion runs tests in parallel
+ * processes, and two of them changing the pool at once would race.
+ */
+static long saved_nr = -1;
+
+static long read_nr(void)
+{
+	FILE *f = fopen(NR_HUGEPAGES, "r");
+	long v = -1;
+
+	if (f) {
+		if (fscanf(f, "%ld", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	return v;
+}
+
+static bool write_nr(long v)
+{
+	FILE *f = fopen(NR_HUGEPAGES, "w");
+	bool ok;
+
+	if (!f)
+		return false;
+	ok = fprintf(f, "%ld\n", v) > 0;
+	return (fclose(f) == 0) && ok;
+}
+
+/* Runs after the test however it ends (assertion, skip or success). */
+static void restore_nr(void)
+{
+	if (saved_nr >= 0 && !write_nr(saved_nr))
+		cr_log_error("could not restore %s to %ld", NR_HUGEPAGES, saved_nr);
+	saved_nr = -1;
+}
+
+static long meminfo(const char *key)
+{
+	FILE *f = fopen("/proc/meminfo", "r");
+	char line[128];
+	long v = -1;
+
+	cr_assert_not_null(f);
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, key, strlen(key)))
+			sscanf(line + strlen(key), "%ld", &v);
+	fclose(f);
+	return v;
+}
+
+/* Default-size huge pages that a new reservation can still take. */
+static long hugepages_available(void)
+{
+	return meminfo("HugePages_Free:") - meminfo("HugePages_Rsvd:");
+}
+
+static struct gm_gmem_info info_of(int fd)
+{
+	struct gm_gmem_info info;
+
+	cr_assert_eq(gm_gmem_info(fd, &info), 0);
+	return info;
+}
+
+static int create_2m_gmem(int vm)
+{
+	return t_create_gmem(vm, FILE_SIZE,
+			     GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED |
+				     GM_GUEST_MEMFD_FOLIO_2M);
+}
+
+/* No huge pages to reserve: the file still works, on a plain memfd. */
+static void check_fallback(int vm)
+{
+	int gmem = create_2m_gmem(vm);
+	struct gm_gmem_info info = info_of(gmem);
+	char *p;
+
+	cr_expect_eq(info.backing, GM_BACKING_MEMFD, "backing %u without huge pages", info.backing);
+	cr_expect_eq(info.folio_size, SZ_2M);
+	p = gm_mmap(NULL, FILE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, gmem, 0);
+	cr_assert_neq(p, MAP_FAILED, "%s", strerror(errno));
+	p[SZ_2M] = 1;
+	cr_expect_eq(gm_fallocate(gmem, PUNCH, SZ_2M, SZ_2M), 0);
+	cr_expect_eq(p[SZ_2M], 0);
+	gm_munmap(p, FILE_SIZE);
+	gm_close(gmem);
+}
+
+/* Reserved huge pages: the file is on hugetlbfs; punch frees whole huge pages. */
+static void check_hugetlb(int vm)
+{
+	int gmem = create_2m_gmem(vm);
+	struct gm_gmem_info info = info_of(gmem);
+	char *p;
+
+	cr_assert_eq(info.backing, GM_BACKING_HUGETLB, "backing %u with %ld huge pages free",
+		     info.backing, hugepages_available());
+	cr_expect_eq(info.folio_size, SZ_2M);
+	p = gm_mmap(NULL, FILE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, gmem, 0);
+	cr_assert_neq(p, MAP_FAILED, "%s", strerror(errno));
+	cr_expect_eq((uintptr_t)p % SZ_2M, 0, "mapping not huge-aligned");
+	p[0] = 1;
+	p[SZ_2M + 5] = 2;
+	p[FILE_SIZE - 1] = 3;
+	cr_expect_eq(info_of(gmem).allocated_bytes, FILE_SIZE);
+
+	/* Huge folios are punched whole. */
+	cr_expect_eq(gm_fallocate(gmem, PUNCH, SZ_2M, PAGE_SIZE), -1);
+	cr_expect_eq(errno, EINVAL);
+	cr_expect_eq(info_of(gmem).allocated_bytes, FILE_SIZE);
+	cr_assert_eq(gm_fallocate(gmem, PUNCH, SZ_2M, SZ_2M), 0, "%s", strerror(errno));
+	cr_expect_eq(info_of(gmem).allocated_bytes, SZ_2M, "allocated %llu after punch",
+		     (unsigned long long)info_of(gmem).allocated_bytes);
+	cr_expect_eq(p[SZ_2M + 5], 0);
+	cr_expect_eq(p[FILE_SIZE - 1], 0);
+	cr_expect_eq(p[0], 1, "the other huge page keeps its data");
+
+	cr_expect_eq(gm_fallocate(gmem, FALLOC_FL_KEEP_SIZE, 0, FILE_SIZE), 0, "%s",
+		     strerror(errno));
+	cr_expect_eq(info_of(gmem).allocated_bytes, FILE_SIZE);
+	gm_munmap(p, FILE_SIZE);
+	gm_close(gmem);
+}
+
+Test(hugetlb, backing_and_fallback, .fini = restore_nr)
+{
+	int vm;
+
+	if (geteuid() != 0)
+		cr_skip_test("not root: cannot change %s", NR_HUGEPAGES);
+	if (meminfo("Hugepagesize:") != 2048)
+		cr_skip_test("the default huge page size is %ld kB, not 2048",
+			     meminfo("Hugepagesize:"));
+	saved_nr = read_nr();
+	cr_assert_geq(saved_nr, 0, "cannot read %s", NR_HUGEPAGES);
+	vm = t_create_vm(KVM_X86_DEFAULT_VM);
+
+	cr_assert(write_nr(0), "cannot write %s", NR_HUGEPAGES);
+	if (hugepages_available() == 0)
+		check_fallback(vm);
+	else
+		cr_log_warn("huge pages still free after emptying the pool; fallback not checked");
+
+	/* Room for the file plus a margin for other processes that map huge pages. */
+	if (!write_nr(saved_nr + 8) || hugepages_available() < 2) {
+		long avail = hugepages_available();
+
+		gm_close(vm);
+		restore_nr();
+		cr_skip_test("could not reserve two 2M huge pages (%ld available)", avail);
+	}
+	check_hugetlb(vm);
+	gm_close(vm);
+	restore_nr();
+}
