@@ -7,22 +7,30 @@
 #define NR_HUGEPAGES "/proc/sys/vm/nr_hugepages"
 #define FREE_HUGEPAGES "/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages"
 
-/* The pool size found at start, preformatted so that a signal handler can restore it. */
-static char old_nr[32];
-static size_t old_nr_len;
-static volatile sig_atomic_t reserved;
+/*
+ * What this run added to the pool. Others may resize the pool meanwhile (the
+ * machine is shared), so the restore takes back our pages rather than
+ * writing the size found at start over theirs.
+ */
+static volatile sig_atomic_t added;
 
 static long read_long(const char *path)
 {
 	char buf[32] = "";
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	ssize_t n;
+	long v = 0;
 
 	if (fd < 0)
 		return -1;
 	n = read(fd, buf, sizeof(buf) - 1);
 	close(fd);
-	return n > 0 ? atol(buf) : -1;
+	if (n <= 0)
+		return -1;
+	/* By hand rather than atol: the restore calls this from signal handlers. */
+	for (ssize_t i = 0; i < n && buf[i] >= '0' && buf[i] <= '9'; i++)
+		v = v * 10 + (buf[i] - '0');
+	return v;
 }
 
 static int write_str(const char *path, const char *s, size_t len)
@@ -40,10 +48,22 @@ static int write_str(const char *path, const char *s, size_t len)
 /* Only async-signal-safe calls: this runs from exit and from signal handlers. */
 static void restore_hugepages(void)
 {
-	if (!reserved)
+	char buf[24], *p = buf + sizeof(buf);
+	long nr, n = added;
+
+	if (!n)
 		return;
-	reserved = 0;
-	write_str(NR_HUGEPAGES, old_nr, old_nr_len);
+	added = 0;
+	nr = read_long(NR_HUGEPAGES) - n;
+	if (nr < 0)
+		nr = 0;
+	/* snprintf is not async-signal-safe: format by hand. */
+	*--p = '\n';
+	do {
+		*--p = (char)('0' + nr % 10);
+		nr /= 10;
+	} while (nr);
+	write_str(NR_HUGEPAGES, p, (size_t)(buf + sizeof(buf) - p));
 }
 
 static void on_signal(int sig)
@@ -59,9 +79,10 @@ static void on_signal(int sig)
  */
 static const char *reserve_hugepages(long need, char *why, size_t why_len)
 {
-	long nr = read_long(NR_HUGEPAGES), avail = read_long(FREE_HUGEPAGES);
+	long nr = read_long(NR_HUGEPAGES), avail = read_long(FREE_HUGEPAGES), grown;
+	sigset_t block, old;
+	int len, ret, err;
 	char buf[32];
-	int len;
 
 	if (nr < 0 || avail < 0) {
 		snprintf(why, why_len, "no 2 MiB hugetlb pool on this kernel");
@@ -74,15 +95,25 @@ static const char *reserve_hugepages(long need, char *why, size_t why_len)
 			 avail);
 		return why;
 	}
-	old_nr_len = (size_t)snprintf(old_nr, sizeof(old_nr), "%ld\n", nr);
 	atexit(restore_hugepages);
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
 	signal(SIGHUP, on_signal);
+	/* No signal between growing the pool and knowing by how much. */
+	sigemptyset(&block);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGHUP);
+	sigprocmask(SIG_BLOCK, &block, &old);
 	len = snprintf(buf, sizeof(buf), "%ld\n", nr + need - avail);
-	reserved = 1;
-	if (write_str(NR_HUGEPAGES, buf, (size_t)len) < 0) {
-		snprintf(why, why_len, "cannot write %s: %s", NR_HUGEPAGES, strerror(errno));
+	ret = write_str(NR_HUGEPAGES, buf, (size_t)len);
+	err = errno;
+	/* What the kernel really added, which may be less than asked. */
+	grown = read_long(NR_HUGEPAGES) - nr;
+	added = grown > 0 ? (sig_atomic_t)grown : 0;
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	if (ret < 0) {
+		snprintf(why, why_len, "cannot write %s: %s", NR_HUGEPAGES, strerror(err));
 		return why;
 	}
 	avail = read_long(FREE_HUGEPAGES);
@@ -91,7 +122,7 @@ static const char *reserve_hugepages(long need, char *why, size_t why_len)
 		snprintf(why, why_len, "could reserve only %ld of %ld huge pages", avail, need);
 		return why;
 	}
-	note("fault2m: huge page pool %ld -> %ld\n", nr, nr + need - avail + avail);
+	note("fault2m: huge page pool %ld -> %ld\n", nr, nr + (long)added);
 	return NULL;
 }
 
@@ -140,7 +171,7 @@ int main(void)
 	int reps = bench_reps(7);
 	const char *skip;
 	char why[160];
-	double *s;
+	double *cpu, *wall;
 
 	emit_figure("3", "fault-in 1 GiB: libgmem 2M hugetlb vs kernel 4K (memfd: hugetlb 2M)");
 	if (peer_kernel(&kern) < 0) {
@@ -159,18 +190,19 @@ int main(void)
 	lib.create = gm_huge_create;
 	peer_memfd(&mfd, MFD_HUGETLB | MFD_HUGE_2MB);
 
-	s = calloc((size_t)(3 * reps), sizeof(*s));
-	if (!s)
+	cpu = calloc((size_t)(3 * reps), sizeof(*cpu));
+	wall = calloc((size_t)(3 * reps), sizeof(*wall));
+	if (!cpu || !wall)
 		die("out of memory");
 	/* One discarded pass: the pool's pages take their host faults once, here. */
 	note("fault2m: warm-up pass\n");
-	run_rotated(peers, 3, 1, size, time_first_touch, s);
+	run_rotated(peers, 3, 1, size, measure_first_touch, cpu, wall);
 	note("fault2m: %d reps of 1 GiB on 3 peers\n", reps);
-	run_rotated(peers, 3, reps, size, time_first_touch, s);
+	run_rotated(peers, 3, reps, size, measure_first_touch, cpu, wall);
 	for (int i = 0; i < 3; i++)
-		emit_result("3", peers[i]->name, "ms", s + i * reps, reps);
+		emit_timed_result("3", peers[i]->name, cpu + i * reps, wall + i * reps, reps);
 	/* Speedup: the kernel's time over ours. */
-	emit_ratio_target("3", "kernel/libgmem", s + reps, s, reps, ">=", 5);
+	emit_timed_target("3", "kernel/libgmem", cpu + reps, wall + reps, cpu, wall, reps, ">=", 5);
 	restore_hugepages();
 	return 0;
 }

@@ -19,20 +19,21 @@ static void check_allocated(struct peer *p, int fd, uint64_t size)
 		    (unsigned long long)st.st_blocks * 512, (unsigned long long)size);
 }
 
-static double time_punch(struct peer *p, int fd, uint64_t size)
+static struct timing time_punch(struct peer *p, int fd, uint64_t size)
 {
-	double t0 = now_sec();
+	struct stopwatch sw;
 
+	stopwatch_start(&sw);
 	if (p->falloc(fd, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, 0, (off_t)size) < 0)
 		die("%s: punch-hole: %s", p->name, strerror(errno));
-	return (now_sec() - t0) * 1e3;
+	return stopwatch_stop(&sw);
 }
 
 /* Allocated by fallocate: no page is mapped anywhere. */
-static double punch_allocated(struct peer *p, uint64_t size)
+static struct timing punch_allocated(struct peer *p, uint64_t size)
 {
 	int fd = p->create(p, size);
-	double t;
+	struct timing t;
 
 	if (fd < 0)
 		die("%s: create: %s", p->name, strerror(errno));
@@ -45,11 +46,11 @@ static double punch_allocated(struct peer *p, uint64_t size)
 }
 
 /* Allocated by touching it through a host mapping: the punch must also zap the mapping. */
-static double punch_mapped(struct peer *p, uint64_t size)
+static struct timing punch_mapped(struct peer *p, uint64_t size)
 {
 	int fd = p->create(p, size);
 	void *m;
-	double t;
+	struct timing t;
 
 	if (fd < 0)
 		die("%s: create: %s", p->name, strerror(errno));
@@ -70,7 +71,7 @@ int main(void)
 	struct peer *peers[3] = { &lib, &kern, &mfd };
 	const uint64_t size = 1 * GiB;
 	int reps = bench_reps(7), npeers = 3;
-	double *s;
+	double *cpu, *wall;
 
 	peer_libgmem(&lib, GM_GUEST_MEMFD_FOLIO_4K);
 	peer_memfd(&mfd, 0);
@@ -79,30 +80,32 @@ int main(void)
 		peers[1] = &mfd;
 		npeers = 2;
 	}
-	s = calloc((size_t)(3 * reps), sizeof(*s));
-	if (!s)
+	cpu = calloc((size_t)(3 * reps), sizeof(*cpu));
+	wall = calloc((size_t)(3 * reps), sizeof(*wall));
+	if (!cpu || !wall)
 		die("out of memory");
 
 	emit_figure("2", "punch-hole 1 GiB, 4K, fully allocated by fallocate");
 	note("punch: %d reps of 1 GiB on %d peers, fallocated\n", reps, npeers);
-	run_rotated(peers, npeers, reps, size, punch_allocated, s);
+	run_rotated(peers, npeers, reps, size, punch_allocated, cpu, wall);
 	for (int i = 0; i < npeers; i++)
-		emit_result("2", peers[i]->name, "ms", s + i * reps, reps);
+		emit_timed_result("2", peers[i]->name, cpu + i * reps, wall + i * reps, reps);
 	if (npeers == 3)
-		emit_ratio_target("2", "libgmem/kernel", s, s + reps, reps, "<=", 1.2);
+		emit_timed_target("2", "libgmem/kernel", cpu, wall, cpu + reps, wall + reps, reps,
+				  "<=", 1.2);
 	else
 		emit_skip("2", "libgmem/kernel", "<=", 1.2, "no kernel guest_memfd on this host");
 
 	emit_figure("2b", "punch-hole 1 GiB, 4K, allocated by touch via host mapping");
 	note("punch: %d reps of 1 GiB on %d peers, touched through a mapping\n", reps, npeers);
-	run_rotated(peers, npeers, reps, size, punch_mapped, s);
+	run_rotated(peers, npeers, reps, size, punch_mapped, cpu, wall);
 	for (int i = 0; i < npeers; i++)
-		emit_result("2b", peers[i]->name, "ms", s + i * reps, reps);
+		emit_timed_result("2b", peers[i]->name, cpu + i * reps, wall + i * reps, reps);
 	if (npeers == 3) {
 		char text[64];
 
-		snprintf(text, sizeof(text), "no target; best of %d", reps);
-		emit_info("2b", "libgmem/kernel", best(s, reps) / best(s + reps, reps), text);
+		snprintf(text, sizeof(text), "no target; CPU time, best of %d", reps);
+		emit_info("2b", "libgmem/kernel", best(cpu, reps) / best(cpu + reps, reps), text);
 	}
 	return 0;
 }

@@ -67,24 +67,30 @@ END {
 		for (j = i + 1; j < n; j++)
 			if (ids[j] < ids[i]) { t = ids[i]; ids[i] = ids[j]; ids[j] = t }
 	printf "\nlibgmem benchmarks  (Linux %s, %d CPUs)\n", kernel, cpus
-	print "times in ms as best / median of the repetitions; targets are judged on the best"
-	print "(noise here only ever adds time: host faults on pages the balloon gave back)\n"
-	fmtrow = "%-4s %-68s %-18s %-18s %-18s %-26s %-10s %s\n"
-	printf fmtrow, "fig", "figure", "libgmem", "kernel", "memfd", "ratio", "target", "result"
+	print "times: CPU time of the measuring thread in ms, best / median of the repetitions (elapsed time is in"
+	print "results.json); targets are judged on the best: noise here only ever adds time (neighbours"
+	print "on the 2 CPUs, host faults on pages the balloon gave back). ratio = libgmem / peer.\n"
+	# plain: the same access through a plain pointer, the peer of the stage-2 figures (s1*).
+	fmtrow = "%-4s %-68s %-18s %-18s %-18s %-18s %-26s %-10s %s\n"
+	printf fmtrow, "fig", "figure", "libgmem", "kernel", "memfd", "plain", "ratio", "target", "result"
 	for (i = 0; i < n; i++) {
 		f = ids[i]
-		if (status[f] == "skipped")
+		if (!(f in status))
+			r = "-"
+		else if (status[f] == "skipped")
 			r = "-"
 		else if (metric[f] ~ /percent/)
 			r = sprintf("%.5f%% of memory", value[f])
 		else
 			r = sprintf("%s %.3fx", metric[f], value[f])
-		tg = op[f] == "-" ? "-" : op[f] " " limit[f] (metric[f] ~ /percent/ ? "%" : "x")
+		tg = (!(f in op) || op[f] == "-") ? "-" : op[f] " " limit[f] (metric[f] ~ /percent/ ? "%" : "x")
 		res = status[f] == "met" ? "met" : status[f] == "not-met" ? "NOT MET" : status[f]
+		if (!(f in status))
+			res = "no result: its benchmark failed"
 		if (status[f] == "skipped" || status[f] == "not-met" || status[f] == "info")
 			res = res " (" tnote[f] ")"
 		printf fmtrow, f, title[f], cell(f, "libgmem"), cell(f, "kernel"), cell(f, "memfd"),
-			r, tg, res
+			cell(f, "plain"), r, tg, res
 	}
 	for (i = 0; i < nf; i++)
 		printf "FAILED: %s did not run to the end (see above)\n", failed[i]
@@ -98,8 +104,10 @@ function num(s) { return s == "-" || s == "" ? "null" : s + 0 }
 $1 == "figure" { if (!($2 in title)) ids[n++] = $2; title[$2] = $3 }
 $1 == "result" {
 	key = $2
-	res[key] = res[key] (res[key] == "" ? "" : ",\n") sprintf("        %s: {\"unit\": %s, \"median\": %s, \"best\": %s, \"samples\": [%s]}",
-		q($3), q($4), num($5), num($6), $7)
+	wall = NF >= 10 ? sprintf(", \"clock\": \"thread-cpu\", \"wall\": {\"median\": %s, \"best\": %s, \"samples\": [%s]}",
+		num($8), num($9), $10) : ""
+	res[key] = res[key] (res[key] == "" ? "" : ",\n") sprintf("        %s: {\"unit\": %s, \"median\": %s, \"best\": %s, \"samples\": [%s]%s}",
+		q($3), q($4), num($5), num($6), $7, wall)
 }
 $1 == "target" {
 	tgt[$2] = sprintf("{\"metric\": %s, \"value\": %s, \"op\": %s, \"limit\": %s, \"status\": %s, \"note\": %s}",
@@ -137,35 +145,45 @@ END {
 	for (i = 0; i < n; i++)
 		for (j = i + 1; j < n; j++)
 			if (ids[j] < ids[i]) { t = ids[i]; ids[i] = ids[j]; ids[j] = t }
-	lo = 1e-4; hi = 10; left = 130; plotw = 640; barh = 14; gap = 34; top = 60
-	split("libgmem kernel memfd", impls, " ")
-	color["libgmem"] = "#1f77b4"; color["kernel"] = "#7f7f7f"; color["memfd"] = "#bcbd22"
-	height = top + n * (3 * barh + gap) + 60
-	printf "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"980\" height=\"%d\" font-family=\"sans-serif\" font-size=\"11\">\n", height
+	lo = 1e-4; hi = 1000; left = 130; plotw = 600; barh = 14; gap = 34; top = 60
+	split("libgmem kernel memfd plain", impls, " ")
+	color["libgmem"] = "#1f77b4"; color["kernel"] = "#7f7f7f"; color["memfd"] = "#bcbd22"; color["plain"] = "#9467bd"
+	# Each figure takes a title line, one bar per peer that ran (at least one line), and a gap.
+	yend = top
+	for (i = 0; i < n; i++) {
+		nb[ids[i]] = 0
+		for (m = 1; m <= 4; m++)
+			if ((ids[i], impls[m]) in best)
+				nb[ids[i]]++
+		yend += (nb[ids[i]] ? nb[ids[i]] : 1) * barh + gap
+	}
+	height = yend + 60
+	printf "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"1060\" height=\"%d\" font-family=\"sans-serif\" font-size=\"11\">\n", height
 	printf "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
-	printf "<text x=\"10\" y=\"20\" font-size=\"14\">libgmem benchmarks: best run relative to the kernel guest_memfd (log scale, lower is better)</text>\n"
+	printf "<text x=\"10\" y=\"20\" font-size=\"14\">libgmem benchmarks: best run relative to the kernel guest_memfd, or to plain access (log scale, lower is better)</text>\n"
 	printf "<text x=\"10\" y=\"38\" fill=\"#555\">Linux %s, %s. Red line: target. Figure 4 compares heap metadata with struct page.</text>\n", esc(kernel), date
 	# Grid and axis first, so that bars and labels draw over them.
-	yend = top + n * (3 * barh + gap)
 	printf "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"black\"/>\n", left, yend, left + plotw, yend
 	for (d = lo; d <= hi * 1.0001; d *= 10) {
 		printf "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#ccc\"/>\n", x(d), top, x(d), yend
 		printf "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%g</text>\n", x(d), yend + 14, d
 	}
-	printf "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">relative to the kernel (1 = same as the kernel)</text>\n", left + plotw / 2, yend + 30
+	printf "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">relative to the kernel, or to plain access (1 = the same)</text>\n", left + plotw / 2, yend + 30
 	y = top
 	for (i = 0; i < n; i++) {
 		f = ids[i]
 		printf "<text x=\"10\" y=\"%d\" font-weight=\"bold\">%s: %s</text>\n", y + 4, f, esc(title[f])
 		y += 10
-		if (!((f, "kernel") in best) || best[f, "kernel"] <= 0) {
-			printf "<text x=\"%d\" y=\"%d\" fill=\"#a00\">no kernel peer: %s</text>\n", left, y + barh, esc(tnote[f])
-			y += 3 * barh + gap - 10
+		# The reference: the kernel where it ran, else the plain peer of the stage-2 figures.
+		ref = ((f, "kernel") in best) ? "kernel" : "plain"
+		if (!((f, ref) in best) || best[f, ref] <= 0) {
+			printf "<text x=\"%d\" y=\"%d\" fill=\"#a00\">no result: %s</text>\n", left, y + barh, esc(tnote[f])
+			y += (nb[f] ? nb[f] : 1) * barh + gap - 10
 			continue
 		}
-		k = best[f, "kernel"]
+		k = best[f, ref]
 		ytop = y
-		for (m = 1; m <= 3; m++) {
+		for (m = 1; m <= 4; m++) {
 			impl = impls[m]
 			if (!((f, impl) in best))
 				continue
@@ -183,9 +201,9 @@ END {
 			else
 				line = limit[f] * lrel / value[f]
 			printf "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"red\" stroke-dasharray=\"4,2\"/>\n", x(line), ytop - 2, x(line), y + 2
-			printf "<text x=\"%d\" y=\"%d\" fill=\"%s\">target %s %s%s: %s</text>\n", left + plotw + 10, y - barh, status[f] == "met" ? "#070" : "#a00", esc(op[f]), limit[f], metric[f] ~ /percent/ ? "%" : "x", status[f]
+			printf "<text x=\"%d\" y=\"%d\" fill=\"%s\">target %s %s%s: %s</text>\n", left + plotw + 140, y - barh, status[f] == "met" ? "#070" : "#a00", esc(op[f]), limit[f], metric[f] ~ /percent/ ? "%" : "x", status[f]
 		} else if (status[f] == "skipped") {
-			printf "<text x=\"%d\" y=\"%d\" fill=\"#a00\">skipped</text>\n", left + plotw + 10, y - barh
+			printf "<text x=\"%d\" y=\"%d\" fill=\"#a00\">skipped</text>\n", left + plotw + 140, y - barh
 		}
 		y += gap - 10
 	}
