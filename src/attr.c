@@ -63,13 +63,18 @@ bool attr_uniform(const struct attr_map *m, pgoff_t start, pgoff_t end, uint64_t
 
 int attr_reserve(struct attr_map *m)
 {
+	/* A set splits at most one range in two and adds one boundary. */
+	return attr_reserve_n(m, 2);
+}
+
+int attr_reserve_n(struct attr_map *m, size_t n)
+{
 	struct attr_range *r;
 	size_t cap;
 
-	/* A set splits at most one range in two and adds one boundary. */
-	if (m->nr + 2 <= m->cap)
+	if (m->nr + n <= m->cap)
 		return 0;
-	cap = m->cap * 2;
+	cap = m->cap * 2 > m->nr + n ? m->cap * 2 : m->nr + n;
 	r = gm_realloc(m->ranges, cap * sizeof(*r));
 	if (!r)
 		return -ENOMEM;
@@ -126,4 +131,19 @@ pgoff_t attr_count(const struct attr_map *m, uint64_t attrs)
 size_t attr_map_bytes(const struct attr_map *m)
 {
 	return m->cap * sizeof(*m->ranges);
+}
+
+size_t attr_snapshot(const struct attr_map *m, pgoff_t start, pgoff_t end, struct attr_range *out,
+		     size_t cap)
+{
+	size_t n = 0;
+
+	for (size_t i = attr_find(m, start); i < m->nr && m->ranges[i].start < end; i++, n++) {
+		if (n < cap) {
+			out[n] = m->ranges[i];
+			if (out[n].start < start)
+				out[n].start = start;
+		}
+	}
+	return n;
 }

@@ -24,6 +24,11 @@ uint64_t attr_get(const struct attr_map *m, pgoff_t index, pgoff_t *run_end);
 bool attr_uniform(const struct attr_map *m, pgoff_t start, pgoff_t end, uint64_t *attrs);
 /* Makes room so that the next attr_set cannot fail; -ENOMEM otherwise. */
 int attr_reserve(struct attr_map *m);
+/* Makes room for n more ranges, so that n / 2 sets cannot fail. */
+int attr_reserve_n(struct attr_map *m, size_t n);
+/* Copies the ranges over [start, end) into out (cap entries); returns how many there are. */
+size_t attr_snapshot(const struct attr_map *m, pgoff_t start, pgoff_t end, struct attr_range *out,
+		     size_t cap);
 /* Sets [start, end) to attrs; cannot fail after a successful attr_reserve. */
 void attr_set(struct attr_map *m, pgoff_t start, pgoff_t end, uint64_t attrs);
 /* Number of pages whose attributes equal attrs. */

@@ -28,6 +28,7 @@ static void gmem_release(struct gm_object *obj)
 	pthread_mutex_lock(&g->vm->slots_lock);
 	pthread_rwlock_wrlock(&g->invalidate_lock);
 	memslot_release_bindings(g);
+	gmem_pins_destroy(g);
 	pthread_rwlock_unlock(&g->invalidate_lock);
 	pthread_mutex_unlock(&g->vm->slots_lock);
 	backing_destroy(&g->backing);

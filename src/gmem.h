@@ -20,6 +20,7 @@ struct gmem {
 	pthread_rwlock_t invalidate_lock;
 	struct attr_map attrs;
 	struct memslot *bindings; /* slots bound to this file, under invalidate_lock */
+	struct gmem_pin *pins;    /* device DMA pins, under invalidate_lock */
 	atomic_uint host_mappings;
 };
 
@@ -37,6 +38,18 @@ static inline void gmem_put(struct gmem *g)
 {
 	gm_object_put(&g->obj);
 }
+
+/* A range of pages pinned for device DMA; a pinned page cannot become private. */
+struct gmem_pin {
+	pgoff_t start, end;
+	struct gmem_pin *next;
+};
+
+/* convert.c: KVM_SET_MEMORY_ATTRIBUTES2 and pins. */
+long gmem_ioctl(struct gmem *g, unsigned long request, unsigned long arg);
+int gmem_pin(struct gmem *g, uint64_t offset, uint64_t len, void **dma);
+int gmem_unpin(struct gmem *g, uint64_t offset, uint64_t len);
+void gmem_pins_destroy(struct gmem *g);
 
 /* Zaps the stage-2 of every VM bound to pages [start, end); invalidate_lock held for write. */
 unsigned gmem_invalidate_begin(struct gmem *g, pgoff_t start, pgoff_t end);

@@ -11,10 +11,27 @@ struct heap_header {
 };
 
 static atomic_ullong heap_bytes;
+/* Test hook: the allocation this many calls from now fails (0 = never). */
+static atomic_long fail_countdown;
+
+void gm_heap_fail_after(long n)
+{
+	atomic_store(&fail_countdown, n);
+}
+
+static bool heap_should_fail(void)
+{
+	long n = atomic_load(&fail_countdown);
+
+	while (n > 0)
+		if (atomic_compare_exchange_weak(&fail_countdown, &n, n - 1))
+			return n == 1;
+	return false;
+}
 
 void *gm_zalloc(size_t size)
 {
-	struct heap_header *h = calloc(1, sizeof(*h) + size);
+	struct heap_header *h = heap_should_fail() ? NULL : calloc(1, sizeof(*h) + size);
 
 	if (!h)
 		return NULL;
@@ -27,7 +44,7 @@ void *gm_realloc(void *ptr, size_t size)
 {
 	struct heap_header *old = ptr ? (struct heap_header *)ptr - 1 : NULL;
 	size_t old_size = old ? old->size : 0;
-	struct heap_header *h = realloc(old, sizeof(*h) + size);
+	struct heap_header *h = heap_should_fail() ? NULL : realloc(old, sizeof(*h) + size);
 
 	if (!h)
 		return NULL;

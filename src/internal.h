@@ -37,6 +37,8 @@ void *gm_zalloc(size_t size);
 void *gm_realloc(void *ptr, size_t size);
 void gm_free(void *ptr);
 uint64_t gm_heap_bytes(void);
+/* For tests: the n-th allocation from now fails. */
+void gm_heap_fail_after(long n);
 
 /* Copies to and from caller memory that fail with -EFAULT instead of crashing. */
 int gm_copy_from_user(void *dst, const void *src, size_t n);

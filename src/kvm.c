@@ -16,6 +16,9 @@ long kvm_check_extension(struct vm *vm, long cap)
 		return KVM_EXIT_HYPERCALL_VALID_MASK;
 	case KVM_CAP_GUEST_MEMFD_FLAGS:
 		return (long)gmem_supported_flags(vm);
+	case KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES:
+		/* Attributes live in the file (series v8): settable where the VM has private memory. */
+		return !vm || vm_has_private_mem(vm) ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0;
 	case KVM_CAP_VM_TYPES:
 		return (1 << KVM_X86_DEFAULT_VM) | (1 << KVM_X86_SW_PROTECTED_VM);
 	default:

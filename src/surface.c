@@ -71,6 +71,9 @@ GM_EXPORT int gm_ioctl(int fd, unsigned long request, ...)
 	case GM_FILE_VCPU:
 		ret = vcpu_ioctl(gm_container_of(obj, struct vcpu, obj), request, arg);
 		break;
+	case GM_FILE_GMEM:
+		ret = gmem_ioctl(gm_container_of(obj, struct gmem, obj), request, arg);
+		break;
 	default:
 		ret = -ENOTTY;
 		break;
@@ -332,5 +335,43 @@ GM_EXPORT int gm_vm_mmu_stats(int vm_fd, struct gm_mmu_stats *stats)
 		return -EBADF;
 	ret = type == GM_FILE_VM ? vm_mmu_stats(gm_container_of(obj, struct vm, obj), stats) : -EINVAL;
 	gm_object_put(obj);
+	return ret;
+}
+
+/* The guest_memfd behind fd, referenced, or NULL with *err set. */
+static struct gmem *gmem_get_fd(int fd, int *err)
+{
+	enum gm_file_type type;
+	struct gm_object *obj = gm_file_get(fd, &type);
+
+	*err = obj ? -EINVAL : -EBADF;
+	if (obj && type != GM_FILE_GMEM) {
+		gm_object_put(obj);
+		return NULL;
+	}
+	return obj ? gm_container_of(obj, struct gmem, obj) : NULL;
+}
+
+GM_EXPORT int gm_gmem_pin(int fd, uint64_t offset, uint64_t len, void **dma)
+{
+	int ret;
+	struct gmem *g = gmem_get_fd(fd, &ret);
+
+	if (!g)
+		return ret;
+	ret = gmem_pin(g, offset, len, dma);
+	gmem_put(g);
+	return ret;
+}
+
+GM_EXPORT int gm_gmem_unpin(int fd, uint64_t offset, uint64_t len)
+{
+	int ret;
+	struct gmem *g = gmem_get_fd(fd, &ret);
+
+	if (!g)
+		return ret;
+	ret = gmem_unpin(g, offset, len);
+	gmem_put(g);
 	return ret;
 }

@@ -70,6 +70,16 @@ struct gm_stats {
 	uint64_t open_fds;       /* library fds open now */
 };
 
+/*
+ * Pins [offset, offset + len) of a guest_memfd for device DMA, as
+ * get_user_pages would: the pages are allocated and must be shared (-EFAULT
+ * otherwise). While pinned they cannot be converted to private (EAGAIN).
+ * *dma, when given, gets the address a device would use.
+ */
+int gm_gmem_pin(int fd, uint64_t offset, uint64_t len, void **dma);
+/* Drops a pin made with the same range; -ENOENT when there is none. */
+int gm_gmem_unpin(int fd, uint64_t offset, uint64_t len);
+
 /* Process-wide statistics of the library. */
 int gm_stats(struct gm_stats *stats);
 

@@ -1,0 +1,224 @@
+/* In-place private/shared conversion of a guest_memfd (KVM_SET_MEMORY_ATTRIBUTES2), and DMA pins. */
+#include <string.h>
+
+#include "gmem.h"
+#include "vm.h"
+
+/* The first pinned page in [start, end), or end when there is none. */
+static pgoff_t first_pinned(const struct gmem *g, pgoff_t start, pgoff_t end)
+{
+	pgoff_t first = end;
+
+	for (const struct gmem_pin *p = g->pins; p; p = p->next)
+		if (p->start < end && start < p->end) {
+			pgoff_t at = p->start > start ? p->start : start;
+
+			if (at < first)
+				first = at;
+		}
+	return first;
+}
+
+/* The range widened to whole folios: leaves there may map the range as part of a huge leaf. */
+static void folio_align(const struct gmem *g, pgoff_t *start, pgoff_t *end)
+{
+	pgoff_t n = 1ULL << (g->folio_shift - GM_PAGE_SHIFT);
+
+	*start &= ~(n - 1);
+	*end = (*end + n - 1) & ~(n - 1);
+}
+
+/* Restores the ranges saved before a conversion; room was reserved for it. */
+static void attr_restore(struct attr_map *m, const struct attr_range *saved, size_t nr, pgoff_t end)
+{
+	for (size_t i = 0; i < nr; i++)
+		attr_set(m, saved[i].start, i + 1 < nr ? saved[i + 1].start : end, saved[i].attrs);
+}
+
+/*
+ * The conversion itself, with the file's invalidate_lock held for write.
+ * Everything that can fail comes before the zap; after it nothing may.
+ */
+static int convert_locked(struct gmem *g, pgoff_t start, pgoff_t end, uint64_t attrs,
+			  uint64_t *error_offset)
+{
+	bool to_private = attrs & KVM_MEMORY_ATTRIBUTE_PRIVATE;
+	struct attr_range *saved = NULL;
+	pgoff_t zap_start = start, zap_end = end, pinned;
+	uint64_t current;
+	size_t nr_saved;
+	unsigned nr_inval;
+	int ret;
+
+	*error_offset = start << GM_PAGE_SHIFT;
+	if (attr_uniform(&g->attrs, start, end, &current) && current == attrs)
+		return 0;
+
+	/* Room for the new range and for putting the old ones back if the host remap fails. */
+	nr_saved = attr_snapshot(&g->attrs, start, end, NULL, 0);
+	saved = gm_zalloc(nr_saved * sizeof(*saved));
+	if (!saved)
+		return -ENOMEM;
+	attr_snapshot(&g->attrs, start, end, saved, nr_saved);
+	ret = attr_reserve_n(&g->attrs, 2 + 2 * nr_saved);
+	if (ret)
+		goto out;
+
+	if (to_private) {
+		/* A page the host holds for DMA cannot be taken away from it. */
+		pinned = first_pinned(g, start, end);
+		if (pinned < end) {
+			*error_offset = pinned << GM_PAGE_SHIFT;
+			ret = -EAGAIN;
+			goto out;
+		}
+		/* The host loses its mappings first; on failure they are laid again as they were. */
+		attr_set(&g->attrs, start, end, attrs);
+		ret = hostmap_refresh(g, start, end);
+		if (ret) {
+			attr_restore(&g->attrs, saved, nr_saved, end);
+			hostmap_refresh(g, start, end);
+			goto out;
+		}
+		attr_restore(&g->attrs, saved, nr_saved, end);
+	}
+
+	/* Point of no return: the stage-2 of every bound VM forgets the range. */
+	folio_align(g, &zap_start, &zap_end);
+	nr_inval = gmem_invalidate_begin(g, zap_start, zap_end);
+	attr_set(&g->attrs, start, end, attrs);
+	if (!to_private && hostmap_refresh(g, start, end)) {
+		/* The host cannot see the pages: undo, so that the call changed nothing. */
+		attr_restore(&g->attrs, saved, nr_saved, end);
+		hostmap_refresh(g, start, end);
+		ret = -ENOMEM;
+	}
+	gmem_invalidate_end(g, nr_inval);
+out:
+	gm_free(saved);
+	return ret;
+}
+
+/* KVM_SET_MEMORY_ATTRIBUTES2 on the guest_memfd, with the series' validation order. */
+static long gmem_set_attributes(struct gmem *g, unsigned long arg)
+{
+	struct kvm_memory_attributes2 a;
+	uint64_t end, error_offset;
+	int ret = gm_copy_from_user(&a, (void *)arg, sizeof(a));
+
+	if (ret)
+		return ret;
+	if (a.flags)
+		return -EINVAL;
+	for (size_t i = 0; i < sizeof(a.reserved) / sizeof(a.reserved[0]); i++)
+		if (a.reserved[i])
+			return -EINVAL;
+	if (!vm_has_private_mem(g->vm) || (a.attributes & ~KVM_MEMORY_ATTRIBUTE_PRIVATE))
+		return -EINVAL;
+	if (!a.size || !gm_range_ok(a.offset, a.size, &end))
+		return -EINVAL;
+	if (!GM_ALIGNED(a.offset, GM_PAGE_SIZE) || !GM_ALIGNED(a.size, GM_PAGE_SIZE))
+		return -EINVAL;
+	if (a.offset >= g->size || end > g->size)
+		return -EINVAL;
+
+	pthread_rwlock_wrlock(&g->invalidate_lock);
+	ret = convert_locked(g, a.offset >> GM_PAGE_SHIFT, end >> GM_PAGE_SHIFT, a.attributes,
+			     &error_offset);
+	pthread_rwlock_unlock(&g->invalidate_lock);
+	if (ret) {
+		/* Only a failure copies the struct back, with where it stopped. */
+		a.error_offset = error_offset;
+		if (gm_copy_to_user((void *)arg, &a, sizeof(a)))
+			return -EFAULT;
+	}
+	return ret;
+}
+
+long gmem_ioctl(struct gmem *g, unsigned long request, unsigned long arg)
+{
+	switch (request) {
+	case KVM_SET_MEMORY_ATTRIBUTES2:
+		return gmem_set_attributes(g, arg);
+	default:
+		return -ENOTTY;
+	}
+}
+
+static int pin_range(const struct gmem *g, uint64_t offset, uint64_t len, pgoff_t *start, pgoff_t *end)
+{
+	uint64_t last;
+
+	if (!len || !GM_ALIGNED(offset, GM_PAGE_SIZE) || !GM_ALIGNED(len, GM_PAGE_SIZE) ||
+	    !gm_range_ok(offset, len, &last) || last > g->size)
+		return -EINVAL;
+	*start = offset >> GM_PAGE_SHIFT;
+	*end = last >> GM_PAGE_SHIFT;
+	return 0;
+}
+
+int gmem_pin(struct gmem *g, uint64_t offset, uint64_t len, void **dma)
+{
+	struct gmem_pin *p;
+	pgoff_t start, end;
+	uint64_t attrs;
+	int ret = pin_range(g, offset, len, &start, &end);
+
+	if (ret)
+		return ret;
+	p = gm_zalloc(sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	pthread_rwlock_wrlock(&g->invalidate_lock);
+	/* Only shared memory can be handed to a device, as get_user_pages on a mapping. */
+	if (!attr_uniform(&g->attrs, start, end, &attrs) || (attrs & KVM_MEMORY_ATTRIBUTE_PRIVATE)) {
+		ret = -EFAULT;
+	} else {
+		ret = backing_allocate(&g->backing, offset, len);
+		if (!ret) {
+			p->start = start;
+			p->end = end;
+			p->next = g->pins;
+			g->pins = p;
+			p = NULL;
+			if (dma)
+				*dma = (char *)g->backing.map + offset;
+		}
+	}
+	pthread_rwlock_unlock(&g->invalidate_lock);
+	gm_free(p);
+	return ret;
+}
+
+int gmem_unpin(struct gmem *g, uint64_t offset, uint64_t len)
+{
+	struct gmem_pin **pp, *p = NULL;
+	pgoff_t start, end;
+	int ret = pin_range(g, offset, len, &start, &end);
+
+	if (ret)
+		return ret;
+	pthread_rwlock_wrlock(&g->invalidate_lock);
+	for (pp = &g->pins; *pp; pp = &(*pp)->next) {
+		if ((*pp)->start == start && (*pp)->end == end) {
+			p = *pp;
+			*pp = p->next;
+			break;
+		}
+	}
+	pthread_rwlock_unlock(&g->invalidate_lock);
+	if (!p)
+		return -ENOENT;
+	gm_free(p);
+	return 0;
+}
+
+void gmem_pins_destroy(struct gmem *g)
+{
+	while (g->pins) {
+		struct gmem_pin *p = g->pins;
+
+		g->pins = p->next;
+		gm_free(p);
+	}
+}
