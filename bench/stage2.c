@@ -259,7 +259,7 @@ static void guest_hit(struct gm_guest *g, void *arg)
 
 static void fig_hit(void)
 {
-	int reps = bench_reps(15);
+	int reps = bench_reps(25);
 	struct hit_args a = { .reps = reps, .passes = 4 };
 	double *s = calloc((size_t)(5 * reps), sizeof(*s));
 	struct gm_mmu_stats st0, st1;
