@@ -64,6 +64,23 @@ int backing_allocate(struct backing *b, uint64_t off, uint64_t len)
 	return 0;
 }
 
+/*
+ * hugetlbfs hands a punched range's reservation back to the pool with its
+ * pages. A new shared mapping reserves the range for the file again (the
+ * reservation belongs to the file, so it outlives the mapping): the file
+ * keeps its full size reserved from creation to release, as the HugeTLB
+ * guest_memfd series does, and a later touch cannot SIGBUS because others
+ * took the pool. If the pool is already empty there is nothing to retake;
+ * the punch itself has still succeeded.
+ */
+static void backing_rereserve(struct backing *b, uint64_t off, uint64_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, b->fd, (off_t)off);
+
+	if (p != MAP_FAILED)
+		munmap(p, len);
+}
+
 int backing_punch(struct backing *b, uint64_t off, uint64_t len)
 {
 	if (off >= b->size)
@@ -73,6 +90,8 @@ int backing_punch(struct backing *b, uint64_t off, uint64_t len)
 	/* Frees the pages and zaps them from every mapping, ours and the host's. */
 	if (fallocate(b->fd, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, (off_t)off, (off_t)len) < 0)
 		return -errno;
+	if (b->kind == GM_BACKING_HUGETLB)
+		backing_rereserve(b, off, len);
 	return 0;
 }
 
