@@ -3,6 +3,7 @@
 #include "bench.h"
 
 #include <signal.h>
+#include <stdbool.h>
 
 #define NR_HUGEPAGES "/proc/sys/vm/nr_hugepages"
 #define FREE_HUGEPAGES "/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages"
@@ -80,6 +81,7 @@ static void on_signal(int sig)
 static const char *reserve_hugepages(long need, char *why, size_t why_len)
 {
 	long nr = read_long(NR_HUGEPAGES), avail = read_long(FREE_HUGEPAGES), grown;
+	static bool handlers;
 	sigset_t block, old;
 	int len, ret, err;
 	char buf[32];
@@ -95,10 +97,13 @@ static const char *reserve_hugepages(long need, char *why, size_t why_len)
 			 avail);
 		return why;
 	}
-	atexit(restore_hugepages);
-	signal(SIGINT, on_signal);
-	signal(SIGTERM, on_signal);
-	signal(SIGHUP, on_signal);
+	if (!handlers) {
+		atexit(restore_hugepages);
+		signal(SIGINT, on_signal);
+		signal(SIGTERM, on_signal);
+		signal(SIGHUP, on_signal);
+		handlers = true;
+	}
 	/* No signal between growing the pool and knowing by how much. */
 	sigemptyset(&block);
 	sigaddset(&block, SIGINT);
@@ -110,7 +115,8 @@ static const char *reserve_hugepages(long need, char *why, size_t why_len)
 	err = errno;
 	/* What the kernel really added, which may be less than asked. */
 	grown = read_long(NR_HUGEPAGES) - nr;
-	added = grown > 0 ? (sig_atomic_t)grown : 0;
+	if (grown > 0)
+		added += (sig_atomic_t)grown;
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	if (ret < 0) {
 		snprintf(why, why_len, "cannot write %s: %s", NR_HUGEPAGES, strerror(err));
@@ -122,16 +128,38 @@ static const char *reserve_hugepages(long need, char *why, size_t why_len)
 		snprintf(why, why_len, "could reserve only %ld of %ld huge pages", avail, need);
 		return why;
 	}
-	note("fault2m: huge page pool %ld -> %ld\n", nr, nr + (long)added);
+	note("fault2m: huge page pool %ld -> %ld\n", nr, nr + grown);
 	return NULL;
+}
+
+/*
+ * Before each file on hugetlbfs: others on this machine may shrink the pool
+ * while we run (tests that reserve and give back pages of their own).
+ */
+static long need_pages;
+
+static void top_up_hugepages(void)
+{
+	char why[160];
+
+	if (reserve_hugepages(need_pages, why, sizeof(why)))
+		die("huge page pool shrunk under the benchmark and cannot grow back: %s", why);
+}
+
+static int memfd_huge_create(struct peer *p, uint64_t size)
+{
+	top_up_hugepages();
+	return memfd_peer_create(p, size);
 }
 
 /* The libgmem peer must really sit on hugetlbfs: a silent fallback to 4 KiB would flatter nothing. */
 static int gm_huge_create(struct peer *p, uint64_t size)
 {
 	struct gm_gmem_info info;
-	int fd = gm_peer_create(p, size);
+	int fd;
 
+	top_up_hugepages();
+	fd = gm_peer_create(p, size);
 	if (fd < 0)
 		return fd;
 	if (gm_gmem_info(fd, &info) < 0 || info.backing != GM_BACKING_HUGETLB)
@@ -178,6 +206,7 @@ int main(void)
 		emit_skip("3", "kernel/libgmem", ">=", 5, "no kernel guest_memfd on this host");
 		return 0;
 	}
+	need_pages = need;
 	skip = reserve_hugepages(need, why, sizeof(why));
 	peer_libgmem(&lib, GM_GUEST_MEMFD_FOLIO_2M);
 	if (!skip)
@@ -189,6 +218,7 @@ int main(void)
 	}
 	lib.create = gm_huge_create;
 	peer_memfd(&mfd, MFD_HUGETLB | MFD_HUGE_2MB);
+	mfd.create = memfd_huge_create;
 
 	cpu = calloc((size_t)(3 * reps), sizeof(*cpu));
 	wall = calloc((size_t)(3 * reps), sizeof(*wall));
