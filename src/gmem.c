@@ -131,7 +131,7 @@ unsigned gmem_invalidate_begin(struct gmem *g, pgoff_t start, pgoff_t end)
 	}
 	/* No vCPU may still be using a zapped translation when memory changes. */
 	if (nr)
-		mmu_sync();
+		vm_quiesce_vcpus(g->vm);
 	return nr;
 }
 

@@ -157,8 +157,11 @@ void memslot_release_bindings(struct gmem *g)
 		atomic_store(&b->gmem, NULL);
 		mmu_invalidate_begin(&g->vm->mmu, b->base_gfn, b->base_gfn + b->npages);
 	}
-	if (g->bindings)
-		mmu_sync();
+	if (g->bindings) {
+		vm_quiesce_vcpus(g->vm);
+		/* memslot_lookup may still be looking at the file through a slot. */
+		gm_synchronize_rcu();
+	}
 	for (b = g->bindings; b; b = b->next_binding)
 		mmu_invalidate_end(&g->vm->mmu);
 	g->bindings = NULL;
@@ -188,7 +191,7 @@ static int slot_delete(struct vm *vm, unsigned as_id, struct memslot *old)
 	slots_publish(vm, as_id, n);
 	/* Faults now miss the slot; drop what the stage-2 mapped through it. */
 	mmu_invalidate_begin(&vm->mmu, old->base_gfn, old->base_gfn + old->npages);
-	mmu_sync();
+	vm_quiesce_vcpus(vm);
 	mmu_invalidate_end(&vm->mmu);
 	if (old->flags & KVM_MEM_GUEST_MEMFD)
 		gmem_unbind(old);
@@ -235,7 +238,7 @@ static int slot_create(struct vm *vm, unsigned as_id, const struct kvm_userspace
 	if (old) {
 		/* A move or a flags change: what was mapped through the old slot goes. */
 		mmu_invalidate_begin(&vm->mmu, old->base_gfn, old->base_gfn + old->npages);
-		mmu_sync();
+		vm_quiesce_vcpus(vm);
 		mmu_invalidate_end(&vm->mmu);
 		gm_call_rcu(&old->rcu, slot_free_rcu);
 	}

@@ -210,9 +210,3 @@ void mmu_invalidate_end(struct mmu *mmu)
 	mmu->invalidate_in_progress--;
 	pthread_mutex_unlock(&mmu->lock);
 }
-
-void mmu_sync(void)
-{
-	/* vCPUs access guest memory inside RCU read-side sections. */
-	gm_synchronize_rcu();
-}

@@ -51,7 +51,5 @@ uint64_t mmu_seq_begin(struct mmu *mmu);
 /* Invalidation: begin zaps [start, end) and holds faults off until end. */
 void mmu_invalidate_begin(struct mmu *mmu, gfn_t start, gfn_t end);
 void mmu_invalidate_end(struct mmu *mmu);
-/* Waits until no vCPU can still use a translation zapped before the call. */
-void mmu_sync(void);
 
 #endif

@@ -3,7 +3,9 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <linux/membarrier.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include "rcu.h"
 
@@ -19,12 +21,101 @@ static struct vcpu *guest_vcpu(struct gm_guest *guest)
 	return &guest->vcpu;
 }
 
+/* ---- the guest's use of translations, and invalidations waiting for it ---- */
+
+static pthread_once_t membarrier_once = PTHREAD_ONCE_INIT;
+static bool membarrier_ok;
+static void *barrier_page;
+
+static void membarrier_init(void)
+{
+	membarrier_ok = syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+	if (!membarrier_ok)
+		barrier_page = mmap(NULL, GM_PAGE_SIZE, PROT_READ | PROT_WRITE,
+				    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+}
+
+/*
+ * A full barrier on every thread of the process that is running now, so a
+ * vCPU's plain store of its access_seq is ordered before its later loads as
+ * seen from here. Without membarrier, changing a touched page's protection
+ * makes the kernel interrupt every CPU that runs this address space.
+ */
+static void process_barrier(void)
+{
+	if (membarrier_ok) {
+		syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+	} else if (barrier_page != MAP_FAILED && barrier_page) {
+		*(volatile char *)barrier_page = 1;
+		mprotect(barrier_page, GM_PAGE_SIZE, PROT_READ);
+		mprotect(barrier_page, GM_PAGE_SIZE, PROT_READ | PROT_WRITE);
+	}
+	atomic_thread_fence(memory_order_seq_cst);
+}
+
+static inline void access_begin(struct vcpu *v)
+{
+	uint64_t seq = atomic_load_explicit(&v->access_seq, memory_order_relaxed);
+
+	atomic_store_explicit(&v->access_seq, seq + 1, memory_order_relaxed);
+#if defined(__SANITIZE_THREAD__)
+	/* TSan does not model process_barrier(): a real fence it can see. */
+	atomic_thread_fence(memory_order_seq_cst);
+#else
+	atomic_signal_fence(memory_order_seq_cst);
+#endif
+}
+
+static inline void access_end(struct vcpu *v)
+{
+	uint64_t seq = atomic_load_explicit(&v->access_seq, memory_order_relaxed);
+
+	atomic_store_explicit(&v->access_seq, seq + 1, memory_order_release);
+}
+
+void vm_quiesce_vcpus(struct vm *vm)
+{
+	/* Every running vCPU now either sees the zap or is seen inside an access. */
+	process_barrier();
+	pthread_mutex_lock(&vm->vcpus_lock);
+	for (struct vcpu *v = vm->vcpus; v; v = v->next_in_vm) {
+		uint64_t seq = atomic_load_explicit(&v->access_seq, memory_order_acquire);
+
+		if (!(seq & 1))
+			continue;
+		while (atomic_load_explicit(&v->access_seq, memory_order_acquire) == seq)
+			sched_yield();
+	}
+	pthread_mutex_unlock(&vm->vcpus_lock);
+}
+
+/* What a leaf must carry for a read ([0]) and a write ([1]) of the current access kind. */
+static void vcpu_set_need(struct vcpu *v)
+{
+	/* An explicit kind on a VM with private memory must match the leaf's. */
+	uint64_t kind_mask = v->private_vm && v->access != GM_ACCESS_AUTO ? SPTE_PRIVATE : 0;
+	uint64_t kind_bits = v->private_vm && v->access == GM_ACCESS_PRIVATE ? SPTE_PRIVATE : 0;
+
+	v->need_mask[0] = SPTE_PRESENT | kind_mask;
+	v->need_bits[0] = SPTE_PRESENT | kind_bits;
+	v->need_mask[1] = SPTE_PRESENT | SPTE_WRITABLE | kind_mask;
+	v->need_bits[1] = SPTE_PRESENT | SPTE_WRITABLE | kind_bits;
+}
+
 /* ---- host side: KVM_RUN and the handoff ---- */
 
 static void vcpu_release(struct gm_object *obj)
 {
 	struct vcpu *v = gm_container_of(obj, struct vcpu, obj);
 
+	pthread_mutex_lock(&v->vm->vcpus_lock);
+	for (struct vcpu **pp = &v->vm->vcpus; *pp; pp = &(*pp)->next_in_vm) {
+		if (*pp == v) {
+			*pp = v->next_in_vm;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&v->vm->vcpus_lock);
 	if (v->thread_started) {
 		/* A guest parked at an exit is told to end, and ends on its own thread. */
 		pthread_mutex_lock(&v->lock);
@@ -68,9 +159,18 @@ int vcpu_create(struct vm *vm, unsigned long id)
 	v->id = id;
 	pthread_mutex_init(&v->lock, NULL);
 	pthread_cond_init(&v->cond, NULL);
+	pthread_once(&membarrier_once, membarrier_init);
 	vm_get(vm);
 	v->vm = vm;
+	v->mmu = &vm->mmu;
+	v->generation = &vm->mmu.generation;
+	v->private_vm = vm_has_private_mem(vm);
+	vcpu_set_need(v);
 	atomic_fetch_add(&vm->nr_vcpus, 1);
+	pthread_mutex_lock(&vm->vcpus_lock);
+	v->next_in_vm = vm->vcpus;
+	vm->vcpus = v;
+	pthread_mutex_unlock(&vm->vcpus_lock);
 	v->run = MAP_FAILED;
 	/* The vCPU fd is close-on-exec, as the kernel's. */
 	fd = gm_file_install(GM_FILE_VCPU, &v->obj, "kvm-vcpu", true);
@@ -99,6 +199,7 @@ err:
 }
 
 static void *guest_thread(void *arg);
+
 
 /* Runs the guest until its next exit. */
 static long vcpu_run(struct vcpu *v)
@@ -187,20 +288,27 @@ long vcpu_ioctl(struct vcpu *v, unsigned long request, unsigned long arg)
 	case KVM_RUN:
 		return arg ? -EINVAL : vcpu_run(v);
 	default:
-		return -ENOTTY;
+		/* x86's kvm_arch_vcpu_ioctl answers an unknown request with EINVAL. */
+		return -EINVAL;
 	}
 }
 
 int vcpu_mmap(struct vcpu *v, void *addr, size_t len, int prot, int flags, int64_t off, void **out)
 {
+	int ret = hostmap_check_generic(addr, len, prot, flags, off);
 	void *p;
 
-	/* Only the run area exists behind a vCPU fd. */
-	if (off < 0 || (uint64_t)off + len > VCPU_MMAP_PAGES * GM_PAGE_SIZE)
-		return -EINVAL;
+	if (ret)
+		return ret;
+	/* vCPU fds live on the noexec anonymous-inode mount. */
+	if (prot & PROT_EXEC)
+		return -EPERM;
+	/* The run area is the memfd's size: pages past it raise SIGBUS, as the kernel's do. */
 	p = mmap(addr, len, prot, flags, v->run_fd, off);
 	if (p == MAP_FAILED)
 		return -errno;
+	if (flags & MAP_FIXED)
+		hostmap_forget(p, len);
 	*out = p;
 	return 0;
 }
@@ -379,30 +487,42 @@ static enum fault_result vcpu_fault(struct vcpu *v, gpa_t gpa, bool write)
 
 /* ---- guest side: accesses ---- */
 
-/* The host address of gpa's page if the stage-2 maps it for this access. Inside rcu_read_lock. */
-static char *translate(struct vcpu *v, gpa_t gpa, bool write)
+/* Whether a leaf allows this access: present, writable for a write, of the asked kind. */
+static inline bool spte_allows(const struct vcpu *v, uint64_t spte, bool write)
+{
+	return (spte & v->need_mask[write]) == v->need_bits[write];
+}
+
+static inline char *spte_addr(uint64_t spte, gpa_t gpa)
+{
+	return (char *)(uintptr_t)(spte & ~SPTE_FLAGS) + (gpa & (GM_PAGE_SIZE - 1));
+}
+
+/* The cached leaf for gpa if it is valid in this MMU generation and allows the access, else 0. */
+static inline uint64_t translate_cached(struct vcpu *v, gpa_t gpa, bool write)
 {
 	gfn_t gfn = gpa >> GM_PAGE_SHIFT;
-	struct vcpu_tlb_entry *t = &v->tlb[gfn % VCPU_TLB_ENTRIES];
-	uint64_t gen = atomic_load_explicit(&v->vm->mmu.generation, memory_order_acquire);
-	uint64_t spte;
-	enum mmu_level level;
+	const struct vcpu_tlb_entry *t = &v->tlb[gfn % VCPU_TLB_ENTRIES];
+	uint64_t gen = atomic_load_explicit(v->generation, memory_order_relaxed);
 
-	if (t->gfn == gfn && t->generation == gen && t->spte) {
-		spte = t->spte;
-	} else {
-		spte = mmu_lookup(&v->vm->mmu, gfn, &level);
-		if (!spte)
-			return NULL;
-		spte = (uint64_t)(uintptr_t)spte_hva(spte, level, gfn) | (spte & SPTE_FLAGS);
-		*t = (struct vcpu_tlb_entry){ gfn, gen, spte };
-	}
-	if (write && !(spte & SPTE_WRITABLE))
+	if (t->gfn != gfn || t->generation != gen || !spte_allows(v, t->spte, write))
+		return 0;
+	return t->spte;
+}
+
+/* Walks the stage-2 and caches what it finds. Inside access_begin and an RCU section. */
+static char *translate_walk(struct vcpu *v, gpa_t gpa, bool write)
+{
+	gfn_t gfn = gpa >> GM_PAGE_SHIFT;
+	uint64_t gen = atomic_load_explicit(&v->mmu->generation, memory_order_acquire);
+	enum mmu_level level;
+	uint64_t spte = mmu_lookup(v->mmu, gfn, &level);
+
+	if (!spte)
 		return NULL;
-	if (v->access != GM_ACCESS_AUTO && vm_has_private_mem(v->vm) &&
-	    !!(spte & SPTE_PRIVATE) != (v->access == GM_ACCESS_PRIVATE))
-		return NULL;
-	return (char *)(uintptr_t)(spte & ~SPTE_FLAGS) + (gpa & (GM_PAGE_SIZE - 1));
+	spte = (uint64_t)(uintptr_t)spte_hva(spte, level, gfn) | (spte & SPTE_FLAGS);
+	v->tlb[gfn % VCPU_TLB_ENTRIES] = (struct vcpu_tlb_entry){ gfn, gen, spte };
+	return spte_allows(v, spte, write) ? spte_addr(spte, gpa) : NULL;
 }
 
 /* An MMIO exit for up to 8 bytes; a read gets the data userspace put in kvm_run. */
@@ -425,17 +545,25 @@ static void guest_access_page(struct vcpu *v, gpa_t gpa, void *buf, size_t len, 
 	for (;;) {
 		char *hva;
 
-		gm_rcu_read_lock();
-		hva = translate(v, gpa, write);
+		uint64_t spte;
+
+		access_begin(v);
+		spte = translate_cached(v, gpa, write);
+		hva = spte ? spte_addr(spte, gpa) : NULL;
+		if (!hva) {
+			gm_rcu_read_lock();
+			hva = translate_walk(v, gpa, write);
+			gm_rcu_read_unlock();
+		}
 		if (hva) {
 			if (write)
 				memcpy(hva, buf, len);
 			else
 				memcpy(buf, hva, len);
-			gm_rcu_read_unlock();
+			access_end(v);
 			return;
 		}
-		gm_rcu_read_unlock();
+		access_end(v);
 		switch (vcpu_fault(v, gpa, write)) {
 		case FAULT_MAPPED:
 			break;
@@ -470,20 +598,57 @@ static void guest_access(struct vcpu *v, gpa_t gpa, void *buf, size_t len, bool 
 
 GM_EXPORT void gm_guest_set_access(struct gm_guest *guest, enum gm_access access)
 {
-	guest_vcpu(guest)->access = access;
+	struct vcpu *v = guest_vcpu(guest);
+
+	v->access = access;
+	vcpu_set_need(v);
 }
 
+/* The full path of a typed access, kept out of line so the hit path stays a leaf. */
+static __attribute__((noinline)) void guest_access_slow(struct vcpu *v, gpa_t gpa, void *buf,
+							size_t len, bool write)
+{
+	guest_access(v, gpa, buf, len, write);
+}
+
+/*
+ * Typed accesses: a cached translation and one load or store of a constant
+ * size; anything else (a miss, a page boundary, an exit) takes the full path.
+ */
 #define GUEST_RW(bits)                                                                      \
+	typedef uint##bits##_t __attribute__((may_alias, aligned(1))) guest_u##bits;         \
 	GM_EXPORT uint##bits##_t gm_guest_read##bits(struct gm_guest *guest, uint64_t gpa)  \
 	{                                                                                   \
+		struct vcpu *v = guest_vcpu(guest);                                         \
 		uint##bits##_t val;                                                         \
-		guest_access(guest_vcpu(guest), gpa, &val, sizeof(val), false);             \
+		if (__builtin_expect((gpa & (GM_PAGE_SIZE - 1)) <= GM_PAGE_SIZE - sizeof(val), 1)) { \
+			access_begin(v);                                                    \
+			uint64_t spte = translate_cached(v, gpa, false);                    \
+			if (__builtin_expect(spte != 0, 1)) {                               \
+				val = *(const guest_u##bits *)spte_addr(spte, gpa);         \
+				access_end(v);                                              \
+				return val;                                                 \
+			}                                                                   \
+			access_end(v);                                                      \
+		}                                                                           \
+		guest_access_slow(v, gpa, &val, sizeof(val), false);                        \
 		return val;                                                                 \
 	}                                                                                   \
 	GM_EXPORT void gm_guest_write##bits(struct gm_guest *guest, uint64_t gpa,           \
 					    uint##bits##_t val)                             \
 	{                                                                                   \
-		guest_access(guest_vcpu(guest), gpa, &val, sizeof(val), true);              \
+		struct vcpu *v = guest_vcpu(guest);                                         \
+		if (__builtin_expect((gpa & (GM_PAGE_SIZE - 1)) <= GM_PAGE_SIZE - sizeof(val), 1)) { \
+			access_begin(v);                                                    \
+			uint64_t spte = translate_cached(v, gpa, true);                     \
+			if (__builtin_expect(spte != 0, 1)) {                               \
+				*(guest_u##bits *)spte_addr(spte, gpa) = val;               \
+				access_end(v);                                              \
+				return;                                                     \
+			}                                                                   \
+			access_end(v);                                                      \
+		}                                                                           \
+		guest_access_slow(v, gpa, &val, sizeof(val), true);                         \
 	}
 GUEST_RW(8)
 GUEST_RW(16)
@@ -530,12 +695,12 @@ GM_EXPORT uint64_t gm_guest_hypercall(struct gm_guest *guest, uint64_t nr, uint6
 
 static void guest_ucall_exit(struct vcpu *v)
 {
-	v->run->io.direction = KVM_EXIT_IO_OUT;
-	v->run->io.size = 8;
+	/* As the x86 selftests' ucall: a one-byte IN from the ucall port. */
+	v->run->io.direction = KVM_EXIT_IO_IN;
+	v->run->io.size = 1;
 	v->run->io.port = GM_UCALL_PORT;
 	v->run->io.count = 1;
-	v->run->io.data_offset = GM_PAGE_SIZE; /* the PIO page, where the command is */
-	memcpy((char *)v->run + GM_PAGE_SIZE, &v->ucall.cmd, sizeof(v->ucall.cmd));
+	v->run->io.data_offset = GM_PAGE_SIZE; /* the PIO page */
 	guest_exit(v, KVM_EXIT_IO, 0);
 }
 

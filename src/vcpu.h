@@ -36,6 +36,19 @@ struct vcpu {
 	int exit_errno;         /* what KVM_RUN returns with the exit: 0 or EFAULT */
 	struct gm_ucall ucall;
 
+	/*
+	 * Odd while the guest thread uses a translation. Invalidations wait for
+	 * it to move on; an asymmetric fence (membarrier) on their side keeps the
+	 * guest's side to plain stores.
+	 */
+	_Atomic uint64_t access_seq;
+	struct vcpu *next_in_vm;        /* the VM's list, under vm->vcpus_lock */
+	struct mmu *mmu;
+	_Atomic uint64_t *generation;   /* the MMU's: cached translations are valid within one */
+	/* What a cached leaf must carry for a read [0] and a write [1] of the current access kind. */
+	uint64_t need_mask[2], need_bits[2];
+	bool private_vm;
+
 	struct vcpu_tlb_entry tlb[VCPU_TLB_ENTRIES];
 };
 

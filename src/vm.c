@@ -13,6 +13,7 @@ static void vm_release(struct gm_object *obj)
 	gm_rcu_barrier();
 	mmu_destroy(&vm->mmu);
 	pthread_mutex_destroy(&vm->slots_lock);
+	pthread_mutex_destroy(&vm->vcpus_lock);
 	gm_free(vm);
 	atomic_fetch_sub(&live_vms, 1);
 }
@@ -35,6 +36,7 @@ int vm_create(unsigned long type)
 	gm_object_init(&vm->obj, vm_release);
 	vm->type = type;
 	pthread_mutex_init(&vm->slots_lock, NULL);
+	pthread_mutex_init(&vm->vcpus_lock, NULL);
 	atomic_fetch_add(&live_vms, 1);
 	/* The kernel's VM fd is close-on-exec. */
 	fd = gm_file_install(GM_FILE_VM, &vm->obj, "kvm-vm", true);
@@ -115,23 +117,6 @@ static long vm_ioctl_enable_cap(struct vm *vm, unsigned long arg)
 	}
 }
 
-static long vm_ioctl_set_memory_attributes(struct vm *vm, unsigned long arg)
-{
-	struct kvm_memory_attributes attrs;
-	int ret = gm_copy_from_user(&attrs, (void *)arg, sizeof(attrs));
-
-	if (ret)
-		return ret;
-	/* Attributes live in the guest_memfd: the VM ioctl supports none (series v8). */
-	if (attrs.flags || attrs.attributes)
-		return -EINVAL;
-	if (!attrs.size || attrs.address + attrs.size <= attrs.address)
-		return -EINVAL;
-	if (!GM_ALIGNED(attrs.address, GM_PAGE_SIZE) || !GM_ALIGNED(attrs.size, GM_PAGE_SIZE))
-		return -EINVAL;
-	return 0;
-}
-
 long vm_ioctl(struct vm *vm, unsigned long request, unsigned long arg)
 {
 	switch (request) {
@@ -146,8 +131,6 @@ long vm_ioctl(struct vm *vm, unsigned long request, unsigned long arg)
 		return vcpu_create(vm, arg);
 	case KVM_ENABLE_CAP:
 		return vm_ioctl_enable_cap(vm, arg);
-	case KVM_SET_MEMORY_ATTRIBUTES:
-		return vm_ioctl_set_memory_attributes(vm, arg);
 	default:
 		return -ENOTTY;
 	}

@@ -15,7 +15,13 @@ struct vm {
 	struct mmu mmu;
 	_Atomic uint64_t exit_hypercall_mask; /* KVM_CAP_EXIT_HYPERCALL */
 	atomic_uint nr_vcpus;
+	/* vcpus_lock protects the list of vCPUs that invalidations wait for. */
+	pthread_mutex_t vcpus_lock;
+	struct vcpu *vcpus;
 	uint64_t vcpu_ids[4096 / 64]; /* ids in use, under slots_lock */
 };
+
+/* Waits until no vCPU of vm can still use a translation zapped before the call. */
+void vm_quiesce_vcpus(struct vm *vm);
 
 #endif

@@ -34,7 +34,7 @@ int gm_close(int fd);
 /*
  * Folio size of a guest_memfd, a libgmem extension carried in the flags of
  * KVM_CREATE_GUEST_MEMFD: log2 of the size in bits 58..63, zero meaning 4 KiB
- * (the encoding of the HugeTLB guest_memfd RFC). Size and fallocate ranges
+ * (the encoding of the HugeTLB guest_memfd RFC; 12 also means 4 KiB). Size and fallocate ranges
  * must then be multiples of the folio size.
  */
 #define GM_GUEST_MEMFD_FOLIO_SHIFT 58
@@ -115,14 +115,17 @@ void gm_guest_write64(struct gm_guest *guest, uint64_t gpa, uint64_t val);
 /* Bulk copies between guest-physical memory and the guest's own buffers. */
 void gm_guest_read(struct gm_guest *guest, void *dst, uint64_t gpa, size_t len);
 void gm_guest_write(struct gm_guest *guest, uint64_t gpa, const void *src, size_t len);
-/* Fetches instruction bytes (an execute access). */
+/* Fetches instruction bytes; the soft stage-2 has no execute permission, so it is a read. */
 void gm_guest_fetch(struct gm_guest *guest, void *dst, uint64_t gpa, size_t len);
 
 /* A KVM hypercall (nr in RAX, args in RBX, RCX, RDX); returns what RAX gets back. */
 uint64_t gm_guest_hypercall(struct gm_guest *guest, uint64_t nr, uint64_t a0, uint64_t a1,
 			    uint64_t a2);
 
-/* ucall: an exit that carries values to the host, as the kernel's selftests use. */
+/*
+ * ucall: an exit that carries values to the host, as the kernel's x86
+ * selftests make it (KVM_EXIT_IO, a one-byte IN from GM_UCALL_PORT).
+ */
 #define GM_UCALL_PORT 0x1000
 #define GM_UCALL_MAX_ARGS 6
 enum gm_ucall_cmd { GM_UCALL_NONE = 0, GM_UCALL_SYNC, GM_UCALL_DONE, GM_UCALL_ABORT };
