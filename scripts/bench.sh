@@ -45,6 +45,8 @@ awk -F '\t' -v kernel="$kernel" -v cpus="$cpus" '
 function fmt(v, unit) {
 	if (unit == "bytes")
 		return sprintf("%d B", v)
+	if (v > 0 && v < 0.01)
+		return sprintf("%.3g", v)
 	return sprintf(v < 10 ? "%.2f" : "%.1f", v)
 }
 function cell(f, impl) {
@@ -175,9 +177,9 @@ END {
 		printf "<text x=\"10\" y=\"%d\" font-weight=\"bold\">%s: %s</text>\n", y + 4, f, esc(title[f])
 		y += 10
 		# The reference: the kernel where it ran, else the plain peer of the stage-2 figures.
-		ref = ((f, "kernel") in best) ? "kernel" : "plain"
+		ref = ((f, "kernel") in best) ? "kernel" : ((f, "plain") in best) ? "plain" : "memfd"
 		if (!((f, ref) in best) || best[f, ref] <= 0) {
-			printf "<text x=\"%d\" y=\"%d\" fill=\"#a00\">no result: %s</text>\n", left, y + barh, esc(tnote[f])
+			printf "<text x=\"%d\" y=\"%d\" fill=\"#a00\">%s: %s</text>\n", left, y + barh, ((f, "libgmem") in best) ? "no peer to draw against" : "no result", esc(tnote[f])
 			y += (nb[f] ? nb[f] : 1) * barh + gap - 10
 			continue
 		}
