@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "backing.h"
+#include "kvm/host.h"
 
 static int backing_open(struct backing *b, uint64_t size, unsigned huge_shift)
 {
@@ -50,9 +51,36 @@ int backing_init(struct backing *b, uint64_t size, unsigned folio_shift)
 	return backing_open(b, size, 0);
 }
 
+int backing_init_host(struct backing *b, int host_vm_fd, uint64_t size, bool with_view)
+{
+	int fd = host_gmem_create(host_vm_fd, size);
+
+	if (fd < 0)
+		return fd;
+	b->map = NULL;
+	if (with_view) {
+		b->map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+		if (b->map == MAP_FAILED) {
+			int err = -errno;
+
+			close(fd);
+			return err;
+		}
+		/* Only the host's KVM reads through it: no core dumps, no children. */
+		madvise(b->map, size, MADV_DONTDUMP);
+		madvise(b->map, size, MADV_DONTFORK);
+	}
+	b->fd = fd;
+	b->size = size;
+	b->kind = GM_BACKING_HOST_GMEM;
+	b->page_size = GM_PAGE_SIZE;
+	return 0;
+}
+
 void backing_destroy(struct backing *b)
 {
-	munmap(b->map, b->size);
+	if (b->map)
+		munmap(b->map, b->size);
 	close(b->fd);
 	b->fd = -1;
 }

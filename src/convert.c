@@ -174,7 +174,8 @@ int gmem_pin(struct gmem *g, uint64_t offset, uint64_t len, void **dma)
 	if (!attr_uniform(&g->attrs, start, end, &attrs) || (attrs & KVM_MEMORY_ATTRIBUTE_PRIVATE)) {
 		ret = -EFAULT;
 	} else {
-		ret = backing_allocate(&g->backing, offset, len);
+		/* Without the library's own mapping there is no address to give a device. */
+		ret = dma && !g->backing.map ? -EOPNOTSUPP : backing_allocate(&g->backing, offset, len);
 		if (!ret) {
 			p->start = start;
 			p->end = end;

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "gmem.h"
+#include "kvm/host.h"
 #include "vm.h"
 
 static atomic_ullong live_gmem_files;
@@ -89,7 +90,10 @@ int gmem_create(struct vm *vm, uint64_t size, uint64_t flags)
 			    (flags & GUEST_MEMFD_FLAG_INIT_SHARED) ? 0 : KVM_MEMORY_ATTRIBUTE_PRIVATE);
 	if (ret)
 		goto err_lock;
-	ret = backing_init(&g->backing, size, shift);
+	if (vm->host_fd >= 0)
+		ret = backing_init_host(&g->backing, vm->host_fd, size, host_kvm_needs_hva_view());
+	else
+		ret = backing_init(&g->backing, size, shift);
 	if (ret)
 		goto err_attrs;
 	vm_get(vm);

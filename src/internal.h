@@ -108,6 +108,7 @@ unsigned long vm_type(const struct vm *vm);
 bool vm_has_private_mem(const struct vm *vm);
 uint64_t vm_count(void);
 int vm_mmu_stats(struct vm *vm, struct gm_mmu_stats *stats);
+int vm_info(struct vm *vm, struct gm_vm_info *info);
 
 /* gmem.c */
 int gmem_create(struct vm *vm, uint64_t size, uint64_t flags);

@@ -1,5 +1,8 @@
 /* The system fd (/dev/kvm): API version, VM creation and capabilities. */
+#include <sys/ioctl.h>
+
 #include "internal.h"
+#include "kvm/host.h"
 
 long kvm_check_extension(struct vm *vm, long cap)
 {
@@ -38,6 +41,12 @@ long kvm_dev_ioctl(unsigned long request, unsigned long arg)
 	case KVM_GET_VCPU_MMAP_SIZE:
 		return arg ? -EINVAL : 3 * (long)GM_PAGE_SIZE;
 	default:
+		/* E.g. KVM_GET_SUPPORTED_CPUID, which a kvm-backend VMM needs for its vCPUs. */
+		if (host_kvm_fd() >= 0) {
+			long ret = ioctl(host_kvm_fd(), request, arg);
+
+			return ret < 0 ? -errno : ret;
+		}
 		return -EINVAL;
 	}
 }

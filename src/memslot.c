@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "gmem.h"
+#include "kvm/host.h"
 #include "vm.h"
 
 #define GM_MAX_GFN ((1ULL << 36) - 1) /* the stage-2 covers 48 bits of guest-physical space */
@@ -189,6 +190,11 @@ static int slot_delete(struct vm *vm, unsigned as_id, struct memslot *old)
 	if (!n)
 		return -ENOMEM;
 	slots_publish(vm, as_id, n);
+	if (vm->host_fd >= 0) {
+		struct kvm_userspace_memory_region2 del = { .slot = old->id };
+
+		host_set_region(vm->host_fd, &del, -1, 0);
+	}
 	/* Faults now miss the slot; drop what the stage-2 mapped through it. */
 	mmu_invalidate_begin(&vm->mmu, old->base_gfn, old->base_gfn + old->npages);
 	vm_quiesce_vcpus(vm);
@@ -197,6 +203,21 @@ static int slot_delete(struct vm *vm, unsigned as_id, struct memslot *old)
 		gmem_unbind(old);
 	gm_call_rcu(&old->rcu, slot_free_rcu);
 	return 0;
+}
+
+/* The kvm backend: the host VM gets the same slot, bound to the host's guest_memfd. */
+static int slot_to_host(struct vm *vm, const struct kvm_userspace_memory_region2 *mem,
+			const struct memslot *slot)
+{
+	struct gmem *g = atomic_load(&slot->gmem);
+	uint64_t hva = 0;
+
+	if (g && g->backing.kind != GM_BACKING_HOST_GMEM)
+		return -EINVAL;
+	/* A host that walks guest memory through the HVA gets the library's view of the file. */
+	if (g && g->backing.map)
+		hva = (uint64_t)(uintptr_t)g->backing.map + mem->guest_memfd_offset;
+	return host_set_region(vm->host_fd, mem, g ? g->backing.fd : -1, hva);
 }
 
 static int slot_create(struct vm *vm, unsigned as_id, const struct kvm_userspace_memory_region2 *mem,
@@ -228,6 +249,11 @@ static int slot_create(struct vm *vm, unsigned as_id, const struct kvm_userspace
 	if (base + npages - 1 > GM_MAX_GFN) {
 		ret = -EINVAL;
 		goto err_unbind;
+	}
+	if (vm->host_fd >= 0) {
+		ret = slot_to_host(vm, mem, slot);
+		if (ret)
+			goto err_unbind;
 	}
 	n = slots_replace(slots_of(vm, as_id), old, slot);
 	if (!n) {

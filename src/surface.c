@@ -375,3 +375,16 @@ GM_EXPORT int gm_gmem_unpin(int fd, uint64_t offset, uint64_t len)
 	gmem_put(g);
 	return ret;
 }
+
+GM_EXPORT int gm_vm_info(int vm_fd, struct gm_vm_info *info)
+{
+	enum gm_file_type type;
+	struct gm_object *obj = gm_file_get(vm_fd, &type);
+	int ret;
+
+	if (!obj)
+		return -EBADF;
+	ret = type == GM_FILE_VM ? vm_info(gm_container_of(obj, struct vm, obj), info) : -EINVAL;
+	gm_object_put(obj);
+	return ret;
+}

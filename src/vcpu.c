@@ -4,12 +4,14 @@
 #include <stdio.h>
 #include <string.h>
 #include <linux/membarrier.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include "rcu.h"
 
 #include "gmem.h"
+#include "kvm/host.h"
 #include "vcpu.h"
 
 struct gm_guest {
@@ -127,6 +129,8 @@ static void vcpu_release(struct gm_object *obj)
 	}
 	if (v->run)
 		munmap(v->run, VCPU_MMAP_PAGES * GM_PAGE_SIZE);
+	if (v->host_fd >= 0)
+		close(v->host_fd);
 	pthread_cond_destroy(&v->cond);
 	pthread_mutex_destroy(&v->lock);
 	atomic_fetch_sub(&v->vm->nr_vcpus, 1);
@@ -157,6 +161,7 @@ int vcpu_create(struct vm *vm, unsigned long id)
 	pthread_mutex_unlock(&vm->slots_lock);
 	gm_object_init(&v->obj, vcpu_release);
 	v->id = id;
+	v->host_fd = -1;
 	pthread_mutex_init(&v->lock, NULL);
 	pthread_cond_init(&v->cond, NULL);
 	pthread_once(&membarrier_once, membarrier_init);
@@ -176,13 +181,22 @@ int vcpu_create(struct vm *vm, unsigned long id)
 	fd = gm_file_install(GM_FILE_VCPU, &v->obj, "kvm-vcpu", true);
 	if (fd < 0)
 		goto err;
-	/* The run area lives in the handle memfd, so gm_mmap of the fd shares it. */
-	if (ftruncate(fd, VCPU_MMAP_PAGES * GM_PAGE_SIZE) < 0)
-		goto err_close;
-	v->run = mmap(NULL, VCPU_MMAP_PAGES * GM_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (vm->host_fd >= 0) {
+		/* kvm backend: the host's vCPU and its run area. */
+		v->host_fd = ioctl(vm->host_fd, KVM_CREATE_VCPU, id);
+		if (v->host_fd < 0)
+			goto err_close;
+		v->run_fd = v->host_fd;
+	} else {
+		/* The run area lives in the handle memfd, so gm_mmap of the fd shares it. */
+		if (ftruncate(fd, VCPU_MMAP_PAGES * GM_PAGE_SIZE) < 0)
+			goto err_close;
+		v->run_fd = fd;
+	}
+	v->run = mmap(NULL, VCPU_MMAP_PAGES * GM_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
+		      v->run_fd, 0);
 	if (v->run == MAP_FAILED)
 		goto err_close;
-	v->run_fd = fd;
 	return fd;
 
 err_close: {
@@ -284,6 +298,15 @@ static void *guest_thread(void *arg)
 
 long vcpu_ioctl(struct vcpu *v, unsigned long request, unsigned long arg)
 {
+	if (v->host_fd >= 0) {
+		long ret;
+
+		if (request == KVM_RUN)
+			return arg ? -EINVAL : host_vcpu_run(v);
+		/* Registers, CPUID and the rest are the host vCPU's. */
+		ret = ioctl(v->host_fd, request, arg);
+		return ret < 0 ? -errno : ret;
+	}
 	switch (request) {
 	case KVM_RUN:
 		return arg ? -EINVAL : vcpu_run(v);
@@ -323,7 +346,8 @@ GM_EXPORT int gm_vcpu_set_guest(int vcpu_fd, gm_guest_fn fn, void *arg)
 	if (!obj)
 		return -EBADF;
 	v = gm_container_of(obj, struct vcpu, obj);
-	if (type != GM_FILE_VCPU || !fn) {
+	/* A hardware vCPU runs real code, not guest functions. */
+	if (type != GM_FILE_VCPU || !fn || v->host_fd >= 0) {
 		ret = -EINVAL;
 	} else {
 		pthread_mutex_lock(&v->lock);

@@ -23,6 +23,8 @@ struct vcpu {
 	unsigned long id;
 	struct kvm_run *run;    /* the library's mapping of the run area */
 	int run_fd;             /* the fd whose memfd holds the run area */
+	int host_fd;            /* kvm backend: the host's vCPU, else -1 */
+	bool hypercall_pending; /* kvm backend: a gate request awaits hypercall.ret */
 
 	gm_guest_fn fn;
 	void *arg;

@@ -1,5 +1,11 @@
 /* The VM: memslots, the stage-2, vCPUs and the VM ioctls, as in virt/kvm/kvm_main.c. */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
 #include "gmem.h"
+#include "kvm/host.h"
 #include "vcpu.h"
 
 static atomic_ullong live_vms;
@@ -12,24 +18,54 @@ static void vm_release(struct gm_object *obj)
 	/* call_rcu frees of retired tables must not outlive the tables' owner. */
 	gm_rcu_barrier();
 	mmu_destroy(&vm->mmu);
+	if (vm->host_fd >= 0)
+		close(vm->host_fd);
 	pthread_mutex_destroy(&vm->slots_lock);
 	pthread_mutex_destroy(&vm->vcpus_lock);
 	gm_free(vm);
 	atomic_fetch_sub(&live_vms, 1);
 }
 
+/* The backend a VM without a backend bit gets: GMEM_BACKEND, else soft. */
+static unsigned long default_backend(void)
+{
+	const char *env = getenv("GMEM_BACKEND");
+
+	if (env && !strcmp(env, "kvm"))
+		return GM_VM_BACKEND_KVM;
+	if (env && !strcmp(env, "auto") && host_kvm_fd() >= 0)
+		return GM_VM_BACKEND_KVM;
+	return GM_VM_BACKEND_SOFT;
+}
+
 int vm_create(unsigned long type)
 {
+	unsigned long backend = type & (GM_VM_BACKEND_SOFT | GM_VM_BACKEND_KVM);
 	struct vm *vm;
 	int fd, ret;
 
-	if (type != KVM_X86_DEFAULT_VM && type != KVM_X86_SW_PROTECTED_VM)
+	type &= ~(GM_VM_BACKEND_SOFT | GM_VM_BACKEND_KVM);
+	if ((type != KVM_X86_DEFAULT_VM && type != KVM_X86_SW_PROTECTED_VM) ||
+	    backend == (GM_VM_BACKEND_SOFT | GM_VM_BACKEND_KVM))
 		return -EINVAL;
+	if (!backend)
+		backend = default_backend();
 	vm = gm_zalloc(sizeof(*vm));
 	if (!vm)
 		return -ENOMEM;
+	vm->host_fd = -1;
+	if (backend == GM_VM_BACKEND_KVM) {
+		vm->host_fd = host_vm_create();
+		if (vm->host_fd < 0) {
+			ret = vm->host_fd;
+			gm_free(vm);
+			return ret;
+		}
+	}
 	ret = mmu_init(&vm->mmu);
 	if (ret) {
+		if (vm->host_fd >= 0)
+			close(vm->host_fd);
 		gm_free(vm);
 		return ret;
 	}
@@ -110,6 +146,9 @@ static long vm_ioctl_enable_cap(struct vm *vm, unsigned long arg)
 	case KVM_CAP_EXIT_HYPERCALL:
 		if (cap.args[0] & ~(uint64_t)KVM_EXIT_HYPERCALL_VALID_MASK)
 			return -EINVAL;
+		/* On the kvm backend the host's own VMCALL exits follow the same mask. */
+		if (vm->host_fd >= 0 && ioctl(vm->host_fd, KVM_ENABLE_CAP, &cap) < 0)
+			return -errno;
 		atomic_store(&vm->exit_hypercall_mask, cap.args[0]);
 		return 0;
 	default:
@@ -132,6 +171,12 @@ long vm_ioctl(struct vm *vm, unsigned long request, unsigned long arg)
 	case KVM_ENABLE_CAP:
 		return vm_ioctl_enable_cap(vm, arg);
 	default:
+		/* The host VM answers what libgmem does not model (TSS, irqchip...). */
+		if (vm->host_fd >= 0) {
+			long ret = ioctl(vm->host_fd, request, arg);
+
+			return ret < 0 ? -errno : ret;
+		}
 		return -ENOTTY;
 	}
 }
@@ -149,4 +194,16 @@ int vm_mmu_stats(struct vm *vm, struct gm_mmu_stats *stats)
 	};
 
 	return gm_copy_to_user(stats, &out, sizeof(out));
+}
+
+int vm_info(struct vm *vm, struct gm_vm_info *info)
+{
+	struct gm_vm_info out = {
+		.type = vm->type,
+		.backend = vm->host_fd >= 0 ? GM_VM_BACKEND_KVM : GM_VM_BACKEND_SOFT,
+		.host_hva_view = vm->host_fd >= 0 && host_kvm_needs_hva_view(),
+		.nr_vcpus = atomic_load(&vm->nr_vcpus),
+	};
+
+	return gm_copy_to_user(info, &out, sizeof(out));
 }

@@ -8,6 +8,7 @@
 struct vm {
 	struct gm_object obj;
 	unsigned long type;
+	int host_fd;            /* the host's VM on the kvm backend, -1 on the soft one */
 	/* Serialises memslot updates and binding changes, as kvm->slots_lock.
 	 * Lock order: slots_lock, then a file's invalidate_lock, then mmu.lock. */
 	pthread_mutex_t slots_lock;

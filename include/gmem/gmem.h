@@ -43,11 +43,31 @@ int gm_close(int fd);
 #define GM_GUEST_MEMFD_FOLIO_2M    (21ULL << GM_GUEST_MEMFD_FOLIO_SHIFT)
 #define GM_GUEST_MEMFD_FOLIO_1G    (30ULL << GM_GUEST_MEMFD_FOLIO_SHIFT)
 
+/*
+ * Backends, a libgmem extension carried in the KVM_CREATE_VM type: software
+ * vCPUs (guest C functions, full enforcement, any machine) or the host's
+ * /dev/kvm (real guests; the VM's guest_memfd files are the host kernel's).
+ * Without either bit the environment variable GMEM_BACKEND (soft, kvm, auto)
+ * decides, and soft is the default; auto is kvm where /dev/kvm works.
+ */
+#define GM_VM_BACKEND_SOFT (1UL << 30)
+#define GM_VM_BACKEND_KVM  (1UL << 31)
+
+/*
+ * On the kvm backend a guest requests KVM_HC_MAP_GPA_RANGE (RAX = 12,
+ * RBX = gpa, RCX = pages, RDX = attributes) with a one-byte OUT to this port
+ * where the host's KVM does not pass VMCALL through; libgmem turns it into
+ * KVM_EXIT_HYPERCALL and writes hypercall.ret back to RAX, as KVM does for
+ * TDX's and SNP's own conversion requests.
+ */
+#define GM_HYPERCALL_PORT 0xe0
+
 /* The library's own calls return 0 or a negative errno; they never set errno. */
 
 enum gm_backing_kind {
 	GM_BACKING_MEMFD = 1,   /* plain memfd (shmem), 4 KiB host pages */
 	GM_BACKING_HUGETLB = 2, /* memfd on hugetlbfs, pages of the folio size */
+	GM_BACKING_HOST_GMEM = 3, /* the host kernel's guest_memfd (kvm backend) */
 };
 
 struct gm_gmem_info {
@@ -155,6 +175,19 @@ struct gm_mmu_stats {
 	uint64_t mapped_1g_bytes;
 };
 int gm_vm_mmu_stats(int vm_fd, struct gm_mmu_stats *stats);
+
+struct gm_vm_info {
+	uint64_t type;          /* KVM_X86_*_VM */
+	uint64_t backend;       /* GM_VM_BACKEND_SOFT or GM_VM_BACKEND_KVM */
+	/*
+	 * kvm backend: the host's KVM reads guest memory through the slot's
+	 * userspace address (shadow paging), so libgmem keeps a mapping of all of
+	 * the guest's memory for it, private pages included (see docs/compat.md).
+	 */
+	uint32_t host_hva_view;
+	uint32_t nr_vcpus;
+};
+int gm_vm_info(int vm_fd, struct gm_vm_info *info);
 
 #ifdef __cplusplus
 }

@@ -125,8 +125,68 @@ struct kvm_pre_fault_memory {
 };
 #define KVM_PRE_FAULT_MEMORY _IOWR(KVMIO, 0xd5, struct kvm_pre_fault_memory)
 
+#define KVM_SET_TSS_ADDR          _IO(KVMIO, 0x47)
+#define KVM_SET_IDENTITY_MAP_ADDR _IOW(KVMIO, 0x48, __gm_u64)
+
+/* x86 register state (arch/x86/include/uapi/asm/kvm.h) */
+struct kvm_regs {
+	__gm_u64 rax, rbx, rcx, rdx;
+	__gm_u64 rsi, rdi, rsp, rbp;
+	__gm_u64 r8, r9, r10, r11;
+	__gm_u64 r12, r13, r14, r15;
+	__gm_u64 rip, rflags;
+};
+
+struct kvm_segment {
+	__gm_u64 base;
+	__gm_u32 limit;
+	__gm_u16 selector;
+	__gm_u8 type;
+	__gm_u8 present, dpl, db, s, l, g, avl;
+	__gm_u8 unusable;
+	__gm_u8 padding;
+};
+
+struct kvm_dtable {
+	__gm_u64 base;
+	__gm_u16 limit;
+	__gm_u16 padding[3];
+};
+
+#define KVM_NR_INTERRUPTS 256
+struct kvm_sregs {
+	struct kvm_segment cs, ds, es, fs, gs, ss;
+	struct kvm_segment tr, ldt;
+	struct kvm_dtable gdt, idt;
+	__gm_u64 cr0, cr2, cr3, cr4, cr8;
+	__gm_u64 efer;
+	__gm_u64 apic_base;
+	__gm_u64 interrupt_bitmap[(KVM_NR_INTERRUPTS + 63) / 64];
+};
+
+struct kvm_cpuid_entry2 {
+	__gm_u32 function;
+	__gm_u32 index;
+	__gm_u32 flags;
+	__gm_u32 eax, ebx, ecx, edx;
+	__gm_u32 padding[3];
+};
+
+struct kvm_cpuid2 {
+	__gm_u32 nent;
+	__gm_u32 padding;
+	struct kvm_cpuid_entry2 entries[];
+};
+
+#define KVM_GET_SUPPORTED_CPUID _IOWR(KVMIO, 0x05, struct kvm_cpuid2)
+
 /* vCPU ioctls */
-#define KVM_RUN _IO(KVMIO, 0x80)
+#define KVM_RUN       _IO(KVMIO, 0x80)
+#define KVM_GET_REGS  _IOR(KVMIO, 0x81, struct kvm_regs)
+#define KVM_SET_REGS  _IOW(KVMIO, 0x82, struct kvm_regs)
+#define KVM_GET_SREGS _IOR(KVMIO, 0x83, struct kvm_sregs)
+#define KVM_SET_SREGS _IOW(KVMIO, 0x84, struct kvm_sregs)
+#define KVM_SET_CPUID2 _IOW(KVMIO, 0x90, struct kvm_cpuid2)
 
 /* Exit reasons */
 #define KVM_EXIT_UNKNOWN        0

@@ -1,0 +1,153 @@
+/* The host's /dev/kvm: VMs, guest_memfd files, slots and vCPU runs for the kvm backend. */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "kvm/host.h"
+#include "vcpu.h"
+
+static pthread_once_t host_once = PTHREAD_ONCE_INIT;
+static int host_fd = -ENODEV;
+static bool needs_view;
+
+static bool sysfs_says_yes(const char *path)
+{
+	char buf[8] = { 0 };
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	bool yes;
+
+	if (fd < 0)
+		return false;
+	yes = read(fd, buf, sizeof(buf) - 1) > 0 && (buf[0] == 'Y' || buf[0] == '1');
+	close(fd);
+	return yes;
+}
+
+static void host_init(void)
+{
+	const char *env = getenv("GMEM_KVM_HVA_VIEW");
+	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+
+	host_fd = fd < 0 ? -errno : fd;
+	/* With two-dimensional paging KVM maps guest memory through the fd alone. */
+	needs_view = !(sysfs_says_yes("/sys/module/kvm_intel/parameters/ept") ||
+		       sysfs_says_yes("/sys/module/kvm_amd/parameters/npt"));
+	if (access("/sys/module/kvm_pvm", F_OK) == 0)
+		needs_view = true;
+	if (env && (env[0] == '0' || env[0] == '1'))
+		needs_view = env[0] == '1';
+}
+
+int host_kvm_fd(void)
+{
+	pthread_once(&host_once, host_init);
+	return host_fd;
+}
+
+bool host_kvm_needs_hva_view(void)
+{
+	pthread_once(&host_once, host_init);
+	return needs_view;
+}
+
+int host_vm_create(void)
+{
+	int kvm = host_kvm_fd(), vm;
+
+	if (kvm < 0)
+		return kvm;
+	vm = ioctl(kvm, KVM_CREATE_VM, KVM_X86_DEFAULT_VM);
+	if (vm < 0)
+		return -errno;
+	/* Intel needs the TSS pages out of the guest's way; elsewhere it is a no-op. */
+	ioctl(vm, KVM_SET_TSS_ADDR, 0xfffbd000UL);
+	return vm;
+}
+
+int host_gmem_create(int host_vm_fd, uint64_t size)
+{
+	struct kvm_create_guest_memfd args = {
+		.size = size,
+		.flags = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED,
+	};
+	int fd = ioctl(host_vm_fd, KVM_CREATE_GUEST_MEMFD, &args);
+
+	if (fd < 0)
+		return -errno;
+	/* The kernel's guest_memfd fd is not close-on-exec; ours is internal. */
+	fcntl(fd, F_SETFD, FD_CLOEXEC);
+	return fd;
+}
+
+int host_set_region(int host_vm_fd, const struct kvm_userspace_memory_region2 *mem, int host_gmem_fd,
+		    uint64_t hva)
+{
+	struct kvm_userspace_memory_region2 r = *mem;
+
+	if (r.flags & KVM_MEM_GUEST_MEMFD) {
+		r.guest_memfd = (uint32_t)host_gmem_fd;
+		r.userspace_addr = hva;
+	}
+	return ioctl(host_vm_fd, KVM_SET_USER_MEMORY_REGION2, &r) < 0 ? -errno : 0;
+}
+
+/* A MAP_GPA_RANGE request through the gate: an exit for userspace, or an answer in RAX. */
+static long host_gate(struct vcpu *v, bool *exit_to_user)
+{
+	uint64_t mask = atomic_load(&v->vm->exit_hypercall_mask);
+	struct kvm_regs regs;
+	uint64_t gfn;
+
+	if (ioctl(v->host_fd, KVM_GET_REGS, &regs) < 0)
+		return -errno;
+	*exit_to_user = false;
+	if (regs.rax != KVM_HC_MAP_GPA_RANGE || !(mask & (1ULL << KVM_HC_MAP_GPA_RANGE))) {
+		regs.rax = (uint64_t)-KVM_ENOSYS;
+	} else if (!GM_ALIGNED(regs.rbx, GM_PAGE_SIZE) || !regs.rcx ||
+		   __builtin_add_overflow(regs.rbx >> GM_PAGE_SHIFT, regs.rcx, &gfn)) {
+		regs.rax = (uint64_t)-KVM_EINVAL;
+	} else {
+		v->run->exit_reason = KVM_EXIT_HYPERCALL;
+		memset(&v->run->hypercall, 0, sizeof(v->run->hypercall));
+		v->run->hypercall.nr = regs.rax;
+		v->run->hypercall.args[0] = regs.rbx;
+		v->run->hypercall.args[1] = regs.rcx;
+		v->run->hypercall.args[2] = regs.rdx;
+		v->run->hypercall.flags = KVM_EXIT_HYPERCALL_LONG_MODE;
+		v->hypercall_pending = true;
+		*exit_to_user = true;
+		return 0;
+	}
+	return ioctl(v->host_fd, KVM_SET_REGS, &regs) < 0 ? -errno : 0;
+}
+
+long host_vcpu_run(struct vcpu *v)
+{
+	if (v->hypercall_pending) {
+		struct kvm_regs regs;
+
+		/* The guest gets userspace's answer in RAX, as KVM completes a hypercall exit. */
+		if (ioctl(v->host_fd, KVM_GET_REGS, &regs) < 0)
+			return -errno;
+		regs.rax = v->run->hypercall.ret;
+		if (ioctl(v->host_fd, KVM_SET_REGS, &regs) < 0)
+			return -errno;
+		v->hypercall_pending = false;
+	}
+	for (;;) {
+		bool exit_to_user = true;
+		long ret;
+
+		if (ioctl(v->host_fd, KVM_RUN, 0) < 0)
+			return -errno;
+		if (v->run->exit_reason != KVM_EXIT_IO || v->run->io.port != GM_HYPERCALL_PORT ||
+		    v->run->io.direction != KVM_EXIT_IO_OUT || v->run->io.size != 1)
+			return 0;
+		ret = host_gate(v, &exit_to_user);
+		if (ret || exit_to_user)
+			return ret;
+	}
+}

@@ -1,0 +1,28 @@
+/* The host's /dev/kvm, behind libgmem VMs on the kvm backend. */
+#ifndef GMEM_KVM_HOST_H
+#define GMEM_KVM_HOST_H
+
+#include "internal.h"
+
+struct memslot;
+struct vcpu;
+
+/* The process's /dev/kvm fd, opened on first use; -errno when there is none. */
+int host_kvm_fd(void);
+/*
+ * Whether the host's KVM reads guest memory through a slot's userspace
+ * address (shadow paging, e.g. kvm-pvm or no EPT/NPT): such a host needs a
+ * mapping of all guest memory, private pages included, to run a guest.
+ */
+bool host_kvm_needs_hva_view(void);
+/* A host VM (always KVM_X86_DEFAULT_VM: the host has no per-page private memory). */
+int host_vm_create(void);
+/* A host guest_memfd of the host VM, mmap-able and shared. */
+int host_gmem_create(int host_vm_fd, uint64_t size);
+/* Mirrors a memslot change to the host VM; the slot's file, if any, is the host's. */
+int host_set_region(int host_vm_fd, const struct kvm_userspace_memory_region2 *mem, int host_gmem_fd,
+		    uint64_t hva);
+/* Runs a host vCPU, turning hypercall-gate exits into KVM_EXIT_HYPERCALL. */
+long host_vcpu_run(struct vcpu *v);
+
+#endif

@@ -1,0 +1,144 @@
+/* The kvm backend: a real x86 guest on /dev/kvm, its memory in the host's guest_memfd. */
+#include <linux/falloc.h>
+#include <setjmp.h>
+#include <signal.h>
+
+#include "../tools/x86_boot.h"
+#include "unit/vmm.h"
+
+#define MEM (8ULL << 20)
+#define CODE_GPA 0x100000ULL
+#define BUF_GPA 0x200000ULL
+
+static sigjmp_buf jmp;
+
+static void on_sigbus(int sig)
+{
+	siglongjmp(jmp, 1);
+}
+
+static bool host_faults(volatile char *p)
+{
+	struct sigaction sa = { .sa_handler = on_sigbus }, old;
+	bool faulted = false;
+
+	sigaction(SIGBUS, &sa, &old);
+	if (sigsetjmp(jmp, 1) == 0)
+		(void)*p;
+	else
+		faulted = true;
+	sigaction(SIGBUS, &old, NULL);
+	return faulted;
+}
+
+/*
+ * The guest: MAP_GPA_RANGE(BUF_GPA, 1, shared) through the gate, store the
+ * result and a word at BUF_GPA, MAP_GPA_RANGE back to private, report RAX, halt.
+ */
+static const uint8_t guest_code[] = {
+	0xb8, 12, 0, 0, 0,                               /* mov $12, %eax          */
+	0x48, 0xc7, 0xc3, 0x00, 0x00, 0x20, 0x00,        /* mov $0x200000, %rbx    */
+	0xb9, 1, 0, 0, 0,                                /* mov $1, %ecx           */
+	0x31, 0xd2,                                      /* xor %edx, %edx         */
+	0xe6, GM_HYPERCALL_PORT,                         /* out %al, $gate         */
+	0x48, 0xc7, 0x03, 0x78, 0x56, 0x34, 0x12,        /* movq $0x12345678,(%rbx)*/
+	0xb8, 12, 0, 0, 0,                               /* mov $12, %eax          */
+	0xba, 0x10, 0, 0, 0,                             /* mov $0x10, %edx        */
+	0xe6, GM_HYPERCALL_PORT,                         /* out %al, $gate         */
+	0x48, 0x89, 0xc7,                                /* mov %rax, %rdi         */
+	0x66, 0xba, 0x00, 0x10,                          /* mov $0x1000, %dx       */
+	0xee,                                            /* out %al, (%dx)         */
+	0xf4,                                            /* hlt                    */
+};
+
+static int convert(int gmem, uint64_t offset, uint64_t size, bool private)
+{
+	struct kvm_memory_attributes2 a = {
+		.offset = offset, .size = size, .attributes = private ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0,
+	};
+
+	return gm_ioctl(gmem, KVM_SET_MEMORY_ATTRIBUTES2, &a) ? errno : 0;
+}
+
+Test(kvm_backend, boot_convert_punch)
+{
+	int kvm = gm_open_kvm();
+	int vm = gm_ioctl(kvm, KVM_CREATE_VM, KVM_X86_SW_PROTECTED_VM | GM_VM_BACKEND_KVM);
+	struct gm_vm_info info;
+
+	if (vm < 0 && (errno == ENODEV || errno == ENOENT || errno == EACCES))
+		cr_skip_test("no usable /dev/kvm on this machine: %s", strerror(errno));
+	cr_assert_geq(vm, 0, "%s", strerror(errno));
+	cr_assert_eq(gm_vm_info(vm, &info), 0);
+	cr_expect_eq(info.backend, GM_VM_BACKEND_KVM);
+
+	struct kvm_create_guest_memfd c = {
+		.size = MEM, .flags = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED,
+	};
+	int gmem = gm_ioctl(vm, KVM_CREATE_GUEST_MEMFD, &c);
+	cr_assert_geq(gmem, 0, "%s", strerror(errno));
+	struct gm_gmem_info gi;
+	gm_gmem_info(gmem, &gi);
+	cr_expect_eq(gi.backing, GM_BACKING_HOST_GMEM);
+
+	/* The VMM loads the guest while memory is shared, then makes it private. */
+	char *host = gm_mmap(NULL, MEM, PROT_READ | PROT_WRITE, MAP_SHARED, gmem, 0);
+	cr_assert_neq(host, MAP_FAILED);
+	x86_build_page_tables(host, 0x1000, MEM);
+	memcpy(host + CODE_GPA, guest_code, sizeof(guest_code));
+	struct kvm_userspace_memory_region2 r = {
+		.slot = 0, .flags = KVM_MEM_GUEST_MEMFD, .memory_size = MEM, .guest_memfd = (uint32_t)gmem,
+	};
+	cr_assert_eq(gm_ioctl(vm, KVM_SET_USER_MEMORY_REGION2, &r), 0, "%s", strerror(errno));
+	cr_assert_eq(convert(gmem, 0, MEM, true), 0);
+	cr_expect(host_faults(host + CODE_GPA), "the VMM can read private memory");
+
+	struct kvm_enable_cap cap = { .cap = KVM_CAP_EXIT_HYPERCALL,
+				      .args = { 1ULL << KVM_HC_MAP_GPA_RANGE } };
+	cr_assert_eq(gm_ioctl(vm, KVM_ENABLE_CAP, &cap), 0);
+	int vcpu = gm_ioctl(vm, KVM_CREATE_VCPU, 0);
+	cr_assert_geq(vcpu, 0);
+	struct kvm_run *run = gm_mmap(NULL, 3 * 4096, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu, 0);
+	cr_assert_neq(run, MAP_FAILED);
+	cr_assert_eq(x86_set_cpuid(kvm, vcpu), 0);
+	cr_assert_eq(x86_enter_long_mode(vcpu, 0x1000, CODE_GPA, 0x80000, 0, 0), 0);
+
+	/* The guest asks for its buffer to be shared. */
+	cr_assert_eq(gm_ioctl(vcpu, KVM_RUN, 0), 0, "%s", strerror(errno));
+	cr_assert_eq(run->exit_reason, KVM_EXIT_HYPERCALL, "exit %u", run->exit_reason);
+	cr_expect_eq(run->hypercall.nr, KVM_HC_MAP_GPA_RANGE);
+	cr_expect_eq(run->hypercall.args[0], BUF_GPA);
+	cr_expect_eq(run->hypercall.args[1], 1);
+	cr_assert_eq(convert(gmem, BUF_GPA, 4096, false), 0);
+	run->hypercall.ret = 0;
+
+	/* It writes there and asks for it back as private. */
+	cr_assert_eq(gm_ioctl(vcpu, KVM_RUN, 0), 0);
+	cr_assert_eq(run->exit_reason, KVM_EXIT_HYPERCALL);
+	cr_expect_eq(run->hypercall.args[2], KVM_MAP_GPA_RANGE_ENCRYPTED);
+	cr_expect_eq(*(volatile uint64_t *)(host + BUF_GPA), 0x12345678, "the guest's write, in place");
+	cr_assert_eq(convert(gmem, BUF_GPA, 4096, true), 0);
+	cr_expect(host_faults(host + BUF_GPA));
+	run->hypercall.ret = 7;
+
+	/* The guest saw userspace's answer in RAX and reports it, then halts. */
+	cr_assert_eq(gm_ioctl(vcpu, KVM_RUN, 0), 0);
+	cr_assert_eq(run->exit_reason, KVM_EXIT_IO);
+	struct kvm_regs regs;
+	cr_assert_eq(gm_ioctl(vcpu, KVM_GET_REGS, &regs), 0);
+	cr_expect_eq(regs.rdi, 7);
+	cr_assert_eq(gm_ioctl(vcpu, KVM_RUN, 0), 0);
+	cr_expect_eq(run->exit_reason, KVM_EXIT_HLT);
+
+	/* Punch-hole on this backend frees the host's memory: the page reads zero when shared again. */
+	cr_assert_eq(gm_fallocate(gmem, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, BUF_GPA, 4096), 0);
+	cr_assert_eq(convert(gmem, BUF_GPA, 4096, false), 0);
+	cr_expect_eq(*(volatile uint64_t *)(host + BUF_GPA), 0);
+
+	gm_munmap(run, 3 * 4096);
+	gm_munmap(host, MEM);
+	gm_close(vcpu);
+	gm_close(gmem);
+	gm_close(vm);
+	gm_close(kvm);
+}
