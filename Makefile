@@ -72,6 +72,50 @@ all: lib tools
 lib: $(SHARED) $(STATIC)
 tools: $(TOOLS)
 
+# ---- guest/: the microVM's default guest ---------------------------------------------------
+# One scenario built twice. For KVM: freestanding, linked at GUEST_IMAGE_GPA into a flat
+# image, with fixed flags whatever the VARIANT (no sanitizer runtime exists inside a guest),
+# so it lives in build/guest/ for every variant. For the soft backend: built for the host
+# with the VARIANT's flags. $(GUEST_LIB) holds both for tools and unit tests: the image as
+# guest_image_start..guest_image_end and guest_soft_entry (see guest/guest_image.h).
+OBJCOPY         ?= objcopy
+GUEST_HDRS      := $(wildcard guest/*.h)
+GUEST_KVM_OBJS  := build/guest/kvm/entry.o build/guest/kvm/scenario.o build/guest/kvm/gapi_kvm.o
+GUEST_KVM_CFLAGS := -std=gnu11 -Wall -Wextra $(WERROR) -Wno-unused-parameter -O2 -g \
+                -ffreestanding -fno-pic -fno-pie -mcmodel=small -mno-red-zone \
+                -mgeneral-regs-only -fno-stack-protector -fno-asynchronous-unwind-tables \
+                -fno-unwind-tables -fcf-protection=none -fno-tree-loop-distribute-patterns
+GUEST_KVM_LDFLAGS := -nostdlib -static -no-pie -Wl,-T,guest/guest.lds -Wl,--build-id=none \
+                -Wl,-z,noexecstack -Wl,-z,max-page-size=4096
+GUEST_SOFT_OBJS := $(BUILD)/guest/soft/scenario.o $(BUILD)/guest/soft/gapi_soft.o
+GUEST_LIB       := $(BUILD)/guest/libguest.a
+
+build/guest/kvm/%.o: guest/%.c $(GUEST_HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(GUEST_KVM_CFLAGS) -c $< -o $@
+
+build/guest/kvm/%.o: guest/%.S
+	@mkdir -p $(dir $@)
+	$(CC) $(GUEST_KVM_CFLAGS) -c $< -o $@
+
+build/guest/guest.elf: $(GUEST_KVM_OBJS) guest/guest.lds
+	$(CC) $(GUEST_KVM_CFLAGS) $(GUEST_KVM_LDFLAGS) -o $@ $(GUEST_KVM_OBJS)
+
+build/guest/guest.bin: build/guest/guest.elf
+	$(OBJCOPY) -O binary $< $@
+
+build/guest/guest_image.o: guest/guest_image.S build/guest/guest.bin
+	$(CC) -DGUEST_BIN='"build/guest/guest.bin"' -c $< -o $@
+
+$(BUILD)/guest/soft/%.o: guest/%.c $(GUEST_HDRS) $(wildcard include/gmem/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(GUEST_LIB): $(GUEST_SOFT_OBJS) build/guest/guest_image.o
+	rm -f $@
+	ar rcs $@ $^
+# ---- end of guest/ ---------------------------------------------------------------------------
+
 $(BUILD)/obj/%.o: %.c $(wildcard include/gmem/*.h src/*.h src/*/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(LIB_CFLAGS) -Isrc -c $< -o $@
@@ -87,9 +131,9 @@ $(STATIC): $(LIB_OBJS)
 	rm -f $@
 	ar rcs $@ $(LIB_OBJS)
 
-$(BUILD)/bin/%: tools/%.c $(STATIC)
+$(BUILD)/bin/%: tools/%.c $(GUEST_LIB) $(STATIC)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $< -o $@ $(STATIC) $(LDLIBS) $(SAN_LDFLAGS)
+	$(CC) $(ALL_CFLAGS) -I. $< -o $@ $(GUEST_LIB) $(STATIC) $(LDLIBS) $(SAN_LDFLAGS)
 
 $(BUILD)/tests/conformance-libgmem: $(CONF_SRCS) $(HARNESS_SRCS) $(wildcard tests/harness/*.h) $(STATIC)
 	@mkdir -p $(dir $@)
@@ -101,10 +145,10 @@ $(BUILD)/tests/conformance-kernel: $(CONF_SRCS) $(HARNESS_SRCS) $(wildcard tests
 	$(CC) $(ALL_CFLAGS) -DGM_TARGET_KERNEL -Itests $(CONF_SRCS) $(HARNESS_SRCS) -o $@ \
 	      -lcriterion -lpthread $(SAN_LDFLAGS)
 
-$(BUILD)/tests/unit: $(UNIT_SRCS) $(HARNESS_SRCS) $(wildcard tests/harness/*.h) $(STATIC)
+$(BUILD)/tests/unit: $(UNIT_SRCS) $(HARNESS_SRCS) $(wildcard tests/harness/*.h) $(GUEST_LIB) $(STATIC)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -DGM_TARGET_LIBGMEM -Isrc -Itests $(UNIT_SRCS) $(HARNESS_SRCS) -o $@ \
-	      $(STATIC) -lcriterion $(LDLIBS) $(SAN_LDFLAGS)
+	$(CC) $(ALL_CFLAGS) -DGM_TARGET_LIBGMEM -Isrc -Itests -I. $(UNIT_SRCS) $(HARNESS_SRCS) -o $@ \
+	      $(GUEST_LIB) $(STATIC) -lcriterion $(LDLIBS) $(SAN_LDFLAGS)
 
 $(BUILD)/tests/stress-%: tests/stress/%.c $(wildcard tests/stress/*.h) $(STATIC)
 	@mkdir -p $(dir $@)

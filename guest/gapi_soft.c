@@ -1,0 +1,47 @@
+/* gapi on libgmem's soft vCPUs: the scenario's accesses and exits go through struct gm_guest. */
+#include <gmem/gmem.h>
+
+#include "gapi.h"
+#include "guest_image.h"
+#include "layout.h"
+
+/* struct gapi is never defined: on the soft backend its pointer is the vCPU's gm_guest. */
+static struct gm_guest *soft(struct gapi *g)
+{
+	return (struct gm_guest *)g;
+}
+
+uint8_t gapi_read8(struct gapi *g, uint64_t gpa)
+{
+	return gm_guest_read8(soft(g), gpa);
+}
+
+uint64_t gapi_read64(struct gapi *g, uint64_t gpa)
+{
+	return gm_guest_read64(soft(g), gpa);
+}
+
+void gapi_write8(struct gapi *g, uint64_t gpa, uint8_t val)
+{
+	gm_guest_write8(soft(g), gpa, val);
+}
+
+void gapi_write64(struct gapi *g, uint64_t gpa, uint64_t val)
+{
+	gm_guest_write64(soft(g), gpa, val);
+}
+
+uint64_t gapi_hypercall(struct gapi *g, uint64_t nr, uint64_t a0, uint64_t a1, uint64_t a2)
+{
+	return gm_guest_hypercall(soft(g), nr, a0, a1, a2);
+}
+
+void gapi_ucall(struct gapi *g, uint64_t cmd, uint64_t a0, uint64_t a1, uint64_t a2)
+{
+	gm_guest_ucall(soft(g), cmd, 3, a0, a1, a2);
+}
+
+void guest_soft_entry(struct gm_guest *g, void *arg)
+{
+	guest_scenario((struct gapi *)g, (unsigned)(uintptr_t)arg, GUEST_BOOT_PARAMS_GPA);
+}

@@ -1,0 +1,22 @@
+/* The default guest as a host program links it: the KVM image's bytes and the soft-backend entry. */
+#ifndef GUEST_GUEST_IMAGE_H
+#define GUEST_GUEST_IMAGE_H
+
+#include <stdint.h>
+
+/*
+ * The flat image (build/guest/guest.bin) to load at GUEST_IMAGE_GPA; its
+ * first byte is the entry point. Size: guest_image_end - guest_image_start.
+ */
+extern const uint8_t guest_image_start[];
+extern const uint8_t guest_image_end[];
+
+/*
+ * The same scenario as a soft guest, for gm_vcpu_set_guest(vcpu_fd,
+ * guest_soft_entry, (void *)(uintptr_t)vcpu_id). The boot parameters are
+ * read at GUEST_BOOT_PARAMS_GPA, as on KVM.
+ */
+struct gm_guest;
+void guest_soft_entry(struct gm_guest *g, void *arg);
+
+#endif
