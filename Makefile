@@ -163,7 +163,7 @@ deps:
 
 run: deps
 	@$(MAKE) --no-print-directory all
-	$(BUILD)/bin/gmem-example
+	$(BUILD)/bin/gmem-vm
 
 # Only libgmem's own symbols may leave the shared library.
 check-exports: $(SHARED)

@@ -28,16 +28,19 @@ void gapi_write64(struct gapi *g, uint64_t gpa, uint64_t val)
 }
 
 /*
- * vmcall also serves AMD: KVM rewrites or emulates it as vmmcall. The
- * memory clobber orders the guest's stores before the VMM handles the call.
+ * KVM's hypercall registers (RAX = nr, RBX, RCX, RDX; result in RAX), trapped
+ * with a one-byte OUT to libgmem's hypercall gate rather than VMCALL: hosts
+ * such as kvm-pvm never complete a VMCALL, and libgmem turns the gate into
+ * the same KVM_EXIT_HYPERCALL. The memory clobber orders the guest's stores
+ * before the VMM handles the call.
  */
 uint64_t gapi_hypercall(struct gapi *g, uint64_t nr, uint64_t a0, uint64_t a1, uint64_t a2)
 {
 	uint64_t ret;
 
-	__asm__ volatile("vmcall"
+	__asm__ volatile("outb %%al, %[port]"
 			 : "=a"(ret)
-			 : "a"(nr), "b"(a0), "c"(a1), "d"(a2)
+			 : "a"(nr), "b"(a0), "c"(a1), "d"(a2), [port] "i"(GUEST_HYPERCALL_PORT)
 			 : "memory");
 	return ret;
 }

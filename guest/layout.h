@@ -49,6 +49,8 @@ struct gm_boot_params {
  * uc.cmd = cmd and uc.args[0..2] = a0..a2.
  */
 #define GUEST_UCALL_PORT 0x1000
+/* libgmem's hypercall gate (GM_HYPERCALL_PORT), an 8-bit port so RDX stays an argument. */
+#define GUEST_HYPERCALL_PORT 0xe0
 
 enum guest_ucall {
 	GUEST_UCALL_CHECKSUM = 0x100, /* a0 = vCPU, a1 = checksum of its data,

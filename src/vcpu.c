@@ -25,6 +25,18 @@ static struct vcpu *guest_vcpu(struct gm_guest *guest)
 
 /* ---- the guest's use of translations, and invalidations waiting for it ---- */
 
+/* A full fence; TSan models a seq_cst read-modify-write but not a standalone fence. */
+static inline void full_fence(void)
+{
+#if defined(__SANITIZE_THREAD__)
+	static atomic_int fence_word;
+
+	atomic_fetch_add_explicit(&fence_word, 0, memory_order_seq_cst);
+#else
+	atomic_thread_fence(memory_order_seq_cst);
+#endif
+}
+
 static pthread_once_t membarrier_once = PTHREAD_ONCE_INIT;
 static bool membarrier_ok;
 static void *barrier_page;
@@ -52,7 +64,7 @@ static void process_barrier(void)
 		mprotect(barrier_page, GM_PAGE_SIZE, PROT_READ);
 		mprotect(barrier_page, GM_PAGE_SIZE, PROT_READ | PROT_WRITE);
 	}
-	atomic_thread_fence(memory_order_seq_cst);
+	full_fence();
 }
 
 static inline void access_begin(struct vcpu *v)
@@ -62,7 +74,7 @@ static inline void access_begin(struct vcpu *v)
 	atomic_store_explicit(&v->access_seq, seq + 1, memory_order_relaxed);
 #if defined(__SANITIZE_THREAD__)
 	/* TSan does not model process_barrier(): a real fence it can see. */
-	atomic_thread_fence(memory_order_seq_cst);
+	full_fence();
 #else
 	atomic_signal_fence(memory_order_seq_cst);
 #endif
