@@ -145,9 +145,12 @@ $(BUILD)/tests/conformance-kernel: $(CONF_SRCS) $(HARNESS_SRCS) $(wildcard tests
 	$(CC) $(ALL_CFLAGS) -DGM_TARGET_KERNEL -Itests $(CONF_SRCS) $(HARNESS_SRCS) -o $@ \
 	      -lcriterion -lpthread $(SAN_LDFLAGS)
 
-$(BUILD)/tests/unit: $(UNIT_SRCS) $(HARNESS_SRCS) $(wildcard tests/harness/*.h) $(GUEST_LIB) $(STATIC)
+# The unit tests also run gmem-vm as a program.
+$(BUILD)/tests/unit: $(UNIT_SRCS) $(HARNESS_SRCS) $(wildcard tests/harness/*.h) $(GUEST_LIB) $(STATIC) \
+		     $(BUILD)/bin/gmem-vm
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -DGM_TARGET_LIBGMEM -Isrc -Itests -I. $(UNIT_SRCS) $(HARNESS_SRCS) -o $@ \
+	$(CC) $(ALL_CFLAGS) -DGM_TARGET_LIBGMEM -DGMEM_VM_BIN='"$(BUILD)/bin/gmem-vm"' -Isrc -Itests -I. \
+	      $(UNIT_SRCS) $(HARNESS_SRCS) -o $@ \
 	      $(GUEST_LIB) $(STATIC) -lcriterion $(LDLIBS) $(SAN_LDFLAGS)
 
 $(BUILD)/tests/stress-%: tests/stress/%.c $(wildcard tests/stress/*.h) $(STATIC)

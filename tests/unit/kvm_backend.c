@@ -2,6 +2,7 @@
 #include <linux/falloc.h>
 #include <setjmp.h>
 #include <signal.h>
+#include <stdio.h>
 
 #include "../tools/x86_boot.h"
 #include "unit/vmm.h"
@@ -51,6 +52,26 @@ static const uint8_t guest_code[] = {
 	0xf4,                                            /* hlt                    */
 };
 
+/* Bytes of readable mappings of the host's guest_memfd in this process, from /proc/self/maps. */
+static uint64_t readable_gmem_bytes(void)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	char line[512];
+	uint64_t total = 0;
+
+	cr_assert_not_null(f);
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+		char perms[8];
+
+		if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) == 3 && perms[0] == 'r' &&
+		    strstr(line, "[kvm-gmem]"))
+			total += hi - lo;
+	}
+	fclose(f);
+	return total;
+}
+
 static int convert(int gmem, uint64_t offset, uint64_t size, bool private)
 {
 	struct kvm_memory_attributes2 a = {
@@ -92,6 +113,13 @@ Test(kvm_backend, boot_convert_punch)
 	cr_assert_eq(gm_ioctl(vm, KVM_SET_USER_MEMORY_REGION2, &r), 0, "%s", strerror(errno));
 	cr_assert_eq(convert(gmem, 0, MEM, true), 0);
 	cr_expect(host_faults(host + CODE_GPA), "the VMM can read private memory");
+	/*
+	 * No readable mapping of the memory is left in the process, but for the
+	 * view a shadow-paging host's KVM must read guest memory through.
+	 */
+	cr_expect_eq(readable_gmem_bytes(), info.host_hva_view ? MEM : 0,
+		     "readable [kvm-gmem] mappings: %llu bytes (view needed: %u)",
+		     (unsigned long long)readable_gmem_bytes(), info.host_hva_view);
 
 	struct kvm_enable_cap cap = { .cap = KVM_CAP_EXIT_HYPERCALL,
 				      .args = { 1ULL << KVM_HC_MAP_GPA_RANGE } };
