@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <linux/memfd.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -33,6 +34,18 @@ static int backing_open(struct backing *b, uint64_t size, unsigned huge_shift)
 	b->size = size;
 	b->kind = huge_shift ? GM_BACKING_HUGETLB : GM_BACKING_MEMFD;
 	b->page_size = 1ULL << (huge_shift ? huge_shift : GM_PAGE_SHIFT);
+	b->small_fd = -1;
+	b->small_map = NULL;
+	b->split = NULL;
+	b->nr_split = 0;
+	if (huge_shift) {
+		b->split = gm_zalloc(((size >> huge_shift) + 63) / 64 * sizeof(uint64_t));
+		if (!b->split) {
+			munmap(b->map, size);
+			close(fd);
+			return -ENOMEM;
+		}
+	}
 	return 0;
 
 err_close: {
@@ -58,6 +71,10 @@ int backing_init_host(struct backing *b, int host_vm_fd, uint64_t size, bool wit
 	if (fd < 0)
 		return fd;
 	b->map = NULL;
+	b->small_fd = -1;
+	b->small_map = NULL;
+	b->split = NULL;
+	b->nr_split = 0;
 	if (with_view) {
 		b->map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
 		if (b->map == MAP_FAILED) {
@@ -79,17 +96,42 @@ int backing_init_host(struct backing *b, int host_vm_fd, uint64_t size, bool wit
 
 void backing_destroy(struct backing *b)
 {
+	if (b->small_map) {
+		munmap(b->small_map, b->size);
+		close(b->small_fd);
+	}
+	gm_free(b->split);
 	if (b->map)
 		munmap(b->map, b->size);
 	close(b->fd);
 	b->fd = -1;
 }
 
+/* Calls fn on each folio-sized piece of [off, off + len) with the fd of the store holding it. */
+static int for_each_store(const struct backing *b, uint64_t off, uint64_t len,
+			  int (*fn)(const struct backing *b, int fd, uint64_t off, uint64_t len))
+{
+	uint64_t step = b->split ? b->page_size : len;
+
+	for (uint64_t at = off; at < off + len; at += step) {
+		uint64_t n = off + len - at < step ? off + len - at : step;
+		int ret = fn(b, backing_is_split(b, at) ? b->small_fd : b->fd, at, n);
+
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+static int allocate_in(const struct backing *b, int fd, uint64_t off, uint64_t len)
+{
+	(void)b;
+	return fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) < 0 ? -errno : 0;
+}
+
 int backing_allocate(struct backing *b, uint64_t off, uint64_t len)
 {
-	if (fallocate(b->fd, FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) < 0)
-		return -errno;
-	return 0;
+	return for_each_store(b, off, len, allocate_in);
 }
 
 /*
@@ -109,32 +151,137 @@ static void backing_rereserve(struct backing *b, uint64_t off, uint64_t len)
 		munmap(p, len);
 }
 
+static int punch_in(const struct backing *b, int fd, uint64_t off, uint64_t len)
+{
+	/* Frees the pages and zaps them from every mapping, ours and the host's. */
+	if (fallocate(fd, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, (off_t)off, (off_t)len) < 0)
+		return -errno;
+	if (fd == b->fd && b->kind == GM_BACKING_HUGETLB)
+		backing_rereserve((struct backing *)b, off, len);
+	return 0;
+}
+
 int backing_punch(struct backing *b, uint64_t off, uint64_t len)
 {
 	if (off >= b->size)
 		return 0;
 	if (len > b->size - off)
 		len = b->size - off;
-	/* Frees the pages and zaps them from every mapping, ours and the host's. */
-	if (fallocate(b->fd, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, (off_t)off, (off_t)len) < 0)
-		return -errno;
-	if (b->kind == GM_BACKING_HUGETLB)
-		backing_rereserve(b, off, len);
-	return 0;
+	/* A split folio stays split: its pages may still differ in kind. */
+	return for_each_store(b, off, len, punch_in);
 }
 
 uint64_t backing_allocated_bytes(const struct backing *b)
 {
 	struct stat st;
+	uint64_t bytes = 0;
 
-	if (fstat(b->fd, &st) < 0)
-		return 0;
-	return (uint64_t)st.st_blocks * 512;
+	if (fstat(b->fd, &st) == 0)
+		bytes += (uint64_t)st.st_blocks * 512;
+	if (b->small_fd >= 0 && fstat(b->small_fd, &st) == 0)
+		bytes += (uint64_t)st.st_blocks * 512;
+	return bytes;
+}
+
+static int map_in(const struct backing *b, int fd, uint64_t off, uint64_t len, char *addr, int prot)
+{
+	void *p;
+
+	/* hugetlbfs would round a partial huge page up and clobber what follows. */
+	if (fd == b->fd && b->kind == GM_BACKING_HUGETLB &&
+	    (!GM_ALIGNED(off, b->page_size) || !GM_ALIGNED(len, b->page_size)))
+		return -EINVAL;
+	p = mmap(addr, len, prot, MAP_SHARED | MAP_FIXED, fd, (off_t)off);
+	return p == MAP_FAILED ? -errno : 0;
 }
 
 int backing_map_at(const struct backing *b, void *addr, size_t len, int prot, uint64_t off)
 {
-	void *p = mmap(addr, len, prot, MAP_SHARED | MAP_FIXED, b->fd, (off_t)off);
+	uint64_t step = b->split ? b->page_size : len;
 
-	return p == MAP_FAILED ? -errno : 0;
+	for (uint64_t at = off; at < off + len; at += step) {
+		uint64_t n = off + len - at < step ? off + len - at : step;
+		int ret = map_in(b, backing_is_split(b, at) ? b->small_fd : b->fd, at, n,
+				 (char *)addr + (at - off), prot);
+
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+bool backing_is_split(const struct backing *b, uint64_t off)
+{
+	uint64_t folio;
+
+	if (!b->split)
+		return false;
+	folio = off / b->page_size;
+	return b->split[folio / 64] & (1ULL << (folio % 64));
+}
+
+void *backing_addr(const struct backing *b, uint64_t off)
+{
+	if (backing_is_split(b, off))
+		return (char *)b->small_map + off;
+	return b->map ? (char *)b->map + off : NULL;
+}
+
+int backing_split_prepare(struct backing *b, uint64_t off)
+{
+	off &= ~(b->page_size - 1);
+	if (b->small_fd < 0) {
+		int fd = memfd_create("kvm-gmem-split", MFD_CLOEXEC);
+
+		if (fd < 0)
+			return -errno;
+		if (ftruncate(fd, (off_t)b->size) < 0) {
+			close(fd);
+			return -ENOMEM;
+		}
+		b->small_map = mmap(NULL, b->size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
+				    fd, 0);
+		if (b->small_map == MAP_FAILED) {
+			b->small_map = NULL;
+			close(fd);
+			return -ENOMEM;
+		}
+		b->small_fd = fd;
+	}
+	/* The 4 KiB pages the folio's contents will move to. */
+	if (fallocate(b->small_fd, FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)b->page_size) < 0)
+		return -errno;
+	return 0;
+}
+
+static void set_split(struct backing *b, uint64_t off, bool split)
+{
+	uint64_t folio = off / b->page_size;
+
+	if (split) {
+		b->split[folio / 64] |= 1ULL << (folio % 64);
+		b->nr_split++;
+	} else {
+		b->split[folio / 64] &= ~(1ULL << (folio % 64));
+		b->nr_split--;
+	}
+}
+
+void backing_split(struct backing *b, uint64_t off)
+{
+	off &= ~(b->page_size - 1);
+	memcpy((char *)b->small_map + off, (char *)b->map + off, b->page_size);
+	set_split(b, off, true);
+	punch_in(b, b->fd, off, b->page_size);
+}
+
+int backing_merge(struct backing *b, uint64_t off)
+{
+	off &= ~(b->page_size - 1);
+	if (fallocate(b->fd, FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)b->page_size) < 0)
+		return -errno;
+	memcpy((char *)b->map + off, (char *)b->small_map + off, b->page_size);
+	set_split(b, off, false);
+	punch_in(b, b->small_fd, off, b->page_size);
+	return 0;
 }

@@ -10,6 +10,15 @@ struct backing {
 	uint64_t size;
 	uint64_t page_size;     /* the store's host page size */
 	void *map;              /* the library's own mapping of the whole store */
+	/*
+	 * hugetlbfs: a folio whose pages are not all of one kind cannot be mapped
+	 * for the host in 4 KiB pieces, so it is split: its contents move to a
+	 * plain memfd of the same size (small_fd), one bit in split per folio.
+	 */
+	int small_fd;
+	void *small_map;
+	uint64_t *split;
+	uint64_t nr_split;
 };
 
 int backing_init(struct backing *b, uint64_t size, unsigned folio_shift);
@@ -24,5 +33,16 @@ int backing_punch(struct backing *b, uint64_t off, uint64_t len);
 uint64_t backing_allocated_bytes(const struct backing *b);
 /* Maps [off, off + len) of the store at addr (MAP_FIXED, shared). */
 int backing_map_at(const struct backing *b, void *addr, size_t len, int prot, uint64_t off);
+
+/* Whether the folio holding off lives in the split store. */
+bool backing_is_split(const struct backing *b, uint64_t off);
+/* The library's address of off, in whichever store holds it (NULL without a mapping). */
+void *backing_addr(const struct backing *b, uint64_t off);
+/* Room in the split store for the folio at off: the part of a split that can fail. */
+int backing_split_prepare(struct backing *b, uint64_t off);
+/* Moves the folio at off to the split store; prepared before, it cannot fail. */
+void backing_split(struct backing *b, uint64_t off);
+/* Moves a split folio back to a huge page; -errno (and still split) without one. */
+int backing_merge(struct backing *b, uint64_t off);
 
 #endif

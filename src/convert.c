@@ -35,16 +35,51 @@ static void attr_restore(struct attr_map *m, const struct attr_range *saved, siz
 		attr_set(m, saved[i].start, i + 1 < nr ? saved[i + 1].start : end, saved[i].attrs);
 }
 
+/* The huge folio at the edge of [start, end) that the conversion leaves mixed, or -1. */
+static pgoff_t folio_to_split(const struct gmem *g, pgoff_t edge, pgoff_t start, pgoff_t end,
+			      uint64_t attrs)
+{
+	pgoff_t n = 1ULL << (g->folio_shift - GM_PAGE_SHIFT), first = edge & ~(n - 1);
+	uint64_t current;
+
+	if (!g->backing.split || (first >= start && first + n <= end) ||
+	    backing_is_split(&g->backing, first << GM_PAGE_SHIFT))
+		return (pgoff_t)-1;
+	/* An unsplit huge folio has one kind; only a change to part of it mixes it. */
+	attr_uniform(&g->attrs, first, first + n, &current);
+	return current == attrs ? (pgoff_t)-1 : first;
+}
+
+/* Split folios in [start, end) that are of one kind again go back to huge pages. */
+static void merge_folios(struct gmem *g, pgoff_t start, pgoff_t end)
+{
+	pgoff_t n = 1ULL << (g->folio_shift - GM_PAGE_SHIFT);
+
+	for (pgoff_t f = start; f < end; f += n) {
+		if (!backing_is_split(&g->backing, f << GM_PAGE_SHIFT) ||
+		    !attr_uniform(&g->attrs, f, f + n, NULL) || first_pinned(g, f, f + n) < f + n)
+			continue;
+		/* The host briefly loses the folio while it moves; without a huge page it stays split. */
+		hostmap_hide(g, f, f + n);
+		backing_merge(&g->backing, f << GM_PAGE_SHIFT);
+		hostmap_refresh(g, f, f + n);
+	}
+}
+
 /*
  * The conversion itself, with the file's invalidate_lock held for write.
- * Everything that can fail comes before the zap; after it nothing may.
+ * Everything that can fail comes before the zap; after it nothing may, but
+ * for the host's mappings, whose failure is undone so the call changed nothing.
  */
 static int convert_locked(struct gmem *g, pgoff_t start, pgoff_t end, uint64_t attrs,
 			  uint64_t *error_offset)
 {
 	bool to_private = attrs & KVM_MEMORY_ATTRIBUTE_PRIVATE;
+	bool huge_store = g->backing.split != NULL;
 	struct attr_range *saved = NULL;
-	pgoff_t zap_start = start, zap_end = end, pinned;
+	pgoff_t folio = 1ULL << (g->folio_shift - GM_PAGE_SHIFT);
+	pgoff_t zap_start = start, zap_end = end, pinned, split[2];
+	pgoff_t host_start = start, host_end = end;
 	uint64_t current;
 	size_t nr_saved;
 	unsigned nr_inval;
@@ -64,35 +99,69 @@ static int convert_locked(struct gmem *g, pgoff_t start, pgoff_t end, uint64_t a
 	if (ret)
 		goto out;
 
-	if (to_private) {
-		/* A page the host holds for DMA cannot be taken away from it. */
-		pinned = first_pinned(g, start, end);
-		if (pinned < end) {
-			*error_offset = pinned << GM_PAGE_SHIFT;
-			ret = -EAGAIN;
+	/* A page the host holds for DMA cannot be taken away from it, nor moved. */
+	folio_align(g, &zap_start, &zap_end);
+	split[0] = folio_to_split(g, start, start, end, attrs);
+	split[1] = folio_to_split(g, end - 1, start, end, attrs);
+	if (split[1] == split[0])
+		split[1] = (pgoff_t)-1;
+	pinned = to_private ? first_pinned(g, start, end) : (pgoff_t)-1;
+	if (pinned == end)
+		pinned = (pgoff_t)-1;
+	for (int i = 0; i < 2; i++) {
+		pgoff_t p = split[i] == (pgoff_t)-1 ? (pgoff_t)-1
+						    : first_pinned(g, split[i], split[i] + folio);
+
+		if (p != split[i] + folio && p < pinned)
+			pinned = p;
+	}
+	if (pinned != (pgoff_t)-1) {
+		*error_offset = pinned << GM_PAGE_SHIFT;
+		ret = -EAGAIN;
+		goto out;
+	}
+	/* The part of a folio split that can fail: room for its pages. */
+	for (int i = 0; i < 2; i++) {
+		if (split[i] == (pgoff_t)-1)
+			continue;
+		ret = backing_split_prepare(&g->backing, split[i] << GM_PAGE_SHIFT);
+		if (ret)
 			goto out;
-		}
+	}
+
+	if (to_private && !huge_store) {
 		/* The host loses its mappings first; on failure they are laid again as they were. */
 		attr_set(&g->attrs, start, end, attrs);
 		ret = hostmap_refresh(g, start, end);
+		attr_restore(&g->attrs, saved, nr_saved, end);
 		if (ret) {
-			attr_restore(&g->attrs, saved, nr_saved, end);
 			hostmap_refresh(g, start, end);
 			goto out;
 		}
-		attr_restore(&g->attrs, saved, nr_saved, end);
 	}
 
-	/* Point of no return: the stage-2 of every bound VM forgets the range. */
-	folio_align(g, &zap_start, &zap_end);
+	/* Point of no return: the stage-2 of every bound VM forgets the whole folios. */
 	nr_inval = gmem_invalidate_begin(g, zap_start, zap_end);
+	if (huge_store) {
+		/* Split folios are remapped whole; the host briefly loses them while they move. */
+		host_start = zap_start;
+		host_end = zap_end;
+		for (int i = 0; i < 2; i++) {
+			if (split[i] == (pgoff_t)-1)
+				continue;
+			hostmap_hide(g, split[i], split[i] + folio);
+			backing_split(&g->backing, split[i] << GM_PAGE_SHIFT);
+		}
+	}
 	attr_set(&g->attrs, start, end, attrs);
-	if (!to_private && hostmap_refresh(g, start, end)) {
+	if ((!to_private || huge_store) && hostmap_refresh(g, host_start, host_end)) {
 		/* The host cannot see the pages: undo, so that the call changed nothing. */
 		attr_restore(&g->attrs, saved, nr_saved, end);
-		hostmap_refresh(g, start, end);
+		hostmap_refresh(g, host_start, host_end);
 		ret = -ENOMEM;
 	}
+	if (huge_store)
+		merge_folios(g, zap_start, zap_end);
 	gmem_invalidate_end(g, nr_inval);
 out:
 	gm_free(saved);
@@ -183,7 +252,7 @@ int gmem_pin(struct gmem *g, uint64_t offset, uint64_t len, void **dma)
 			g->pins = p;
 			p = NULL;
 			if (dma)
-				*dma = (char *)g->backing.map + offset;
+				*dma = backing_addr(&g->backing, offset);
 		}
 	}
 	pthread_rwlock_unlock(&g->invalidate_lock);

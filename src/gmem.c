@@ -224,6 +224,7 @@ int gmem_info(struct gmem *g, struct gm_gmem_info *info)
 
 	pthread_rwlock_rdlock(&g->invalidate_lock);
 	out.shared_bytes = attr_count(&g->attrs, 0) << GM_PAGE_SHIFT;
+	out.split_folios = g->backing.nr_split;
 	pthread_rwlock_unlock(&g->invalidate_lock);
 	return gm_copy_to_user(info, &out, sizeof(out));
 }

@@ -69,5 +69,7 @@ void hostmap_forget(void *addr, size_t len);
 int hostmap_check_generic(void *addr, size_t len, int prot, int flags, int64_t off);
 /* Re-applies the attributes of pages [start, end) to every host mapping of g. */
 int hostmap_refresh(struct gmem *g, pgoff_t start, pgoff_t end);
+/* Makes pages [start, end) fault (SIGBUS) in every host mapping of g, whatever their kind. */
+int hostmap_hide(struct gmem *g, pgoff_t start, pgoff_t end);
 
 #endif

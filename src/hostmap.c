@@ -37,8 +37,8 @@ static int map_hole(uintptr_t addr, size_t len, int prot, uint64_t off)
 	return p == MAP_FAILED ? -errno : 0;
 }
 
-/* Lays the file's current attributes over pages [first, last) of one mapping. */
-static int hostmap_apply(struct hostmap *m, pgoff_t first, pgoff_t last)
+/* Lays the file's current attributes (or, hiding, the hole) over pages [first, last) of one mapping. */
+static int hostmap_apply(struct hostmap *m, pgoff_t first, pgoff_t last, bool hide)
 {
 	struct gmem *g = m->gmem;
 	pgoff_t map_first = m->off >> GM_PAGE_SHIFT;
@@ -59,7 +59,7 @@ static int hostmap_apply(struct hostmap *m, pgoff_t first, pgoff_t last)
 
 		stop = run_end < last ? run_end : last;
 		len = (stop - idx) << GM_PAGE_SHIFT;
-		if (attrs & KVM_MEMORY_ATTRIBUTE_PRIVATE)
+		if (hide || (attrs & KVM_MEMORY_ATTRIBUTE_PRIVATE))
 			ret = map_hole(addr, len, m->prot, idx << GM_PAGE_SHIFT);
 		else
 			ret = backing_map_at(&g->backing, (void *)addr, len, m->prot,
@@ -159,7 +159,7 @@ int hostmap_create(struct gmem *g, void *addr, size_t len, int prot, int flags, 
 
 	pthread_rwlock_rdlock(&g->invalidate_lock);
 	pthread_mutex_lock(&hostmap_lock);
-	ret = hostmap_apply(m, 0, (pgoff_t)-1);
+	ret = hostmap_apply(m, 0, (pgoff_t)-1, false);
 	if (!ret) {
 		gmem_get(g);
 		atomic_fetch_add(&g->host_mappings, 1);
@@ -288,7 +288,7 @@ int hostmap_unmap(void *addr, size_t len)
 	return found;
 }
 
-int hostmap_refresh(struct gmem *g, pgoff_t start, pgoff_t end)
+static int hostmap_update(struct gmem *g, pgoff_t start, pgoff_t end, bool hide)
 {
 	struct hostmap *m;
 	int ret = 0;
@@ -296,7 +296,17 @@ int hostmap_refresh(struct gmem *g, pgoff_t start, pgoff_t end)
 	pthread_mutex_lock(&hostmap_lock);
 	for (m = hostmaps; m && !ret; m = m->next)
 		if (m->gmem == g)
-			ret = hostmap_apply(m, start, end);
+			ret = hostmap_apply(m, start, end, hide);
 	pthread_mutex_unlock(&hostmap_lock);
 	return ret;
+}
+
+int hostmap_refresh(struct gmem *g, pgoff_t start, pgoff_t end)
+{
+	return hostmap_update(g, start, end, false);
+}
+
+int hostmap_hide(struct gmem *g, pgoff_t start, pgoff_t end)
+{
+	return hostmap_update(g, start, end, true);
 }

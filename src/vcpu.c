@@ -416,6 +416,9 @@ static enum mmu_level gmem_max_level(struct gmem *g, const struct memslot_view *
 			continue;
 		if (gbase < s->base_gfn || gbase + n > s->base_gfn + s->npages)
 			continue;
+		/* A folio split to 4 KiB pages is mapped by 4 KiB leaves. */
+		if (backing_is_split(&g->backing, ibase << GM_PAGE_SHIFT))
+			continue;
 		if (!attr_uniform(&g->attrs, ibase, ibase + n, &uniform) || uniform != attrs)
 			continue;
 		return (enum mmu_level)l;
@@ -450,7 +453,7 @@ static enum fault_result fault_gmem(struct vcpu *v, const struct memslot_view *s
 		return FAULT_MAPPED;
 	}
 	level = gmem_max_level(g, s, gfn, index, attrs);
-	hva = (char *)g->backing.map + ((index & ~((1ULL << (9 * level)) - 1)) << GM_PAGE_SHIFT);
+	hva = backing_addr(&g->backing, (index & ~((1ULL << (9 * level)) - 1)) << GM_PAGE_SHIFT);
 	ret = mmu_map(&v->vm->mmu, gfn & ~((1ULL << (9 * level)) - 1), level, hva, private, true, seq);
 	pthread_rwlock_unlock(&g->invalidate_lock);
 	(void)ret; /* -EAGAIN: an invalidation raced; the access retries either way */

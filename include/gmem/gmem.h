@@ -78,6 +78,7 @@ struct gm_gmem_info {
 	uint64_t shared_bytes;    /* bytes whose attribute is shared */
 	uint32_t backing;         /* enum gm_backing_kind */
 	uint32_t host_mappings;   /* live gm_mmap mappings of the file */
+	uint64_t split_folios;    /* hugetlbfs: huge folios split to 4 KiB pages (mixed kinds) */
 };
 
 /* Facts about one guest_memfd fd. */
