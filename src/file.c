@@ -121,6 +121,23 @@ struct gm_object *gm_file_get(int fd, enum gm_file_type *type)
 	return obj;
 }
 
+struct gm_object *gm_file_get_typed(int fd, enum gm_file_type want, int *err)
+{
+	enum gm_file_type type;
+	struct gm_object *obj = gm_file_get(fd, &type);
+
+	if (!obj) {
+		*err = -EBADF;
+		return NULL;
+	}
+	if (type != want) {
+		gm_object_put(obj);
+		*err = -EINVAL;
+		return NULL;
+	}
+	return obj;
+}
+
 static void fd_entry_free(struct rcu_head *head)
 {
 	struct fd_entry *e = caa_container_of(head, struct fd_entry, rcu);

@@ -301,14 +301,12 @@ GM_EXPORT int gm_close(int fd)
 
 GM_EXPORT int gm_gmem_info(int fd, struct gm_gmem_info *info)
 {
-	enum gm_file_type type;
-	struct gm_object *obj = gm_file_get(fd, &type);
 	int ret;
+	struct gm_object *obj = gm_file_get_typed(fd, GM_FILE_GMEM, &ret);
 
 	if (!obj)
-		return -EBADF;
-	ret = type == GM_FILE_GMEM ? gmem_info(gm_container_of(obj, struct gmem, obj), info)
-				   : -EINVAL;
+		return ret;
+	ret = gmem_info(gm_container_of(obj, struct gmem, obj), info);
 	gm_object_put(obj);
 	return ret;
 }
@@ -327,64 +325,49 @@ GM_EXPORT int gm_stats(struct gm_stats *stats)
 
 GM_EXPORT int gm_vm_mmu_stats(int vm_fd, struct gm_mmu_stats *stats)
 {
-	enum gm_file_type type;
-	struct gm_object *obj = gm_file_get(vm_fd, &type);
 	int ret;
+	struct gm_object *obj = gm_file_get_typed(vm_fd, GM_FILE_VM, &ret);
 
 	if (!obj)
-		return -EBADF;
-	ret = type == GM_FILE_VM ? vm_mmu_stats(gm_container_of(obj, struct vm, obj), stats) : -EINVAL;
+		return ret;
+	ret = vm_mmu_stats(gm_container_of(obj, struct vm, obj), stats);
 	gm_object_put(obj);
 	return ret;
 }
 
-/* The guest_memfd behind fd, referenced, or NULL with *err set. */
-static struct gmem *gmem_get_fd(int fd, int *err)
-{
-	enum gm_file_type type;
-	struct gm_object *obj = gm_file_get(fd, &type);
-
-	*err = obj ? -EINVAL : -EBADF;
-	if (obj && type != GM_FILE_GMEM) {
-		gm_object_put(obj);
-		return NULL;
-	}
-	return obj ? gm_container_of(obj, struct gmem, obj) : NULL;
-}
 
 GM_EXPORT int gm_gmem_pin(int fd, uint64_t offset, uint64_t len, void **dma)
 {
 	int ret;
-	struct gmem *g = gmem_get_fd(fd, &ret);
+	struct gm_object *obj = gm_file_get_typed(fd, GM_FILE_GMEM, &ret);
 
-	if (!g)
+	if (!obj)
 		return ret;
-	ret = gmem_pin(g, offset, len, dma);
-	gmem_put(g);
+	ret = gmem_pin(gm_container_of(obj, struct gmem, obj), offset, len, dma);
+	gm_object_put(obj);
 	return ret;
 }
 
 GM_EXPORT int gm_gmem_unpin(int fd, uint64_t offset, uint64_t len)
 {
 	int ret;
-	struct gmem *g = gmem_get_fd(fd, &ret);
+	struct gm_object *obj = gm_file_get_typed(fd, GM_FILE_GMEM, &ret);
 
-	if (!g)
+	if (!obj)
 		return ret;
-	ret = gmem_unpin(g, offset, len);
-	gmem_put(g);
+	ret = gmem_unpin(gm_container_of(obj, struct gmem, obj), offset, len);
+	gm_object_put(obj);
 	return ret;
 }
 
 GM_EXPORT int gm_vm_info(int vm_fd, struct gm_vm_info *info)
 {
-	enum gm_file_type type;
-	struct gm_object *obj = gm_file_get(vm_fd, &type);
 	int ret;
+	struct gm_object *obj = gm_file_get_typed(vm_fd, GM_FILE_VM, &ret);
 
 	if (!obj)
-		return -EBADF;
-	ret = type == GM_FILE_VM ? vm_info(gm_container_of(obj, struct vm, obj), info) : -EINVAL;
+		return ret;
+	ret = vm_info(gm_container_of(obj, struct vm, obj), info);
 	gm_object_put(obj);
 	return ret;
 }

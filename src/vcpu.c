@@ -350,45 +350,39 @@ int vcpu_mmap(struct vcpu *v, void *addr, size_t len, int prot, int flags, int64
 
 GM_EXPORT int gm_vcpu_set_guest(int vcpu_fd, gm_guest_fn fn, void *arg)
 {
-	enum gm_file_type type;
-	struct gm_object *obj = gm_file_get(vcpu_fd, &type);
+	int ret;
+	struct gm_object *obj = gm_file_get_typed(vcpu_fd, GM_FILE_VCPU, &ret);
 	struct vcpu *v;
-	int ret = 0;
 
 	if (!obj)
-		return -EBADF;
+		return ret;
 	v = gm_container_of(obj, struct vcpu, obj);
-	/* A hardware vCPU runs real code, not guest functions. */
-	if (type != GM_FILE_VCPU || !fn || v->host_fd >= 0) {
+	pthread_mutex_lock(&v->lock);
+	/* A hardware vCPU runs real code, not guest functions; one guest per vCPU, before it runs. */
+	if (!fn || v->host_fd >= 0) {
 		ret = -EINVAL;
+	} else if (v->thread_started) {
+		ret = -EBUSY;
 	} else {
-		pthread_mutex_lock(&v->lock);
-		if (v->thread_started) {
-			ret = -EBUSY; /* one guest per vCPU, installed before it first runs */
-		} else {
-			v->fn = fn;
-			v->arg = arg;
-		}
-		pthread_mutex_unlock(&v->lock);
+		v->fn = fn;
+		v->arg = arg;
+		ret = 0;
 	}
+	pthread_mutex_unlock(&v->lock);
 	gm_object_put(obj);
 	return ret;
 }
 
 GM_EXPORT int gm_vcpu_get_ucall(int vcpu_fd, struct gm_ucall *uc)
 {
-	enum gm_file_type type;
-	struct gm_object *obj = gm_file_get(vcpu_fd, &type);
+	int ret;
+	struct gm_object *obj = gm_file_get_typed(vcpu_fd, GM_FILE_VCPU, &ret);
 	struct gm_ucall out = { 0 };
 	struct vcpu *v;
 
 	if (!obj)
-		return -EBADF;
+		return ret;
 	v = gm_container_of(obj, struct vcpu, obj);
-	if (type != GM_FILE_VCPU) {
-		gm_object_put(obj);
-		return -EINVAL;
-	}
 	pthread_mutex_lock(&v->lock);
 	if (v->turn == VCPU_TURN_HOST && v->run->exit_reason == KVM_EXIT_IO &&
 	    v->run->io.port == GM_UCALL_PORT)

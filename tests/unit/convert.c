@@ -1,7 +1,5 @@
 /* Conversion on libgmem: pins, ENOMEM, the guest's view, MAP_GPA_RANGE, folio split and merge. */
 #include <pthread.h>
-#include <setjmp.h>
-#include <signal.h>
 
 #include "internal.h"
 #include "unit/vmm.h"
@@ -18,27 +16,6 @@ static int convert(int gmem, uint64_t offset, uint64_t size, uint64_t attrs, uin
 	if (error_offset)
 		*error_offset = a.error_offset;
 	return ret;
-}
-
-static sigjmp_buf jmp;
-
-static void on_sigbus(int sig)
-{
-	siglongjmp(jmp, 1);
-}
-
-static bool host_faults(volatile char *p)
-{
-	struct sigaction sa = { .sa_handler = on_sigbus }, old;
-	bool faulted = false;
-
-	sigaction(SIGBUS, &sa, &old);
-	if (sigsetjmp(jmp, 1) == 0)
-		(void)*p;
-	else
-		faulted = true;
-	sigaction(SIGBUS, &old, NULL);
-	return faulted;
 }
 
 static uint64_t shared_bytes(int gmem)
@@ -69,8 +46,8 @@ Test(convert, pinned_page_blocks_to_private)
 	cr_expect_eq(err_off, 5 * PAGE, "error_offset %#llx", (unsigned long long)err_off);
 	/* Nothing changed at all. */
 	cr_expect_eq(shared_bytes(gmem), 16 * PAGE);
-	cr_expect_not(host_faults(host));
-	cr_expect_not(host_faults(host + 15 * PAGE));
+	cr_expect_not(vmm_host_faults(host));
+	cr_expect_not(vmm_host_faults(host + 15 * PAGE));
 	/* Around the pin, conversion works; the pin's own pages refuse. */
 	cr_expect_eq(convert(gmem, 0, 5 * PAGE, PRIVATE, NULL), 0);
 	cr_expect_eq(convert(gmem, 6 * PAGE, PAGE, PRIVATE, &err_off), EAGAIN);
@@ -86,7 +63,7 @@ Test(convert, pinned_page_blocks_to_private)
 	cr_assert_eq(gm_gmem_unpin(gmem, 5 * PAGE, 2 * PAGE), 0);
 	cr_expect_eq(convert(gmem, 0, 16 * PAGE, PRIVATE, NULL), 0);
 	cr_expect_eq(shared_bytes(gmem), 0);
-	cr_expect(host_faults(host + 6 * PAGE));
+	cr_expect(vmm_host_faults(host + 6 * PAGE));
 	gm_munmap(host, 16 * PAGE);
 	gm_close(gmem);
 	vmm_destroy(&m);
@@ -127,7 +104,7 @@ Test(convert, enomem_changes_nothing)
 		cr_expect_eq(err_off, 2 * PAGE);
 		cr_expect_eq(shared_bytes(gmem), before);
 		for (int i = 0; i < 40; i++)
-			cr_expect_eq(host_faults(host + i * PAGE), i % 4 == 1 && i < 32, "page %d", i);
+			cr_expect_eq(vmm_host_faults(host + i * PAGE), i % 4 == 1 && i < 32, "page %d", i);
 	}
 	cr_expect_eq(failures, 2, "the snapshot and the range map growth both fail cleanly");
 	gm_munmap(host, 64 * PAGE);

@@ -1,7 +1,5 @@
 /* The microVM's default guest as soft guests on libgmem, with the test playing gmem-vm's part. */
 #include <linux/falloc.h>
-#include <setjmp.h>
-#include <signal.h>
 #include <stdio.h>
 
 #include "guest/guest_image.h"
@@ -15,27 +13,6 @@
 #define SHARED_GPA 0x300000ULL
 #define PUNCH_GPA 0x400000ULL
 #define PUNCH_SIZE 0x8000ULL /* per vCPU */
-
-static sigjmp_buf jmp;
-
-static void on_sigbus(int sig)
-{
-	siglongjmp(jmp, 1);
-}
-
-static bool host_faults(volatile char *p)
-{
-	struct sigaction sa = { .sa_handler = on_sigbus }, old;
-	bool faulted = false;
-
-	sigaction(SIGBUS, &sa, &old);
-	if (sigsetjmp(jmp, 1) == 0)
-		(void)*p;
-	else
-		faulted = true;
-	sigaction(SIGBUS, &old, NULL);
-	return faulted;
-}
 
 static int convert(int gmem, uint64_t offset, uint64_t size, uint64_t attrs)
 {
@@ -99,9 +76,9 @@ static void vm_create(struct vm *vm, unsigned nr, uint64_t magic)
 	cr_assert_eq(vmm_set_slot(&vm->m, 0, 0, MEM_SIZE, vm->gmem, 0), 0);
 	cr_assert_eq(convert(vm->gmem, 0, MEM_SIZE, KVM_MEMORY_ATTRIBUTE_PRIVATE), 0);
 	/* Private now: the VMM itself can no longer read what it wrote. */
-	cr_expect(host_faults(vm->host + GUEST_BOOT_PARAMS_GPA));
-	cr_expect(host_faults(vm->host + DATA_GPA));
-	cr_expect(host_faults(vm->host + DATA_GPA + nr * DATA_SIZE - 1));
+	cr_expect(vmm_host_faults(vm->host + GUEST_BOOT_PARAMS_GPA));
+	cr_expect(vmm_host_faults(vm->host + DATA_GPA));
+	cr_expect(vmm_host_faults(vm->host + DATA_GPA + nr * DATA_SIZE - 1));
 	cr_assert_eq(gm_ioctl(vm->m.vm, KVM_ENABLE_CAP, &cap), 0);
 
 	for (unsigned v = 0; v < nr; v++) {
@@ -142,7 +119,7 @@ static void handle_hypercall(struct vm *vm, struct kvm_run *run)
 		     0);
 	run->hypercall.ret = 0;
 	/* The host sees the page exactly when it is shared. */
-	cr_expect_eq(host_faults(vm->host + gpa), private, "gpa %#llx", (unsigned long long)gpa);
+	cr_expect_eq(vmm_host_faults(vm->host + gpa), private, "gpa %#llx", (unsigned long long)gpa);
 }
 
 struct outcome {
@@ -181,7 +158,7 @@ static bool handle_exit(struct vm *vm, unsigned v, struct outcome *o)
 		cr_expect_eq(uc.args[1], SHARED_GPA + v * PAGE);
 		cr_assert_eq(uc.args[2], (uint64_t)len);
 		/* Shared now: the host reads the message where the guest wrote it. */
-		cr_assert_not(host_faults(vm->host + uc.args[1]));
+		cr_assert_not(vmm_host_faults(vm->host + uc.args[1]));
 		cr_expect_arr_eq(vm->host + uc.args[1], want, len, "vCPU %u said \"%.*s\"", v, len,
 				 vm->host + uc.args[1]);
 		o->printed = true;
@@ -191,12 +168,12 @@ static bool handle_exit(struct vm *vm, unsigned v, struct outcome *o)
 
 		cr_expect_eq(uc.args[1], PUNCH_GPA + v * PUNCH_SIZE);
 		cr_assert_eq(uc.args[2], PUNCH_SIZE);
-		cr_expect(host_faults(vm->host + uc.args[1]), "the punch area is private");
+		cr_expect(vmm_host_faults(vm->host + uc.args[1]), "the punch area is private");
 		/* Private memory can still be punched: the file frees it and keeps its kind. */
 		cr_assert_eq(gm_fallocate(vm->gmem, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE,
 					  (off_t)uc.args[1], (off_t)uc.args[2]), 0, "%s", strerror(errno));
 		cr_expect_eq(before - allocated(vm->gmem), PUNCH_SIZE, "the punch freed the area");
-		cr_expect(host_faults(vm->host + uc.args[1]));
+		cr_expect(vmm_host_faults(vm->host + uc.args[1]));
 		o->punched = true;
 		return false;
 	}
@@ -252,7 +229,7 @@ static void run_scenario(unsigned nr)
 			     (unsigned long long)o[v].failed, guest_check_name(o[v].failed));
 		cr_expect_eq(o[v].failed, GUEST_CHECK_NONE);
 		/* Back to private: the message is the guest's again. */
-		cr_expect(host_faults(vm.host + SHARED_GPA + v * PAGE));
+		cr_expect(vmm_host_faults(vm.host + SHARED_GPA + v * PAGE));
 	}
 	vm_destroy(&vm);
 }

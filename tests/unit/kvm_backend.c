@@ -1,7 +1,5 @@
 /* The kvm backend: a real x86 guest on /dev/kvm, its memory in the host's guest_memfd. */
 #include <linux/falloc.h>
-#include <setjmp.h>
-#include <signal.h>
 #include <stdio.h>
 
 #include "../tools/x86_boot.h"
@@ -10,27 +8,6 @@
 #define MEM (8ULL << 20)
 #define CODE_GPA 0x100000ULL
 #define BUF_GPA 0x200000ULL
-
-static sigjmp_buf jmp;
-
-static void on_sigbus(int sig)
-{
-	siglongjmp(jmp, 1);
-}
-
-static bool host_faults(volatile char *p)
-{
-	struct sigaction sa = { .sa_handler = on_sigbus }, old;
-	bool faulted = false;
-
-	sigaction(SIGBUS, &sa, &old);
-	if (sigsetjmp(jmp, 1) == 0)
-		(void)*p;
-	else
-		faulted = true;
-	sigaction(SIGBUS, &old, NULL);
-	return faulted;
-}
 
 /*
  * The guest: MAP_GPA_RANGE(BUF_GPA, 1, shared) through the gate, store the
@@ -112,7 +89,7 @@ Test(kvm_backend, boot_convert_punch)
 	};
 	cr_assert_eq(gm_ioctl(vm, KVM_SET_USER_MEMORY_REGION2, &r), 0, "%s", strerror(errno));
 	cr_assert_eq(convert(gmem, 0, MEM, true), 0);
-	cr_expect(host_faults(host + CODE_GPA), "the VMM can read private memory");
+	cr_expect(vmm_host_faults(host + CODE_GPA), "the VMM can read private memory");
 	/*
 	 * No readable mapping of the memory is left in the process, but for the
 	 * view a shadow-paging host's KVM must read guest memory through.
@@ -146,7 +123,7 @@ Test(kvm_backend, boot_convert_punch)
 	cr_expect_eq(run->hypercall.args[2], KVM_MAP_GPA_RANGE_ENCRYPTED);
 	cr_expect_eq(*(volatile uint64_t *)(host + BUF_GPA), 0x12345678, "the guest's write, in place");
 	cr_assert_eq(convert(gmem, BUF_GPA, 4096, true), 0);
-	cr_expect(host_faults(host + BUF_GPA));
+	cr_expect(vmm_host_faults(host + BUF_GPA));
 	run->hypercall.ret = 7;
 
 	/* The guest saw userspace's answer in RAX and reports it, then halts. */

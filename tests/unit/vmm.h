@@ -10,6 +10,8 @@
 #include <criterion/criterion.h>
 #include <gmem/gmem.h>
 
+#include "harness/surface.h"
+
 struct vmm {
 	int kvm, vm;
 	int vcpu;
@@ -87,6 +89,12 @@ static inline uint64_t vmm_expect_ucall(struct vmm *m, uint64_t cmd)
 	cr_assert_neq(uc.cmd, GM_UCALL_ABORT, "guest: %s", uc.msg);
 	cr_assert_eq(uc.cmd, cmd);
 	return uc.args[0];
+}
+
+/* Whether the VMM's read of p faults (SIGBUS), as it must for private memory. */
+static inline bool vmm_host_faults(volatile void *p)
+{
+	return t_access_sigbus(p, false);
 }
 
 static inline void vmm_destroy(struct vmm *m)
