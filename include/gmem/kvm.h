@@ -180,6 +180,26 @@ struct kvm_cpuid2 {
 
 #define KVM_GET_SUPPORTED_CPUID _IOWR(KVMIO, 0x05, struct kvm_cpuid2)
 
+/* Binary statistics (KVM_GET_STATS_FD on a VM or vCPU fd). */
+struct kvm_stats_header {
+	__gm_u32 flags;
+	__gm_u32 name_size;
+	__gm_u32 num_desc;
+	__gm_u32 id_offset;
+	__gm_u32 desc_offset;
+	__gm_u32 data_offset;
+};
+
+struct kvm_stats_desc {
+	__gm_u32 flags;
+	int16_t exponent;
+	__gm_u16 size;
+	__gm_u32 offset;
+	__gm_u32 bucket_size;
+	char name[];
+};
+#define KVM_GET_STATS_FD _IO(KVMIO, 0xce)
+
 /* vCPU ioctls */
 #define KVM_RUN       _IO(KVMIO, 0x80)
 #define KVM_GET_REGS  _IOR(KVMIO, 0x81, struct kvm_regs)
