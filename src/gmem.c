@@ -90,10 +90,15 @@ int gmem_create(struct vm *vm, uint64_t size, uint64_t flags)
 			    (flags & GUEST_MEMFD_FLAG_INIT_SHARED) ? 0 : KVM_MEMORY_ATTRIBUTE_PRIVATE);
 	if (ret)
 		goto err_lock;
+	ret = -ENOTTY;
 	if (vm->host_fd >= 0)
 		ret = backing_init_host(&g->backing, vm->host_fd, size, host_kvm_needs_hva_view());
-	else
-		ret = backing_init(&g->backing, size, shift);
+	/*
+	 * The soft backend, or a host without guest_memfd: a memfd, which the host
+	 * VM then gets as ordinary host-address memory (see slot_to_host).
+	 */
+	if (ret)
+		ret = backing_init(&g->backing, size, vm->host_fd >= 0 ? GM_PAGE_SHIFT : shift);
 	if (ret)
 		goto err_attrs;
 	vm_get(vm);

@@ -212,8 +212,20 @@ static int slot_to_host(struct vm *vm, const struct kvm_userspace_memory_region2
 	struct gmem *g = atomic_load(&slot->gmem);
 	uint64_t hva = 0;
 
-	if (g && g->backing.kind != GM_BACKING_HOST_GMEM)
-		return -EINVAL;
+	if (g && g->backing.kind != GM_BACKING_HOST_GMEM) {
+		/*
+		 * A host without guest_memfd: the slot is ordinary host-address memory,
+		 * the library's mapping of the memfd. The host's KVM can then reach
+		 * private pages through it, and so could the VMM (docs/compat.md).
+		 */
+		struct kvm_userspace_memory_region2 plain = *mem;
+
+		plain.flags &= ~KVM_MEM_GUEST_MEMFD;
+		plain.userspace_addr = (uint64_t)(uintptr_t)g->backing.map + mem->guest_memfd_offset;
+		plain.guest_memfd = 0;
+		plain.guest_memfd_offset = 0;
+		return host_set_region(vm->host_fd, &plain, -1, 0);
+	}
 	/* A host that walks guest memory through the HVA gets the library's view of the file. */
 	if (g && g->backing.map)
 		hva = (uint64_t)(uintptr_t)g->backing.map + mem->guest_memfd_offset;

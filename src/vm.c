@@ -202,6 +202,7 @@ int vm_info(struct vm *vm, struct gm_vm_info *info)
 		.type = vm->type,
 		.backend = vm->host_fd >= 0 ? GM_VM_BACKEND_KVM : GM_VM_BACKEND_SOFT,
 		.host_hva_view = vm->host_fd >= 0 && host_kvm_needs_hva_view(),
+		.host_gmem = vm->host_fd >= 0 && host_has_gmem(vm->host_fd),
 		.nr_vcpus = atomic_load(&vm->nr_vcpus),
 	};
 

@@ -702,8 +702,11 @@ static void report(struct vm *vm, const double *phase_ms, bool private_refused)
 	gm_gmem_info(vm->gmem, &gi);
 	gm_vm_info(vm->vm_fd, &vi);
 	printf("\ngmem-vm report\n");
-	printf("  backend       %s", vm->kvm ? "kvm (/dev/kvm, the host's guest_memfd)" : "soft (software vCPUs)");
-	if (vm->kvm)
+	printf("  backend       %s", !vm->kvm ? "soft (software vCPUs)" :
+	       vi.host_gmem ? "kvm (/dev/kvm, the host's guest_memfd)" : "kvm (/dev/kvm)");
+	if (vm->kvm && !vi.host_gmem)
+		printf("; the host has no guest_memfd: memory is a memfd bound as host-address memory");
+	else if (vm->kvm)
 		printf("%s", vi.host_hva_view ? "; the host's KVM reads guest memory through a view mapping"
 					      : "; no host view of guest memory");
 	printf("\n");

@@ -187,6 +187,13 @@ struct gm_vm_info {
 	 */
 	uint32_t host_hva_view;
 	uint32_t nr_vcpus;
+	/*
+	 * kvm backend: the host has guest_memfd and the VM's files are the
+	 * host's; 0 means they are memfds bound as host-address memory, which the
+	 * host's KVM (and a VMM bug) can read whatever the attributes say.
+	 */
+	uint32_t host_gmem;
+	uint32_t reserved;
 };
 int gm_vm_info(int vm_fd, struct gm_vm_info *info);
 

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -73,13 +74,35 @@ int host_gmem_create(int host_vm_fd, uint64_t size)
 		.size = size,
 		.flags = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED,
 	};
-	int fd = ioctl(host_vm_fd, KVM_CREATE_GUEST_MEMFD, &args);
+	const char *env = getenv("GMEM_KVM_HOST_GMEM");
+	int fd;
+
+	/* GMEM_KVM_HOST_GMEM=0 behaves as a host without guest_memfd (for tests). */
+	if (env && env[0] == '0')
+		return -ENOTTY;
+	fd = ioctl(host_vm_fd, KVM_CREATE_GUEST_MEMFD, &args);
 
 	if (fd < 0)
 		return -errno;
 	/* The kernel's guest_memfd fd is not close-on-exec; ours is internal. */
 	fcntl(fd, F_SETFD, FD_CLOEXEC);
 	return fd;
+}
+
+bool host_has_gmem(int host_vm_fd)
+{
+	static _Atomic int known; /* 0 unknown, 1 yes, 2 no */
+	int k = atomic_load(&known);
+
+	if (!k) {
+		int fd = host_gmem_create(host_vm_fd, GM_PAGE_SIZE);
+
+		k = fd >= 0 ? 1 : 2;
+		if (fd >= 0)
+			close(fd);
+		atomic_store(&known, k);
+	}
+	return k == 1;
 }
 
 int host_set_region(int host_vm_fd, const struct kvm_userspace_memory_region2 *mem, int host_gmem_fd,

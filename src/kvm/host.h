@@ -17,8 +17,13 @@ int host_kvm_fd(void);
 bool host_kvm_needs_hva_view(void);
 /* A host VM (always KVM_X86_DEFAULT_VM: the host has no per-page private memory). */
 int host_vm_create(void);
-/* A host guest_memfd of the host VM, mmap-able and shared. */
+/*
+ * A host guest_memfd of the host VM, mmap-able and shared; -errno where the
+ * host has none (no KVM_CREATE_GUEST_MEMFD, or no MMAP|INIT_SHARED).
+ */
 int host_gmem_create(int host_vm_fd, uint64_t size);
+/* Whether guest_memfd files of host_vm_fd can be the host's (probes once per process). */
+bool host_has_gmem(int host_vm_fd);
 /* Mirrors a memslot change to the host VM; the slot's file, if any, is the host's. */
 int host_set_region(int host_vm_fd, const struct kvm_userspace_memory_region2 *mem, int host_gmem_fd,
 		    uint64_t hva);

@@ -58,8 +58,11 @@ static int convert(int gmem, uint64_t offset, uint64_t size, bool private)
 	return gm_ioctl(gmem, KVM_SET_MEMORY_ATTRIBUTES2, &a) ? errno : 0;
 }
 
-Test(kvm_backend, boot_convert_punch)
+/* Boots the guest, serves its two conversions, punches; host_gmem: the host's guest_memfd or a memfd. */
+static void boot_convert_punch(bool host_gmem)
 {
+	if (!host_gmem)
+		setenv("GMEM_KVM_HOST_GMEM", "0", 1);
 	int kvm = gm_open_kvm();
 	int vm = gm_ioctl(kvm, KVM_CREATE_VM, KVM_X86_SW_PROTECTED_VM | GM_VM_BACKEND_KVM);
 	struct gm_vm_info info;
@@ -69,6 +72,7 @@ Test(kvm_backend, boot_convert_punch)
 	cr_assert_geq(vm, 0, "%s", strerror(errno));
 	cr_assert_eq(gm_vm_info(vm, &info), 0);
 	cr_expect_eq(info.backend, GM_VM_BACKEND_KVM);
+	cr_expect_eq(info.host_gmem, host_gmem);
 
 	struct kvm_create_guest_memfd c = {
 		.size = MEM, .flags = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED,
@@ -77,7 +81,7 @@ Test(kvm_backend, boot_convert_punch)
 	cr_assert_geq(gmem, 0, "%s", strerror(errno));
 	struct gm_gmem_info gi;
 	gm_gmem_info(gmem, &gi);
-	cr_expect_eq(gi.backing, GM_BACKING_HOST_GMEM);
+	cr_expect_eq(gi.backing, host_gmem ? GM_BACKING_HOST_GMEM : GM_BACKING_MEMFD);
 
 	/* The VMM loads the guest while memory is shared, then makes it private. */
 	char *host = gm_mmap(NULL, MEM, PROT_READ | PROT_WRITE, MAP_SHARED, gmem, 0);
@@ -94,9 +98,10 @@ Test(kvm_backend, boot_convert_punch)
 	 * No readable mapping of the memory is left in the process, but for the
 	 * view a shadow-paging host's KVM must read guest memory through.
 	 */
-	cr_expect_eq(readable_gmem_bytes(), info.host_hva_view ? MEM : 0,
-		     "readable [kvm-gmem] mappings: %llu bytes (view needed: %u)",
-		     (unsigned long long)readable_gmem_bytes(), info.host_hva_view);
+	if (host_gmem)
+		cr_expect_eq(readable_gmem_bytes(), info.host_hva_view ? MEM : 0,
+			     "readable [kvm-gmem] mappings: %llu bytes (view needed: %u)",
+			     (unsigned long long)readable_gmem_bytes(), info.host_hva_view);
 
 	struct kvm_enable_cap cap = { .cap = KVM_CAP_EXIT_HYPERCALL,
 				      .args = { 1ULL << KVM_HC_MAP_GPA_RANGE } };
@@ -146,4 +151,15 @@ Test(kvm_backend, boot_convert_punch)
 	gm_close(gmem);
 	gm_close(vm);
 	gm_close(kvm);
+}
+
+Test(kvm_backend, boot_convert_punch)
+{
+	boot_convert_punch(true);
+}
+
+/* A host without guest_memfd: memfd memory bound as host-address memory, the same guest. */
+Test(kvm_backend, without_host_guest_memfd)
+{
+	boot_convert_punch(false);
 }
