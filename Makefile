@@ -66,7 +66,8 @@ TEST_BINS    += $(STRESS_BINS)
 BENCH_SRCS   := $(wildcard bench/*.c)
 BENCHES      := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all lib tools run test test-run test-build bench install uninstall clean deps check-exports
+.PHONY: all lib tools run test test-run test-build bench install uninstall clean deps check-exports \
+	check-install
 all: lib tools
 
 lib: $(SHARED) $(STATIC)
@@ -174,6 +175,13 @@ check-exports: $(SHARED)
 	if [ -n "$$bad" ]; then echo "unexpected exported symbols: $$bad"; exit 1; fi; \
 	echo "exports: only gm_* symbols"
 
+# make install into a scratch prefix, then build and run a program against it with pkg-config.
+check-install: lib
+	@d=$$(mktemp -d) && $(MAKE) --no-print-directory install PREFIX=$$d >/dev/null && \
+	pc="env PKG_CONFIG_PATH=$$d/lib/pkgconfig pkg-config" && \
+	$(CC) tests/install/consumer.c -o $$d/consumer $$($$pc --cflags --libs libgmem) \
+	      -Wl,-rpath,$$d/lib && $$d/consumer && rm -rf $$d
+
 test-build: lib $(TEST_BINS) tools
 
 # Runs one variant's tests; every binary runs even when an earlier one fails.
@@ -185,6 +193,7 @@ test-run: test-build
 
 test: deps
 	@$(MAKE) --no-print-directory check-exports
+	@$(MAKE) --no-print-directory check-install
 	@$(MAKE) --no-print-directory test-run
 	@$(MAKE) --no-print-directory VARIANT=asan test-run
 	@$(MAKE) --no-print-directory VARIANT=tsan test-run
