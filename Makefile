@@ -67,7 +67,7 @@ BENCH_SRCS   := $(wildcard bench/*.c)
 BENCHES      := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all lib tools run test test-run test-build bench install uninstall clean deps check-exports \
-	check-install
+	check-install stress
 all: lib tools
 
 lib: $(SHARED) $(STATIC)
@@ -176,7 +176,7 @@ check-exports: $(SHARED)
 	echo "exports: only gm_* symbols"
 
 # make install into a scratch prefix, then build and run a program against it with pkg-config.
-check-install: lib
+check-install: lib tools
 	@d=$$(mktemp -d) && $(MAKE) --no-print-directory install PREFIX=$$d >/dev/null && \
 	pc="env PKG_CONFIG_PATH=$$d/lib/pkgconfig pkg-config" && \
 	$(CC) tests/install/consumer.c -o $$d/consumer $$($$pc --cflags --libs libgmem) \
@@ -198,6 +198,16 @@ test: deps
 	@$(MAKE) --no-print-directory VARIANT=asan test-run
 	@$(MAKE) --no-print-directory VARIANT=tsan test-run
 
+# Longer runs than make test: every stress program STRESS_ROUNDS times per variant.
+STRESS_ROUNDS ?= 20
+stress: deps
+	@for v in release asan tsan; do $(MAKE) --no-print-directory VARIANT=$$v test-build >/dev/null || exit 1; done
+	@for d in build build/asan build/tsan; do \
+		for i in $$(seq $(STRESS_ROUNDS)); do for t in $$d/tests/stress-*; do \
+			$$t >/dev/null || { echo "stress: $$t failed in round $$i"; exit 1; }; \
+		done; done; echo "stress: $(STRESS_ROUNDS) rounds of $$d/tests/stress-* passed"; \
+	done
+
 bench: deps
 	@$(MAKE) --no-print-directory $(BENCHES)
 	@mkdir -p build/bench
@@ -210,6 +220,8 @@ install: lib
 	ln -sf libgmem.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libgmem.so.$(SOVERSION)
 	ln -sf libgmem.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libgmem.so
 	install -m 644 $(STATIC) $(DESTDIR)$(LIBDIR)/
+	install -d $(DESTDIR)$(BINDIR)
+	install -m 755 $(BUILD)/bin/gmem-vm $(DESTDIR)$(BINDIR)/
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
 	    -e 's|@VERSION@|$(VERSION)|' src/libgmem.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/libgmem.pc
 
@@ -217,6 +229,7 @@ uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/libgmem.so* $(DESTDIR)$(LIBDIR)/libgmem.a \
 	      $(DESTDIR)$(LIBDIR)/pkgconfig/libgmem.pc
 	rm -rf $(DESTDIR)$(INCLUDEDIR)/gmem
+	rm -f $(DESTDIR)$(BINDIR)/gmem-vm
 
 clean:
 	rm -rf build

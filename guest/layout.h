@@ -19,7 +19,8 @@
  * RDI = vCPU id, RSI = GUEST_BOOT_PARAMS_GPA. After GUEST_UCALL_RESULT or
  * GUEST_UCALL_FAIL the guest halts for good (KVM_EXIT_HLT; on the soft
  * backend the guest function returns, which KVM_RUN reports the same way).
- * Hypercalls: vmcall, RAX = nr, RBX, RCX, RDX = a0..a2, result in RAX.
+ * Hypercalls: RAX = nr, RBX, RCX, RDX = a0..a2, result in RAX, trapped with a
+ * one-byte OUT to GUEST_HYPERCALL_PORT (libgmem's gate: kvm-pvm never completes VMCALL).
  */
 #define GUEST_PAGE_TABLES_GPA 0x1000ULL
 #define GUEST_BOOT_PARAMS_GPA 0x8000ULL

@@ -124,9 +124,11 @@ static int convert_locked(struct gmem *g, pgoff_t start, pgoff_t end, uint64_t a
 	for (int i = 0; i < 2; i++) {
 		if (split[i] == (pgoff_t)-1)
 			continue;
-		ret = backing_split_prepare(&g->backing, split[i] << GM_PAGE_SHIFT);
-		if (ret)
+		/* Whatever ran short (pages, fds), the series reports it as ENOMEM. */
+		if (backing_split_prepare(&g->backing, split[i] << GM_PAGE_SHIFT)) {
+			ret = -ENOMEM;
 			goto out;
+		}
 	}
 
 	if (to_private && !huge_store) {
@@ -136,6 +138,7 @@ static int convert_locked(struct gmem *g, pgoff_t start, pgoff_t end, uint64_t a
 		attr_restore(&g->attrs, saved, nr_saved, end);
 		if (ret) {
 			hostmap_refresh(g, start, end);
+			ret = -ENOMEM;
 			goto out;
 		}
 	}

@@ -90,14 +90,14 @@ int gmem_create(struct vm *vm, uint64_t size, uint64_t flags)
 			    (flags & GUEST_MEMFD_FLAG_INIT_SHARED) ? 0 : KVM_MEMORY_ATTRIBUTE_PRIVATE);
 	if (ret)
 		goto err_lock;
-	ret = -ENOTTY;
-	if (vm->host_fd >= 0)
-		ret = backing_init_host(&g->backing, vm->host_fd, size, host_kvm_needs_hva_view());
 	/*
-	 * The soft backend, or a host without guest_memfd: a memfd, which the host
-	 * VM then gets as ordinary host-address memory (see slot_to_host).
+	 * The kvm backend uses the host's guest_memfd where the host has one;
+	 * otherwise (and on the soft backend) a memfd, which the host VM then
+	 * gets as ordinary host-address memory (see slot_to_host).
 	 */
-	if (ret)
+	if (vm->host_fd >= 0 && host_has_gmem(vm->host_fd))
+		ret = backing_init_host(&g->backing, vm->host_fd, size, host_kvm_needs_hva_view());
+	else
 		ret = backing_init(&g->backing, size, vm->host_fd >= 0 ? GM_PAGE_SHIFT : shift);
 	if (ret)
 		goto err_attrs;

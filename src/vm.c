@@ -38,9 +38,17 @@ static unsigned long default_backend(void)
 	return GM_VM_BACKEND_SOFT;
 }
 
+static bool default_is_auto(void)
+{
+	const char *env = getenv("GMEM_BACKEND");
+
+	return env && !strcmp(env, "auto");
+}
+
 int vm_create(unsigned long type)
 {
 	unsigned long backend = type & (GM_VM_BACKEND_SOFT | GM_VM_BACKEND_KVM);
+	unsigned long type_bits = backend;
 	struct vm *vm;
 	int fd, ret;
 
@@ -56,7 +64,10 @@ int vm_create(unsigned long type)
 	vm->host_fd = -1;
 	if (backend == GM_VM_BACKEND_KVM) {
 		vm->host_fd = host_vm_create();
-		if (vm->host_fd < 0) {
+		/* GMEM_BACKEND=auto settles for software vCPUs; an explicit request fails. */
+		if (vm->host_fd < 0 && !(type_bits & GM_VM_BACKEND_KVM) && default_is_auto()) {
+			vm->host_fd = -1;
+		} else if (vm->host_fd < 0) {
 			ret = vm->host_fd;
 			gm_free(vm);
 			return ret;

@@ -163,7 +163,11 @@ void gm_guest_abort(struct gm_guest *guest, const char *file, int line, const ch
 			gm_guest_abort((guest), __FILE__, __LINE__, #cond);       \
 	} while (0)
 
-/* After KVM_RUN exits with KVM_EXIT_IO on GM_UCALL_PORT: the ucall; cmd 0 otherwise. */
+/*
+ * Soft vCPUs: after KVM_RUN exits with KVM_EXIT_IO on GM_UCALL_PORT, the
+ * ucall; cmd 0 otherwise (and always on the kvm backend, whose guests pass
+ * values in registers).
+ */
 int gm_vcpu_get_ucall(int vcpu_fd, struct gm_ucall *uc);
 
 /* The stage-2 of a VM: faults, retries, zaps and what is mapped at each level. */

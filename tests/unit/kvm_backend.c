@@ -1,6 +1,7 @@
 /* The kvm backend: a real x86 guest on /dev/kvm, its memory in the host's guest_memfd. */
 #include <linux/falloc.h>
 #include <stdio.h>
+#include <unistd.h>
 
 #include "../tools/x86_boot.h"
 #include "unit/vmm.h"
@@ -162,4 +163,39 @@ Test(kvm_backend, boot_convert_punch)
 Test(kvm_backend, without_host_guest_memfd)
 {
 	boot_convert_punch(false);
+}
+
+/* Without a backend bit, GMEM_BACKEND chooses; soft is the default. */
+Test(kvm_backend, backend_from_environment)
+{
+	static const struct { const char *env; uint64_t want; bool needs_kvm; } cases[] = {
+		{ NULL, GM_VM_BACKEND_SOFT, false },
+		{ "soft", GM_VM_BACKEND_SOFT, false },
+		{ "kvm", GM_VM_BACKEND_KVM, true },
+		{ "auto", GM_VM_BACKEND_KVM, true },
+	};
+	int kvm = gm_open_kvm();
+	bool usable = access("/dev/kvm", R_OK | W_OK) == 0;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct gm_vm_info info;
+		int vm;
+
+		if (cases[i].needs_kvm && !usable)
+			continue;
+		if (cases[i].env)
+			setenv("GMEM_BACKEND", cases[i].env, 1);
+		else
+			unsetenv("GMEM_BACKEND");
+		vm = gm_ioctl(kvm, KVM_CREATE_VM, KVM_X86_SW_PROTECTED_VM);
+		cr_assert_geq(vm, 0, "GMEM_BACKEND=%s: %s", cases[i].env, strerror(errno));
+		cr_assert_eq(gm_vm_info(vm, &info), 0);
+		cr_expect_eq(info.backend, cases[i].want, "GMEM_BACKEND=%s", cases[i].env);
+		cr_expect_eq(info.type, KVM_X86_SW_PROTECTED_VM);
+		gm_close(vm);
+	}
+	/* Both bits at once is no backend at all. */
+	cr_expect_eq(gm_ioctl(kvm, KVM_CREATE_VM, GM_VM_BACKEND_SOFT | GM_VM_BACKEND_KVM), -1);
+	cr_expect_eq(errno, EINVAL);
+	gm_close(kvm);
 }
