@@ -162,6 +162,27 @@ $(BUILD)/bench/%: bench/%.c $(wildcard bench/*.h) $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Ibench $< -o $@ $(STATIC) $(LDLIBS) -lm $(SAN_LDFLAGS)
 
+# ---- fuzz/: libFuzzer targets (make fuzz) --------------------------------------------------
+# Built with clang (libFuzzer's runtime: Debian's libclang-rt-14-dev), never by make test.
+# The library's sources go into the target itself, with the same sanitizers and coverage.
+FUZZ_CC       ?= clang
+FUZZ_SECONDS  ?= 60
+FUZZ_CFLAGS   := -std=gnu11 -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
+                 -fno-sanitize-recover=all -Iinclude -Isrc
+FUZZ_LIB_SRCS := $(wildcard src/*.c src/kvm/*.c)
+
+build/fuzz/%: fuzz/%.c $(FUZZ_LIB_SRCS) $(wildcard include/gmem/*.h src/*.h src/*/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $< $(FUZZ_LIB_SRCS) -o $@ $(LDLIBS)
+
+# New inputs go to build/fuzz/corpus; crashes to build/fuzz/crash-*.
+.PHONY: fuzz
+fuzz: build/fuzz/surface
+	@mkdir -p build/fuzz/corpus
+	$< -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 -artifact_prefix=build/fuzz/ \
+	   build/fuzz/corpus fuzz/seeds
+# ---- end of fuzz/ ----------------------------------------------------------------------------
+
 deps:
 	@scripts/setup.sh
 
