@@ -305,9 +305,10 @@ static int memslot_set_locked(struct vm *vm, const struct kvm_userspace_memory_r
 		/* Guest_memfd slots are immutable: they can only be deleted. */
 		if (mem->flags & KVM_MEM_GUEST_MEMFD)
 			return -EINVAL;
+		/* Nor can a guest_memfd slot drop the flag and stay (its binding would dangle). */
 		if (mem->userspace_addr != old->userspace_addr ||
 		    (mem->memory_size >> GM_PAGE_SHIFT) != old->npages ||
-		    ((mem->flags ^ old->flags) & KVM_MEM_READONLY))
+		    ((mem->flags ^ old->flags) & (KVM_MEM_READONLY | KVM_MEM_GUEST_MEMFD)))
 			return -EINVAL;
 		if ((mem->guest_phys_addr >> GM_PAGE_SHIFT) == old->base_gfn && mem->flags == old->flags)
 			return 0;

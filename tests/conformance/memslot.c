@@ -141,6 +141,9 @@ Test(memslot, immutable_then_deleted)
 	cr_expect_eq(set_region(e.vm, 0, KVM_MEM_GUEST_MEMFD, 0, SLOT_SIZE, e.gmem, 0), EINVAL);
 	cr_expect_eq(set_region(e.vm, 0, KVM_MEM_GUEST_MEMFD, SLOT_SIZE, SLOT_SIZE, e.gmem, 0),
 		     EINVAL);
+	/* Nor can the slot stop being a guest_memfd slot, with or without other flags. */
+	cr_expect_eq(set_region(e.vm, 0, 0, 0, SLOT_SIZE, e.gmem, 0), EINVAL);
+	cr_expect_eq(set_region(e.vm, 0, KVM_MEM_LOG_DIRTY_PAGES, 0, SLOT_SIZE, e.gmem, 0), EINVAL);
 	/* Deleting unbinds: the same range binds again, its contents untouched. */
 	cr_expect_eq(set_region(e.vm, 0, 0, 0, 0, e.gmem, 0), 0);
 	cr_expect_eq(set_region(e.vm, 1, KVM_MEM_GUEST_MEMFD, SLOT_SIZE, SLOT_SIZE, e.gmem, 0), 0);
