@@ -234,6 +234,8 @@ static int model_all_shared(const struct fz_gmem *g, uint64_t off, uint64_t len)
 {
 	if (!model_known(g))
 		return -1;
+	if (!g->priv)
+		return !g->big_private;
 	for (uint64_t p = off / PAGE_SIZE; p < (off + len) / PAGE_SIZE; p++)
 		if (model_private(g, p))
 			return 0;
