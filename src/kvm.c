@@ -42,11 +42,8 @@ long kvm_dev_ioctl(unsigned long request, unsigned long arg)
 		return arg ? -EINVAL : 3 * (long)GM_PAGE_SIZE;
 	default:
 		/* E.g. KVM_GET_SUPPORTED_CPUID, which a kvm-backend VMM needs for its vCPUs. */
-		if (host_kvm_fd() >= 0) {
-			long ret = ioctl(host_kvm_fd(), request, arg);
-
-			return ret < 0 ? -errno : ret;
-		}
+		if (host_kvm_fd() >= 0)
+			return host_ioctl(host_kvm_fd(), request, arg);
 		return -EINVAL;
 	}
 }

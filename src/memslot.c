@@ -151,20 +151,16 @@ static void gmem_unbind(struct memslot *slot)
 
 void memslot_release_bindings(struct gmem *g)
 {
-	struct memslot *b;
+	unsigned nr;
 
 	/* The file is going: its slots stay, but faults through them now fail. */
-	for (b = g->bindings; b; b = b->next_binding) {
+	for (struct memslot *b = g->bindings; b; b = b->next_binding)
 		atomic_store(&b->gmem, NULL);
-		mmu_invalidate_begin(&g->vm->mmu, b->base_gfn, b->base_gfn + b->npages);
-	}
-	if (g->bindings) {
-		vm_quiesce_vcpus(g->vm);
-		/* memslot_lookup may still be looking at the file through a slot. */
+	nr = gmem_invalidate_begin(g, 0, gmem_npages(g));
+	/* memslot_lookup may still be looking at the file through a slot. */
+	if (nr)
 		gm_synchronize_rcu();
-	}
-	for (b = g->bindings; b; b = b->next_binding)
-		mmu_invalidate_end(&g->vm->mmu);
+	gmem_invalidate_end(g, nr);
 	g->bindings = NULL;
 }
 
@@ -183,6 +179,14 @@ static void slots_publish(struct vm *vm, unsigned as_id, struct memslots *n)
 	gm_free(old);
 }
 
+/* Drops what the stage-2 mapped through a slot that faults can no longer find. */
+static void slot_zap(struct vm *vm, const struct memslot *old)
+{
+	mmu_invalidate_begin(&vm->mmu, old->base_gfn, old->base_gfn + old->npages);
+	vm_quiesce_vcpus(vm);
+	mmu_invalidate_end(&vm->mmu);
+}
+
 static int slot_delete(struct vm *vm, unsigned as_id, struct memslot *old)
 {
 	struct memslots *n = slots_replace(slots_of(vm, as_id), old, NULL);
@@ -195,10 +199,7 @@ static int slot_delete(struct vm *vm, unsigned as_id, struct memslot *old)
 
 		host_set_region(vm->host_fd, &del, -1, 0);
 	}
-	/* Faults now miss the slot; drop what the stage-2 mapped through it. */
-	mmu_invalidate_begin(&vm->mmu, old->base_gfn, old->base_gfn + old->npages);
-	vm_quiesce_vcpus(vm);
-	mmu_invalidate_end(&vm->mmu);
+	slot_zap(vm, old);
 	if (old->flags & KVM_MEM_GUEST_MEMFD)
 		gmem_unbind(old);
 	gm_call_rcu(&old->rcu, slot_free_rcu);
@@ -275,9 +276,7 @@ static int slot_create(struct vm *vm, unsigned as_id, const struct kvm_userspace
 	slots_publish(vm, as_id, n);
 	if (old) {
 		/* A move or a flags change: what was mapped through the old slot goes. */
-		mmu_invalidate_begin(&vm->mmu, old->base_gfn, old->base_gfn + old->npages);
-		vm_quiesce_vcpus(vm);
-		mmu_invalidate_end(&vm->mmu);
+		slot_zap(vm, old);
 		gm_call_rcu(&old->rcu, slot_free_rcu);
 	}
 	return 0;

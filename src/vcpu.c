@@ -311,13 +311,10 @@ static void *guest_thread(void *arg)
 long vcpu_ioctl(struct vcpu *v, unsigned long request, unsigned long arg)
 {
 	if (v->host_fd >= 0) {
-		long ret;
-
 		if (request == KVM_RUN)
 			return arg ? -EINVAL : host_vcpu_run(v);
 		/* Registers, CPUID and the rest are the host vCPU's. */
-		ret = ioctl(v->host_fd, request, arg);
-		return ret < 0 ? -errno : ret;
+		return host_ioctl(v->host_fd, request, arg);
 	}
 	switch (request) {
 	case KVM_RUN:

@@ -183,11 +183,8 @@ long vm_ioctl(struct vm *vm, unsigned long request, unsigned long arg)
 		return vm_ioctl_enable_cap(vm, arg);
 	default:
 		/* The host VM answers what libgmem does not model (TSS, irqchip...). */
-		if (vm->host_fd >= 0) {
-			long ret = ioctl(vm->host_fd, request, arg);
-
-			return ret < 0 ? -errno : ret;
-		}
+		if (vm->host_fd >= 0)
+			return host_ioctl(vm->host_fd, request, arg);
 		return -ENOTTY;
 	}
 }

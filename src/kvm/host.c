@@ -105,6 +105,13 @@ bool host_has_gmem(int host_vm_fd)
 	return k == 1;
 }
 
+long host_ioctl(int fd, unsigned long request, unsigned long arg)
+{
+	long ret = ioctl(fd, request, arg);
+
+	return ret < 0 ? -errno : ret;
+}
+
 int host_set_region(int host_vm_fd, const struct kvm_userspace_memory_region2 *mem, int host_gmem_fd,
 		    uint64_t hva)
 {

@@ -27,6 +27,8 @@ bool host_has_gmem(int host_vm_fd);
 /* Mirrors a memslot change to the host VM; the slot's file, if any, is the host's. */
 int host_set_region(int host_vm_fd, const struct kvm_userspace_memory_region2 *mem, int host_gmem_fd,
 		    uint64_t hva);
+/* An ioctl on one of the host's fds, as the library answers: the result or -errno. */
+long host_ioctl(int fd, unsigned long request, unsigned long arg);
 /* Runs a host vCPU, turning hypercall-gate exits into KVM_EXIT_HYPERCALL. */
 long host_vcpu_run(struct vcpu *v);
 
