@@ -438,4 +438,45 @@ static inline void emit_timed_target(const char *fig, const char *metric, const 
 	emit_target(fig, metric, best(a_cpu, reps) / best(b_cpu, reps), op, limit, text);
 }
 
+/*
+ * libgmem, the kernel's guest_memfd and a memfd, all with 4 KiB pages, in
+ * peers[0..2]; without the kernel's, the memfd moves up and there are two.
+ */
+static inline int peers_4k(struct peer *peers[3], struct peer *lib, struct peer *kern,
+			   struct peer *mfd, const char *who)
+{
+	peers[0] = lib;
+	peers[1] = kern;
+	peers[2] = mfd;
+	peer_libgmem(lib, GM_GUEST_MEMFD_FOLIO_4K);
+	peer_memfd(mfd, 0);
+	if (peer_kernel(kern) == 0)
+		return 3;
+	/* Without the peer there is no ratio; the floor is still worth a row. */
+	note("%s: no kernel guest_memfd: %s\n", who, strerror(errno));
+	peers[1] = mfd;
+	return 2;
+}
+
+/* Room for reps samples of each of three peers. */
+static inline double *alloc_samples(int reps)
+{
+	double *v = calloc((size_t)(3 * reps), sizeof(*v));
+
+	if (!v)
+		die("out of memory");
+	return v;
+}
+
+/* libgmem (first peer) over the kernel (second) against limit, or why there is no ratio. */
+static inline void emit_kernel_target(const char *fig, const double *cpu, const double *wall,
+				      int reps, int npeers, double limit)
+{
+	if (npeers < 3)
+		emit_skip(fig, "libgmem/kernel", "<=", limit, "no kernel guest_memfd on this host");
+	else
+		emit_timed_target(fig, "libgmem/kernel", cpu, wall, cpu + reps, wall + reps, reps,
+				  "<=", limit);
+}
+
 #endif

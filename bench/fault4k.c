@@ -3,34 +3,17 @@
 
 int main(void)
 {
-	struct peer lib, kern, mfd;
-	struct peer *peers[3] = { &lib, &kern, &mfd };
+	struct peer lib, kern, mfd, *peers[3];
 	const uint64_t size = 1 * GiB;
-	int reps = bench_reps(7), npeers = 3;
-	double *cpu, *wall;
+	int reps = bench_reps(7), npeers;
+	double *cpu = alloc_samples(reps), *wall = alloc_samples(reps);
 
 	emit_figure("1", "fault-in 1 GiB, 4K (one write per page)");
-	peer_libgmem(&lib, GM_GUEST_MEMFD_FOLIO_4K);
-	peer_memfd(&mfd, 0);
-	if (peer_kernel(&kern) < 0) {
-		/* Without the peer there is no ratio; the floor is still worth a row. */
-		note("fault4k: no kernel guest_memfd: %s\n", strerror(errno));
-		peers[1] = &mfd;
-		npeers = 2;
-	}
-	cpu = calloc((size_t)(3 * reps), sizeof(*cpu));
-	wall = calloc((size_t)(3 * reps), sizeof(*wall));
-	if (!cpu || !wall)
-		die("out of memory");
+	npeers = peers_4k(peers, &lib, &kern, &mfd, "fault4k");
 	note("fault4k: %d reps of 1 GiB on %d peers\n", reps, npeers);
 	run_rotated(peers, npeers, reps, size, measure_first_touch, cpu, wall);
 	for (int i = 0; i < npeers; i++)
 		emit_timed_result("1", peers[i]->name, cpu + i * reps, wall + i * reps, reps);
-	if (npeers == 2) {
-		emit_skip("1", "libgmem/kernel", "<=", 1.2, "no kernel guest_memfd on this host");
-		return 0;
-	}
-	emit_timed_target("1", "libgmem/kernel", cpu, wall, cpu + reps, wall + reps, reps, "<=",
-			  1.2);
+	emit_kernel_target("1", cpu, wall, reps, npeers, 1.2);
 	return 0;
 }

@@ -67,34 +67,17 @@ static struct timing punch_mapped(struct peer *p, uint64_t size)
 
 int main(void)
 {
-	struct peer lib, kern, mfd;
-	struct peer *peers[3] = { &lib, &kern, &mfd };
+	struct peer lib, kern, mfd, *peers[3];
 	const uint64_t size = 1 * GiB;
-	int reps = bench_reps(7), npeers = 3;
-	double *cpu, *wall;
-
-	peer_libgmem(&lib, GM_GUEST_MEMFD_FOLIO_4K);
-	peer_memfd(&mfd, 0);
-	if (peer_kernel(&kern) < 0) {
-		note("punch: no kernel guest_memfd: %s\n", strerror(errno));
-		peers[1] = &mfd;
-		npeers = 2;
-	}
-	cpu = calloc((size_t)(3 * reps), sizeof(*cpu));
-	wall = calloc((size_t)(3 * reps), sizeof(*wall));
-	if (!cpu || !wall)
-		die("out of memory");
+	int reps = bench_reps(7), npeers = peers_4k(peers, &lib, &kern, &mfd, "punch");
+	double *cpu = alloc_samples(reps), *wall = alloc_samples(reps);
 
 	emit_figure("2", "punch-hole 1 GiB, 4K, fully allocated by fallocate");
 	note("punch: %d reps of 1 GiB on %d peers, fallocated\n", reps, npeers);
 	run_rotated(peers, npeers, reps, size, punch_allocated, cpu, wall);
 	for (int i = 0; i < npeers; i++)
 		emit_timed_result("2", peers[i]->name, cpu + i * reps, wall + i * reps, reps);
-	if (npeers == 3)
-		emit_timed_target("2", "libgmem/kernel", cpu, wall, cpu + reps, wall + reps, reps,
-				  "<=", 1.2);
-	else
-		emit_skip("2", "libgmem/kernel", "<=", 1.2, "no kernel guest_memfd on this host");
+	emit_kernel_target("2", cpu, wall, reps, npeers, 1.2);
 
 	emit_figure("2b", "punch-hole 1 GiB, 4K, allocated by touch via host mapping");
 	note("punch: %d reps of 1 GiB on %d peers, touched through a mapping\n", reps, npeers);
