@@ -27,6 +27,10 @@ void gapi_write64(struct gapi *g, uint64_t gpa, uint64_t val)
 	*(volatile uint64_t *)(uintptr_t)gpa = val;
 }
 
+void gapi_set_access(struct gapi *g, unsigned access)
+{
+}
+
 /*
  * KVM's hypercall registers (RAX = nr, RBX, RCX, RDX; result in RAX), trapped
  * with a one-byte OUT to libgmem's hypercall gate rather than VMCALL: hosts

@@ -31,6 +31,11 @@ void gapi_write64(struct gapi *g, uint64_t gpa, uint64_t val)
 	gm_guest_write64(soft(g), gpa, val);
 }
 
+void gapi_set_access(struct gapi *g, unsigned access)
+{
+	gm_guest_set_access(soft(g), (enum gm_access)access);
+}
+
 uint64_t gapi_hypercall(struct gapi *g, uint64_t nr, uint64_t a0, uint64_t a1, uint64_t a2)
 {
 	return gm_guest_hypercall(soft(g), nr, a0, a1, a2);
@@ -44,4 +49,9 @@ void gapi_ucall(struct gapi *g, uint64_t cmd, uint64_t a0, uint64_t a1, uint64_t
 void guest_soft_entry(struct gm_guest *g, void *arg)
 {
 	guest_scenario((struct gapi *)g, (unsigned)(uintptr_t)arg, GUEST_BOOT_PARAMS_GPA);
+}
+
+void stress_guest_soft_entry(struct gm_guest *g, void *arg)
+{
+	stress_guest_scenario((struct gapi *)g, (unsigned)(uintptr_t)arg, GUEST_BOOT_PARAMS_GPA);
 }

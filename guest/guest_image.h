@@ -19,4 +19,13 @@ extern const uint8_t guest_image_end[];
 struct gm_guest;
 void guest_soft_entry(struct gm_guest *g, void *arg);
 
+/*
+ * The stress guest (guest/stress.c) for gmem-stress, both ways: the image
+ * build/guest/stress.bin, entered as the default one is, and the soft entry,
+ * for gm_vcpu_set_guest(vcpu_fd, stress_guest_soft_entry, (void *)(uintptr_t)vcpu_id).
+ */
+extern const uint8_t stress_image_start[];
+extern const uint8_t stress_image_end[];
+void stress_guest_soft_entry(struct gm_guest *g, void *arg);
+
 #endif

@@ -55,6 +55,13 @@ void gmem_pins_destroy(struct gmem *g);
 unsigned gmem_invalidate_begin(struct gmem *g, pgoff_t start, pgoff_t end);
 void gmem_invalidate_end(struct gmem *g, unsigned nr);
 
+/*
+ * Tests only (not exported): the fd of the store behind a guest_memfd fd, a
+ * memfd or the host's guest_memfd, valid while the file lives; or -errno.
+ * gmem-stress maps it to ask mincore(2) what the kernel really holds.
+ */
+int gmem_backing_fd(int fd);
+
 int gmem_mmap_check(const struct gmem *g, size_t len, int flags, int64_t off);
 
 /* hostmap.c: the host's gm_mmap mappings of guest_memfd files. */

@@ -311,6 +311,18 @@ GM_EXPORT int gm_gmem_info(int fd, struct gm_gmem_info *info)
 	return ret;
 }
 
+int gmem_backing_fd(int fd)
+{
+	int ret;
+	struct gm_object *obj = gm_file_get_typed(fd, GM_FILE_GMEM, &ret);
+
+	if (!obj)
+		return ret;
+	ret = gm_container_of(obj, struct gmem, obj)->backing.fd;
+	gm_object_put(obj);
+	return ret;
+}
+
 GM_EXPORT int gm_stats(struct gm_stats *stats)
 {
 	struct gm_stats out = {
