@@ -79,6 +79,7 @@ struct stress {
 	_Atomic uint64_t next_write_id;
 	_Atomic bool stop;
 	unsigned nr_vcpus;
+	uint64_t seed;
 	struct figures fig;
 };
 
@@ -99,6 +100,7 @@ struct command {
 };
 
 static const char *current_backend = "";
+static uint64_t current_seed;
 
 /* ---- reporting ------------------------------------------------------------------------- */
 
@@ -106,7 +108,8 @@ static void __attribute__((noreturn, format(printf, 1, 2))) violation(const char
 {
 	va_list ap;
 
-	fprintf(stderr, "gmem-stress: VIOLATION (%s backend): ", current_backend);
+	fprintf(stderr, "gmem-stress: VIOLATION (%s backend, seed %" PRIu64 "): ", current_backend,
+		current_seed);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
@@ -146,7 +149,7 @@ static uint64_t rnd(uint64_t *s)
 	*s ^= *s >> 12;
 	*s ^= *s << 25;
 	*s ^= *s >> 27;
-	return *s * 0x2545f4914f6cdd1dULL;
+	return *s * 0x2545f4914f6cdd1dUL;
 }
 
 static uint64_t rnd_below(uint64_t *s, uint64_t n)
@@ -332,7 +335,7 @@ static void check_pin_refusal(struct stress *st, struct data_file *f, uint64_t o
 static void *converter_thread(void *arg)
 {
 	struct stress *st = arg;
-	uint64_t rng = 0x9e3779b97f4a7c15UL ^ (uint64_t)time(NULL);
+	uint64_t rng = 0x9e3779b97f4a7c15UL ^ st->seed;
 
 	while (!atomic_load(&st->stop)) {
 		struct data_file *f = &st->files[rnd_below(&rng, NR_FILES)];
@@ -417,7 +420,7 @@ static void punch(struct stress *st, struct data_file *f, uint64_t off, uint64_t
 static void *puncher_thread(void *arg)
 {
 	struct stress *st = arg;
-	uint64_t rng = 0xda942042e4dd58b5UL ^ (uint64_t)time(NULL);
+	uint64_t rng = 0xda942042e4dd58b5UL ^ st->seed;
 	unsigned char vec[2 * 512];
 
 	while (!atomic_load(&st->stop)) {
@@ -452,7 +455,7 @@ static int set_slot(struct stress *st, unsigned slot, uint64_t size)
 static void *slot_thread(void *arg)
 {
 	struct stress *st = arg;
-	uint64_t rng = 0x2545f4914f6cdd1dULL ^ (uint64_t)time(NULL);
+	uint64_t rng = 0x2545f4914f6cdd1dUL ^ st->seed;
 	int err;
 
 	while (!atomic_load(&st->stop)) {
@@ -517,7 +520,7 @@ static void probe(struct stress *st, uint64_t page, unsigned word, bool write)
 static void *prober_thread(void *arg)
 {
 	struct stress *st = arg;
-	uint64_t rng = 0x94d049bb133111ebULL ^ (uint64_t)time(NULL);
+	uint64_t rng = 0x94d049bb133111ebUL ^ st->seed;
 
 	while (!atomic_load(&st->stop)) {
 		probe(st, rnd_below(&rng, NR_PAGES), (unsigned)rnd_below(&rng, STRESS_WORDS_PER_PAGE),
@@ -820,7 +823,7 @@ static void setup_vcpu(struct stress *st, struct vcpu_ctx *v, unsigned id)
 
 	v->st = st;
 	v->id = id;
-	v->rng = 0x853c49e6748fea9bULL * (id + 1) ^ (uint64_t)time(NULL);
+	v->rng = 0x853c49e6748fea9bUL * (id + 1) ^ st->seed;
 	v->mailbox = (uint64_t *)(st->sys_map + STRESS_MAILBOX_GPA + id * PAGE);
 	v->fd = gm_ioctl(st->vm_fd, KVM_CREATE_VCPU, id);
 	if (v->fd < 0)
@@ -982,8 +985,8 @@ static void print_figures(struct stress *st, double seconds)
 
 #define RATE(x) (double)(x) / seconds
 	printf("gmem-stress: %s backend, %u vCPUs, %u files of %llu MiB (4 KiB and 2 MiB folios), "
-	       "%u slots, %.1f s\n", st->backend, st->nr_vcpus, NR_FILES,
-	       (unsigned long long)(FILE_SIZE >> 20), (unsigned)NR_DATA_SLOTS, seconds);
+	       "%u slots, %.1f s, seed %" PRIu64 "\n", st->backend, st->nr_vcpus, NR_FILES,
+	       (unsigned long long)(FILE_SIZE >> 20), (unsigned)NR_DATA_SLOTS, seconds, st->seed);
 	printf("  %-22s %12s %12s\n", "operations", "count", "per second");
 	printf("  %-22s %12" PRIu64 " %12.0f  (%" PRIu64 " pages)\n", "guest writes", f->writes,
 	       RATE(f->writes), f->write_pages);
@@ -1011,7 +1014,8 @@ static void print_figures(struct stress *st, double seconds)
 #undef RATE
 }
 
-static void run_backend(const char *name, unsigned long backend, unsigned nr_vcpus, double seconds)
+static void run_backend(const char *name, unsigned long backend, unsigned nr_vcpus, double seconds,
+			uint64_t seed)
 {
 	struct stress *st;
 	struct vcpu_ctx vcpus[MAX_VCPUS];
@@ -1022,6 +1026,7 @@ static void run_backend(const char *name, unsigned long backend, unsigned nr_vcp
 	double t0, elapsed;
 
 	current_backend = name;
+	current_seed = seed;
 	if (!warm_up(backend)) {
 		printf("gmem-stress: %s backend skipped: no VM on it here (%s)\n", name,
 		       backend == GM_VM_BACKEND_KVM ? "/dev/kvm is missing or refuses" : "error");
@@ -1036,6 +1041,7 @@ static void run_backend(const char *name, unsigned long backend, unsigned nr_vcp
 	st->backend = name;
 	st->kvm = backend == GM_VM_BACKEND_KVM;
 	st->nr_vcpus = nr_vcpus;
+	st->seed = seed;
 	st->next_write_id = 1;
 	pthread_mutex_init(&st->attr_lock, NULL);
 	for (unsigned p = 0; p < NR_PAGES; p++)
@@ -1102,13 +1108,16 @@ static void run_backend(const char *name, unsigned long backend, unsigned nr_vcp
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"usage: gmem-stress [-t SECONDS] [-b soft|kvm|both] [-c VCPUS]\n"
+		"usage: gmem-stress [-t SECONDS] [-b soft|kvm|both] [-c VCPUS] [-s SEED]\n"
 		"Runs vCPUs, a converter, a puncher, a slot cycler and a VMM prober at once on one\n"
 		"VM, checks every access against what happened to the page, and prints counts.\n"
-		"Exit status: 0 when no invariant was violated, 1 at the first violation.\n\n"
+		"Exit status: 0 when no invariant was violated, 1 at the first violation (or\n"
+		"when the test cannot go on), 2 for bad arguments.\n\n"
 		"  -t SECONDS  total running time, split between the backends (default 180)\n"
 		"  -b BACKEND  soft, kvm or both (default both; kvm is skipped without /dev/kvm)\n"
-		"  -c VCPUS    vCPU threads, 1 to %d (default 3)\n", MAX_VCPUS);
+		"  -c VCPUS    vCPU threads, 1 to %d (default 3)\n"
+		"  -s SEED     the threads' random choices (default: the time); the\n"
+		"              interleaving still differs from run to run\n", MAX_VCPUS);
 }
 
 int main(int argc, char **argv)
@@ -1116,10 +1125,11 @@ int main(int argc, char **argv)
 	double seconds = 180;
 	const char *backend = "both";
 	unsigned nr_vcpus = 3;
+	uint64_t seed = (uint64_t)time(NULL);
 	struct sigaction sa = { .sa_handler = on_sigbus };
 	int opt;
 
-	while ((opt = getopt(argc, argv, "t:b:c:h")) != -1) {
+	while ((opt = getopt(argc, argv, "t:b:c:s:h")) != -1) {
 		char *end;
 
 		switch (opt) {
@@ -1144,6 +1154,13 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			break;
+		case 's':
+			seed = strtoull(optarg, &end, 0);
+			if (*end || !*optarg) {
+				fprintf(stderr, "gmem-stress: -s wants a number\n");
+				return 2;
+			}
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -1161,10 +1178,10 @@ int main(int argc, char **argv)
 	sigaction(SIGBUS, &sa, NULL);
 	if (strcmp(backend, "kvm"))
 		run_backend("soft", GM_VM_BACKEND_SOFT, nr_vcpus,
-			    strcmp(backend, "both") ? seconds : seconds / 2);
+			    strcmp(backend, "both") ? seconds : seconds / 2, seed);
 	if (strcmp(backend, "soft"))
 		run_backend("kvm", GM_VM_BACKEND_KVM, nr_vcpus,
-			    strcmp(backend, "both") ? seconds : seconds / 2);
+			    strcmp(backend, "both") ? seconds : seconds / 2, seed);
 	printf("gmem-stress: passed\n");
 	return 0;
 }
