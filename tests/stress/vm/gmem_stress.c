@@ -60,7 +60,7 @@ struct figures {
 	_Atomic uint64_t slot_cycles, probes, probe_sigbus, probe_writes;
 	_Atomic uint64_t memory_faults, mmio_exits, disturbed;
 	_Atomic uint64_t word_checks, attr_checks, residency_checks, accounting_checks;
-	_Atomic uint64_t final_checks, unknown;
+	_Atomic uint64_t slot_checks, final_checks, unknown;
 };
 
 struct stress {
@@ -72,7 +72,11 @@ struct stress {
 	struct page_history hist[NR_PAGES];
 	/* Accesses begun and ended per folio (indexed by the folio's first page): punch checks. */
 	_Atomic uint32_t unit_starts[NR_PAGES], unit_ends[NR_PAGES];
-	/* Per data slot: even while bound; the slot cycler adds one before deleting and after re-adding. */
+	/*
+	 * Per data slot, the slot cycler's phase: it adds one before deleting,
+	 * after deleting, before re-adding and after re-adding, so gen % 4 is
+	 * 0 while bound and 2 while surely deleted.
+	 */
 	_Atomic uint32_t slot_gen[NR_DATA_SLOTS];
 	/* Conversions are serialized, so the attribute model is exact under it. */
 	pthread_mutex_t attr_lock;
@@ -464,7 +468,9 @@ static void *slot_thread(void *arg)
 		atomic_fetch_add(&st->slot_gen[slot], 1);
 		if ((err = set_slot(st, slot, 0)))
 			violation("deleting slot %u: %s", 1 + slot, strerror(err));
+		atomic_fetch_add(&st->slot_gen[slot], 1);
 		usleep(rnd_below(&rng, 500));
+		atomic_fetch_add(&st->slot_gen[slot], 1);
 		if ((err = set_slot(st, slot, SLOT_SIZE)))
 			violation("re-adding slot %u: %s", 1 + slot, strerror(err));
 		atomic_fetch_add(&st->slot_gen[slot], 1);
@@ -537,7 +543,7 @@ static bool slot_disturbed(struct stress *st, const struct command *c)
 {
 	uint32_t gen = atomic_load(&st->slot_gen[c->slot]);
 
-	return gen != c->slot_gen || (gen & 1);
+	return gen != c->slot_gen || gen % 4;
 }
 
 static bool in_command(const struct command *c, uint64_t gpa)
@@ -577,7 +583,7 @@ static void handle_memory_fault(struct vcpu_ctx *v, struct command *c)
 	page = (gpa - STRESS_DATA_GPA) / PAGE;
 	if (slot_disturbed(st, c)) {
 		/* A private access to a gpa without a slot faults: wait for the slot. */
-		while (atomic_load(&st->slot_gen[c->slot]) & 1)
+		while (atomic_load(&st->slot_gen[c->slot]) % 4)
 			sched_yield();
 		c->slot_gen = atomic_load(&st->slot_gen[c->slot]);
 		return;
@@ -688,6 +694,11 @@ static void command(struct vcpu_ctx *v, struct command *c)
 	run_guest(v, c, false);
 	c->end = history_tick();
 	units_end(st, c->first_page, c->pages);
+	/* A slot deleted before the command and not back after it: nothing may have gone through. */
+	if (!c->disturbed && c->slot_gen % 4 == 2 && atomic_load(&st->slot_gen[c->slot]) == c->slot_gen)
+		violation("vCPU %u: the guest accessed gpa %#" PRIx64 "+%" PRIu64 " pages while slot %u "
+			  "was deleted, without an exit", v->id, c->gpa, c->pages, 1 + c->slot);
+	atomic_fetch_add(&st->fig.slot_checks, c->slot_gen % 4 == 2);
 	if (c->op == STRESS_OP_WRITE) {
 		for (uint64_t p = 0; p < c->pages; p++)
 			history_close(&st->hist[c->first_page + p], c->start, c->end, c->disturbed);
@@ -981,7 +992,7 @@ static void print_figures(struct stress *st, double seconds)
 {
 	struct figures *f = &st->fig;
 	uint64_t checks = f->word_checks + f->attr_checks + f->residency_checks +
-			  f->accounting_checks + f->final_checks;
+			  f->accounting_checks + f->slot_checks + f->final_checks;
 
 #define RATE(x) (double)(x) / seconds
 	printf("gmem-stress: %s backend, %u vCPUs, %u files of %llu MiB (4 KiB and 2 MiB folios), "
@@ -1007,9 +1018,10 @@ static void print_figures(struct stress *st, double seconds)
 	       " commands disturbed)\n", "memory-fault exits", f->memory_faults,
 	       RATE(f->memory_faults), f->mmio_exits, f->disturbed);
 	printf("  invariant checks %" PRIu64 ": words %" PRIu64 ", attributes %" PRIu64
-	       ", residency %" PRIu64 ", accounting %" PRIu64 ", final %" PRIu64
-	       "; %" PRIu64 " undecidable (history aged out)\n", checks, f->word_checks,
-	       f->attr_checks, f->residency_checks, f->accounting_checks, f->final_checks, f->unknown);
+	       ", residency %" PRIu64 ", accounting %" PRIu64 ", deleted slots %" PRIu64
+	       ", final %" PRIu64 "; %" PRIu64 " undecidable (history aged out)\n", checks,
+	       f->word_checks, f->attr_checks, f->residency_checks, f->accounting_checks,
+	       f->slot_checks, f->final_checks, f->unknown);
 	printf("  violations 0\n");
 #undef RATE
 }
