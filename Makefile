@@ -186,24 +186,36 @@ $(BUILD)/bench/%: bench/%.c $(wildcard bench/*.h) $(STATIC)
 	$(CC) $(ALL_CFLAGS) -Ibench $< -o $@ $(STATIC) $(LDLIBS) -lm $(SAN_LDFLAGS)
 
 # ---- fuzz/: libFuzzer targets (make fuzz) --------------------------------------------------
-# Built with clang (libFuzzer's runtime: Debian's libclang-rt-14-dev), never by make test.
-# The library's sources go into the target itself, with the same sanitizers and coverage.
+# Each target is built twice. With clang and libFuzzer (Debian's libclang-rt-14-dev) for
+# make fuzz, the library's sources compiled into the target with the same sanitizers and
+# coverage. And with $(CC) and the VARIANT's flags, linked to fuzz/replay.c instead of
+# libFuzzer: make test replays every seed and regression of the target, even without clang.
+FUZZ_TARGETS  := model
 FUZZ_CC       ?= clang
 FUZZ_SECONDS  ?= 60
 FUZZ_CFLAGS   := -std=gnu11 -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
-                 -fno-sanitize-recover=all -Iinclude -Isrc
+                 -fno-sanitize-recover=all -Wall -Wextra $(WERROR) -Wno-unused-parameter \
+                 -Iinclude -Isrc
 FUZZ_LIB_SRCS := $(wildcard src/*.c src/kvm/*.c)
+FUZZ_BINS     := $(FUZZ_TARGETS:%=build/fuzz/%)
+FUZZ_REPLAYS  := $(FUZZ_TARGETS:%=$(BUILD)/tests/fuzz-replay-%)
+TEST_BINS     += $(FUZZ_REPLAYS)
 
-build/fuzz/%: fuzz/%.c $(FUZZ_LIB_SRCS) $(wildcard include/gmem/*.h src/*.h src/*/*.h)
+build/fuzz/%: fuzz/%.c fuzz/fuzz.h $(FUZZ_LIB_SRCS) $(wildcard include/gmem/*.h src/*.h src/*/*.h)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $< $(FUZZ_LIB_SRCS) -o $@ $(LDLIBS)
 
-# New inputs go to build/fuzz/corpus; crashes to build/fuzz/crash-*.
+$(BUILD)/tests/fuzz-replay-%: fuzz/%.c fuzz/replay.c fuzz/fuzz.h $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -DTARGET_NAME='"fuzz-replay-$*"' \
+	      -DREPLAY_DIRS='"fuzz/seeds/$*:fuzz/regressions/$*"' $< fuzz/replay.c -o $@ \
+	      $(STATIC) $(LDLIBS) $(SAN_LDFLAGS)
+
+# Each target in turn for FUZZ_SECONDS; corpora in build/fuzz/corpus/, crashes in build/fuzz/crash/.
 .PHONY: fuzz
-fuzz: build/fuzz/surface
-	@mkdir -p build/fuzz/corpus
-	$< -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 -artifact_prefix=build/fuzz/ \
-	   build/fuzz/corpus fuzz/seeds
+fuzz: deps
+	@$(MAKE) --no-print-directory $(FUZZ_BINS)
+	@scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 # ---- end of fuzz/ ----------------------------------------------------------------------------
 
 deps:
@@ -232,7 +244,7 @@ test-build: lib $(TEST_BINS) tools
 test-run: test-build
 	@status=0; for t in $(TEST_BINS); do \
 		echo "== $$t"; \
-		case $$t in */stress-*) $$t ;; *) $$t --jobs 2 ;; esac || status=1; \
+		case $$t in */stress-*|*/fuzz-replay-*) $$t ;; *) $$t --jobs 2 ;; esac || status=1; \
 	done; exit $$status
 
 test: deps

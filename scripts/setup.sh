@@ -3,7 +3,8 @@
 # Run as root it installs what is missing; otherwise it names what to install.
 set -eu
 
-PACKAGES="gcc make pkg-config liburcu-dev libcriterion-dev binutils"
+# clang and libclang-rt-14-dev (libFuzzer) serve make fuzz only.
+PACKAGES="gcc make pkg-config liburcu-dev libcriterion-dev binutils clang libclang-rt-14-dev"
 
 missing=""
 for p in $PACKAGES; do

@@ -1,22 +1,15 @@
-/* libFuzzer target: programs of surface calls, checked against what the library promises. */
+/*
+ * libFuzzer target "model": random programs of surface calls, replayed
+ * against a reference model of what the library holds (attributes per page,
+ * allocated pages, written contents, memslots and their bindings), compared
+ * with what the library reports after every step.
+ */
 #define _GNU_SOURCE
-#include <dirent.h>
-#include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
-#include <setjmp.h>
-#include <signal.h>
-#include <stdarg.h>
-#include <stdbool.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
-#include <gmem/gmem.h>
-#include <urcu-bp.h>
+#include "fuzz.h"
 
 /*
  * Each input is a program: one opcode byte, then the bytes its arguments
@@ -25,34 +18,61 @@
  * library is back where it started: inputs stay independent.
  */
 
-#define PAGE_SIZE 4096ULL
-#define SZ_2M (2ULL << 20)
-#define SZ_1G (1ULL << 30)
-
 #define MAX_KVM 2
 #define MAX_VM 4
 #define MAX_GMEM 8
 #define MAX_MAP 16
 #define MAX_PIN 16
+#define MAX_SLOTS 32
 /* Memory the fuzzer may make the library allocate per input (24 GiB machine, ASan, 2 jobs). */
 #define ALLOC_BUDGET (64ULL << 20)
 /* Files up to this size get a per-page model of their attributes. */
 #define MODEL_MAX_BYTES (64ULL << 20)
 #define MAX_TOUCHES 32
-/* An fd number no process of ours reaches, for the EBADF paths. */
-#define BAD_FD (1 << 24)
+#define MAX_PROBES 64
 
 #define FALLOC_WRITE_ZEROES 0x80
+#define FALLOC_MODE_MASK                                                                    \
+	(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_ZERO_RANGE |            \
+	 FALLOC_FL_INSERT_RANGE | FALLOC_FL_UNSHARE_RANGE | FALLOC_WRITE_ZEROES)
 
-struct input {
-	const uint8_t *p;
-	size_t n;
+/* The memslot limits the library shares with x86 KVM. */
+#define USER_MEM_SLOTS 32764
+#define ADDRESS_SPACES 2
+#define MEM_MAX_NR_PAGES ((1ULL << 31) - 1)
+#define MAX_GFN ((1ULL << 36) - 1)
+#define TASK_SIZE_MAX 0x7ffffffff000ULL
+
+/* Sorted, disjoint, non-adjacent ranges of pages [start, end). */
+struct pageset {
+	uint64_t (*r)[2];
+	size_t nr, cap;
 };
+
+/* The first 8 bytes of a page that something wrote; pages not listed read zero. */
+struct tag {
+	uint64_t page, val;
+};
+
+struct fz_slot {
+	bool used;
+	uint32_t id; /* (address space << 16) | slot */
+	uint32_t flags;
+	uint64_t gfn, npages, uaddr;
+	int gmem; /* the bound file, SLOT_NO_FILE for a host-address slot, SLOT_FILE_GONE */
+	uint64_t pgoff;
+	bool gmem_only; /* the file had MMAP: shared accesses go to the file too */
+};
+
+#define SLOT_NO_FILE (-1)
+#define SLOT_FILE_GONE (-2)
 
 struct fz_vm {
 	int fd; /* -1 once closed */
 	bool live; /* the object: its fd, or a file holding it */
 	unsigned long type;
+	struct fz_slot slot[MAX_SLOTS];
+	struct probe_vcpu probe; /* while the VM fd is open */
 };
 
 struct fz_gmem {
@@ -69,6 +89,11 @@ struct fz_gmem {
 	uint8_t *priv;
 	bool big_known;
 	bool big_private;
+	/* The pages that hold memory; compared exactly on a plain memfd backing. */
+	struct pageset alloc;
+	bool alloc_exact;
+	struct tag *tags;
+	size_t nr_tags, cap_tags;
 };
 
 struct fz_map {
@@ -94,70 +119,11 @@ static struct state {
 	struct fz_pin pin[MAX_PIN];
 	uint64_t budget;
 	unsigned touches;
-	unsigned op; /* index of the operation, for reports */
+	unsigned probes;
 } st;
 
 /* FUZZ_TRACE=1: print what each operation left behind, to read a reproducer. */
 static bool trace;
-
-static uint8_t u8(struct input *in)
-{
-	if (!in->n)
-		return 0;
-	in->n--;
-	return *in->p++;
-}
-
-/* Little-endian; each byte read in its own statement, so the order is defined. */
-static uint16_t u16(struct input *in)
-{
-	uint16_t lo = u8(in);
-
-	return (uint16_t)(lo | u8(in) << 8);
-}
-
-static uint32_t u32(struct input *in)
-{
-	uint32_t lo = u16(in);
-
-	return lo | (uint32_t)u16(in) << 16;
-}
-
-static uint64_t u64(struct input *in)
-{
-	uint64_t lo = u32(in);
-
-	return lo | (uint64_t)u32(in) << 32;
-}
-
-/* An invariant the library promises does not hold: abort, so libFuzzer keeps the input. */
-static void __attribute__((noreturn, format(printf, 1, 2))) fail(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "\nINVARIANT FAILED at op %u: ", st.op);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	abort();
-}
-
-/* A failed call must return -1 and set one of the errnos listed (0-terminated). */
-static void check_errno(const char *what, int err, ...)
-{
-	va_list ap;
-	int e;
-
-	va_start(ap, err);
-	while ((e = va_arg(ap, int)))
-		if (e == err) {
-			va_end(ap);
-			return;
-		}
-	va_end(ap);
-	fail("%s: unexpected errno %d (%s)", what, err, strerror(err));
-}
 
 /* ---- sizes and offsets: mostly plausible, sometimes wild ---------------------------- */
 
@@ -256,6 +222,132 @@ static void model_set(struct fz_gmem *g, uint64_t off, uint64_t len, bool priv)
 	}
 }
 
+/* ---- the model of a file's memory: allocated pages and what was written --------------- */
+
+static void ps_reserve(struct pageset *s, size_t nr)
+{
+	if (nr <= s->cap)
+		return;
+	s->cap = nr * 2;
+	s->r = realloc(s->r, s->cap * sizeof(*s->r));
+	if (!s->r)
+		abort();
+}
+
+/* Takes [a, b) out of the set. */
+static void ps_remove(struct pageset *s, uint64_t a, uint64_t b)
+{
+	size_t out = 0;
+
+	if (a >= b)
+		return;
+	ps_reserve(s, s->nr + 1);
+	for (size_t i = 0; i < s->nr; i++) {
+		uint64_t x = s->r[i][0], y = s->r[i][1];
+
+		if (y <= a || x >= b) {
+			s->r[out][0] = x;
+			s->r[out++][1] = y;
+			continue;
+		}
+		if (x < a) {
+			s->r[out][0] = x;
+			s->r[out++][1] = a;
+		}
+		if (b < y) {
+			/* Only one range can straddle b, and it comes last: no overlap with what follows. */
+			memmove(&s->r[out + 1], &s->r[i + 1], (s->nr - i - 1) * sizeof(*s->r));
+			s->r[out][0] = b;
+			s->r[out++][1] = y;
+			s->nr = out + (s->nr - i - 1);
+			return;
+		}
+	}
+	s->nr = out;
+}
+
+/* Puts [a, b) in the set, merged with its neighbours. */
+static void ps_add(struct pageset *s, uint64_t a, uint64_t b)
+{
+	size_t at = 0;
+
+	if (a >= b)
+		return;
+	ps_remove(s, a, b);
+	ps_reserve(s, s->nr + 1);
+	while (at < s->nr && s->r[at][0] < a)
+		at++;
+	memmove(&s->r[at + 1], &s->r[at], (s->nr - at) * sizeof(*s->r));
+	s->r[at][0] = a;
+	s->r[at][1] = b;
+	s->nr++;
+	if (at + 1 < s->nr && s->r[at + 1][0] == b) {
+		s->r[at][1] = s->r[at + 1][1];
+		memmove(&s->r[at + 1], &s->r[at + 2], (s->nr - at - 2) * sizeof(*s->r));
+		s->nr--;
+	}
+	if (at > 0 && s->r[at - 1][1] == a) {
+		s->r[at - 1][1] = s->r[at][1];
+		memmove(&s->r[at], &s->r[at + 1], (s->nr - at - 1) * sizeof(*s->r));
+		s->nr--;
+	}
+}
+
+static uint64_t ps_count(const struct pageset *s)
+{
+	uint64_t n = 0;
+
+	for (size_t i = 0; i < s->nr; i++)
+		n += s->r[i][1] - s->r[i][0];
+	return n;
+}
+
+static uint64_t tag_get(const struct fz_gmem *g, uint64_t page)
+{
+	for (size_t i = 0; i < g->nr_tags; i++)
+		if (g->tags[i].page == page)
+			return g->tags[i].val;
+	return 0;
+}
+
+static void tag_set(struct fz_gmem *g, uint64_t page, uint64_t val)
+{
+	for (size_t i = 0; i < g->nr_tags; i++)
+		if (g->tags[i].page == page) {
+			g->tags[i].val = val;
+			return;
+		}
+	if (g->nr_tags == g->cap_tags) {
+		g->cap_tags = g->cap_tags ? 2 * g->cap_tags : 16;
+		g->tags = realloc(g->tags, g->cap_tags * sizeof(*g->tags));
+		if (!g->tags)
+			abort();
+	}
+	g->tags[g->nr_tags++] = (struct tag){ page, val };
+}
+
+/* Punch-hole: the pages of [first, last) read zero again. */
+static void tag_clear(struct fz_gmem *g, uint64_t first, uint64_t last)
+{
+	size_t out = 0;
+
+	for (size_t i = 0; i < g->nr_tags; i++)
+		if (g->tags[i].page < first || g->tags[i].page >= last)
+			g->tags[out++] = g->tags[i];
+	g->nr_tags = out;
+}
+
+static void gmem_model_free(struct fz_gmem *g)
+{
+	free(g->priv);
+	free(g->alloc.r);
+	free(g->tags);
+	g->priv = NULL;
+	g->alloc = (struct pageset){ 0 };
+	g->tags = NULL;
+	g->nr_tags = g->cap_tags = 0;
+}
+
 /* ---- bookkeeping ------------------------------------------------------------------ */
 
 static unsigned maps_of(int gi)
@@ -278,6 +370,10 @@ static void update_liveness(void)
 			for (int p = 0; p < MAX_PIN; p++)
 				if (st.pin[p].used && st.pin[p].gmem == i)
 					st.pin[p].used = false;
+			/* The file's slots stay, without it: faults through them fail. */
+			for (int s = 0; s < MAX_SLOTS; s++)
+				if (st.vm[g->vm].slot[s].used && st.vm[g->vm].slot[s].gmem == i)
+					st.vm[g->vm].slot[s].gmem = SLOT_FILE_GONE;
 		}
 	}
 	for (int v = 0; v < MAX_VM; v++) {
@@ -285,6 +381,8 @@ static void update_liveness(void)
 
 		for (int i = 0; i < MAX_GMEM; i++)
 			held |= st.gmem[i].live && st.gmem[i].vm == v;
+		if (st.vm[v].live && !held)
+			memset(st.vm[v].slot, 0, sizeof(st.vm[v].slot));
 		st.vm[v].live = held;
 	}
 }
@@ -312,6 +410,10 @@ static void check_gmem(int gi)
 	if (info.host_mappings != maps_of(gi))
 		fail("gmem %d: host_mappings %u, live mappings %u", gi, info.host_mappings,
 		     maps_of(gi));
+	if (g->alloc_exact && info.allocated_bytes != ps_count(&g->alloc) * PAGE_SIZE)
+		fail("gmem %d: allocated_bytes %#llx, model %#llx", gi,
+		     (unsigned long long)info.allocated_bytes,
+		     (unsigned long long)(ps_count(&g->alloc) * PAGE_SIZE));
 	if (gm_fstat(g->fd, &sb))
 		fail("gm_fstat(gmem %d): %s", gi, strerror(errno));
 	if ((uint64_t)sb.st_size != g->size || (uint64_t)sb.st_blocks * 512 != info.allocated_bytes)
@@ -327,17 +429,32 @@ static int open_fds_held(void)
 	for (int i = 0; i < MAX_KVM; i++)
 		n += st.kvm[i] >= 0;
 	for (int i = 0; i < MAX_VM; i++)
-		n += st.vm[i].fd >= 0;
+		n += (st.vm[i].fd >= 0) + (st.vm[i].probe.fd >= 0);
 	for (int i = 0; i < MAX_GMEM; i++)
 		n += st.gmem[i].fd >= 0;
 	return n;
+}
+
+static void check_vm(int v)
+{
+	struct gm_vm_info info;
+
+	if (st.vm[v].fd < 0)
+		return;
+	if (gm_vm_info(st.vm[v].fd, &info))
+		fail("gm_vm_info(vm %d) failed", v);
+	if (info.type != st.vm[v].type || info.backend != GM_VM_BACKEND_SOFT ||
+	    info.nr_vcpus != (st.vm[v].probe.fd >= 0))
+		fail("vm %d: type %llu backend %#llx vcpus %u, model type %lu vcpus %d", v,
+		     (unsigned long long)info.type, (unsigned long long)info.backend,
+		     info.nr_vcpus, st.vm[v].type, st.vm[v].probe.fd >= 0);
 }
 
 static void trace_state(void)
 {
 	struct gm_gmem_info info;
 
-	fprintf(stderr, "op %u: errno %d", st.op, errno);
+	fprintf(stderr, "op %u: errno %d", fuzz_op, errno);
 	for (int i = 0; i < MAX_GMEM; i++)
 		if (st.gmem[i].live && st.gmem[i].fd >= 0 && !gm_gmem_info(st.gmem[i].fd, &info))
 			fprintf(stderr, " | gmem %d size %#llx shared %#llx alloc %#llx maps %u", i,
@@ -370,6 +487,8 @@ static void check_all(void)
 		     (unsigned long long)files, open_fds_held());
 	for (int i = 0; i < MAX_GMEM; i++)
 		check_gmem(i);
+	for (int i = 0; i < MAX_VM; i++)
+		check_vm(i);
 	if (trace)
 		trace_state();
 }
@@ -445,7 +564,7 @@ static void op_create_vm(struct input *in)
 	}
 	if ((arg & 0xff) > KVM_X86_SW_PROTECTED_VM)
 		fail("KVM_CREATE_VM type %#lx succeeded", arg);
-	st.vm[v] = (struct fz_vm){ .fd = fd, .live = true, .type = arg & 0xff };
+	st.vm[v] = (struct fz_vm){ .fd = fd, .live = true, .type = arg & 0xff, .probe.fd = -1 };
 }
 
 static const uint64_t folio_flags[] = {
@@ -464,6 +583,7 @@ static void op_create_gmem(struct input *in)
 	struct kvm_create_guest_memfd args = { 0 };
 	uint64_t folio_size = PAGE_SIZE, shift;
 	struct fz_gmem *g = &st.gmem[gi];
+	struct gm_gmem_info info;
 
 	args.flags = (fsel & 3) | folio_flags[(fsel >> 2) % 6];
 	if (fsel & 0x80)
@@ -488,7 +608,7 @@ static void op_create_gmem(struct input *in)
 	    args.size % folio_size)
 		fail("KVM_CREATE_GUEST_MEMFD size %#llx flags %#llx succeeded",
 		     (unsigned long long)args.size, (unsigned long long)args.flags);
-	free(g->priv);
+	gmem_model_free(g);
 	*g = (struct fz_gmem){
 		.fd = fd, .live = true, .vm = v, .size = args.size, .flags = args.flags,
 		.folio = folio_size, .big_known = true,
@@ -500,6 +620,8 @@ static void op_create_gmem(struct input *in)
 			abort();
 		memset(g->priv, g->big_private, args.size / PAGE_SIZE);
 	}
+	/* hugetlbfs allocates whole huge pages and moves split folios: only a memfd is modelled exactly. */
+	g->alloc_exact = !gm_gmem_info(fd, &info) && info.backing == GM_BACKING_MEMFD;
 }
 
 static const int falloc_modes[] = {
@@ -517,6 +639,50 @@ static const int falloc_modes[] = {
 	FALLOC_FL_KEEP_SIZE | FALLOC_FL_ZERO_RANGE,
 };
 
+/* What fallocate(2) answers: vfs_fallocate's checks, then the guest_memfd's (errno or 0). */
+static int predict_fallocate(int fd, int gi, int mode, int64_t off, int64_t len)
+{
+	const struct fz_gmem *g = gi >= 0 ? &st.gmem[gi] : NULL;
+	int64_t end;
+
+	if (fd == -1 || fd == BAD_FD)
+		return EBADF;
+	if (off < 0 || len <= 0)
+		return EINVAL;
+	if (mode & ~(FALLOC_MODE_MASK | FALLOC_FL_KEEP_SIZE))
+		return EOPNOTSUPP;
+	switch (mode & FALLOC_MODE_MASK) {
+	case 0:
+	case FALLOC_FL_UNSHARE_RANGE:
+	case FALLOC_FL_ZERO_RANGE:
+		break;
+	case FALLOC_FL_PUNCH_HOLE:
+		if (!(mode & FALLOC_FL_KEEP_SIZE))
+			return EOPNOTSUPP;
+		break;
+	case FALLOC_FL_COLLAPSE_RANGE:
+	case FALLOC_FL_INSERT_RANGE:
+	case FALLOC_WRITE_ZEROES:
+		if (mode & FALLOC_FL_KEEP_SIZE)
+			return EOPNOTSUPP;
+		break;
+	default:
+		return EOPNOTSUPP;
+	}
+	if (!g)
+		return ENODEV;
+	if (__builtin_add_overflow(off, len, &end))
+		return EFBIG;
+	/* guest_memfd: KEEP_SIZE, optionally with PUNCH_HOLE, and nothing else. */
+	if (mode != FALLOC_FL_KEEP_SIZE && mode != (FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE))
+		return EOPNOTSUPP;
+	if ((uint64_t)off % g->folio || (uint64_t)len % g->folio)
+		return EINVAL;
+	if (!(mode & FALLOC_FL_PUNCH_HOLE) && (uint64_t)end > g->size)
+		return EINVAL;
+	return 0;
+}
+
 static void op_fallocate(struct input *in)
 {
 	int gi, fd = pick_target(in, &gi, true);
@@ -526,7 +692,7 @@ static void op_fallocate(struct input *in)
 	int64_t off = (int64_t)pick_off(in, size), len = (int64_t)pick_len(in);
 	uint64_t alloc_before = 0, shared_before = 0, alloc_after, shared_after, charge = 0;
 	bool have = gmem_bytes(gi, &alloc_before, &shared_before);
-	int ret;
+	int ret, expect;
 
 	/* Allocation costs memory: stay inside the input's budget. */
 	if (!(mode & FALLOC_FL_PUNCH_HOLE) && gi >= 0 && off >= 0 && len > 0 &&
@@ -535,6 +701,7 @@ static void op_fallocate(struct input *in)
 	if (charge > st.budget)
 		return;
 	st.budget -= charge;
+	expect = predict_fallocate(fd, gi, mode, off, len);
 	ret = gm_fallocate(fd, mode, off, len);
 	if (ret) {
 		if (ret != -1)
@@ -543,6 +710,20 @@ static void op_fallocate(struct input *in)
 			    ENOMEM, 0);
 	} else if (gi < 0) {
 		fail("gm_fallocate on a fd that is no guest_memfd succeeded");
+	}
+	if ((ret ? errno : 0) != expect)
+		fail("fallocate(mode %#x, %#llx, %#llx) on gmem %d: errno %d, model %d", mode,
+		     (unsigned long long)off, (unsigned long long)len, gi, ret ? errno : 0, expect);
+	if (!ret && (mode & FALLOC_FL_PUNCH_HOLE)) {
+		struct fz_gmem *g = &st.gmem[gi];
+		uint64_t last = (uint64_t)len < size - (uint64_t)off ? (uint64_t)(off + len) : size;
+
+		if ((uint64_t)off < size) {
+			ps_remove(&g->alloc, (uint64_t)off / PAGE_SIZE, last / PAGE_SIZE);
+			tag_clear(g, (uint64_t)off / PAGE_SIZE, last / PAGE_SIZE);
+		}
+	} else if (!ret) {
+		ps_add(&st.gmem[gi].alloc, (uint64_t)off / PAGE_SIZE, (uint64_t)(off + len) / PAGE_SIZE);
 	}
 	if (!have || !gmem_bytes(gi, &alloc_after, &shared_after))
 		return;
@@ -626,12 +807,136 @@ static void op_set_attributes(struct input *in)
 	model_set(&st.gmem[gi], a.offset, a.size, to_private);
 }
 
+/* ---- memslots: the model of each VM's slots, and what a change must answer --------- */
+
+static struct fz_slot *slot_by_id(int v, uint32_t id)
+{
+	for (int i = 0; i < MAX_SLOTS; i++)
+		if (st.vm[v].slot[i].used && st.vm[v].slot[i].id == id)
+			return &st.vm[v].slot[i];
+	return NULL;
+}
+
+/* The slot of address space as covering gfn, or NULL. */
+static struct fz_slot *slot_at(int v, unsigned as, uint64_t gfn)
+{
+	for (int i = 0; i < MAX_SLOTS; i++) {
+		struct fz_slot *m = &st.vm[v].slot[i];
+
+		if (m->used && m->id >> 16 == as && m->gfn <= gfn && gfn - m->gfn < m->npages)
+			return m;
+	}
+	return NULL;
+}
+
+/* The file a guest_memfd field names: its index, or -1 with *err the errno of kvm_gmem_bind. */
+static int bind_target(uint32_t field, int *err)
+{
+	int fd = (int)field;
+
+	for (int i = 0; i < MAX_GMEM; i++)
+		if (st.gmem[i].fd >= 0 && st.gmem[i].fd == fd)
+			return i;
+	/* Any other open fd, the library's or not, is no guest_memfd; a closed one is EBADF. */
+	*err = fcntl(fd, F_GETFD) < 0 ? EBADF : EINVAL;
+	return -1;
+}
+
+/*
+ * KVM_SET_USER_MEMORY_REGION(2) as kvm_set_memory_region and kvm_gmem_bind
+ * validate it, in their order (docs/compat.md: EEXIST for a file range bound
+ * twice, a 48-bit guest-physical space): the errno, or 0 with the slot it
+ * replaces in *old (NULL for a new slot) and the bound file in *gi.
+ */
+static int predict_region(int v, bool v1, const struct kvm_userspace_memory_region2 *r,
+			  struct fz_slot **old, int *gi)
+{
+	uint32_t valid = KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_GUEST_MEMFD;
+	uint64_t end, npages = r->memory_size / PAGE_SIZE, gfn = r->guest_phys_addr / PAGE_SIZE;
+	int err = 0;
+
+	*old = NULL;
+	*gi = SLOT_NO_FILE;
+	if (v1 && (r->flags & ~(KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY)))
+		return EINVAL;
+	if ((uint16_t)r->slot >= USER_MEM_SLOTS)
+		return EINVAL;
+	if (r->flags & KVM_MEM_GUEST_MEMFD)
+		valid &= ~KVM_MEM_LOG_DIRTY_PAGES;
+	else
+		valid |= KVM_MEM_READONLY;
+	if (r->flags & ~valid)
+		return EINVAL;
+	if (r->memory_size % PAGE_SIZE || r->guest_phys_addr % PAGE_SIZE)
+		return EINVAL;
+	if (r->userspace_addr % PAGE_SIZE ||
+	    __builtin_add_overflow(r->userspace_addr, r->memory_size, &end) || end > TASK_SIZE_MAX)
+		return EINVAL;
+	if ((r->flags & KVM_MEM_GUEST_MEMFD) &&
+	    (r->guest_memfd_offset % PAGE_SIZE ||
+	     __builtin_add_overflow(r->guest_memfd_offset, r->memory_size, &end)))
+		return EINVAL;
+	if (r->slot >> 16 >= ADDRESS_SPACES)
+		return EINVAL;
+	if (__builtin_add_overflow(r->guest_phys_addr, r->memory_size, &end))
+		return EINVAL;
+	if (npages > MEM_MAX_NR_PAGES)
+		return EINVAL;
+	*old = slot_by_id(v, r->slot);
+	if (!r->memory_size)
+		return *old ? 0 : EINVAL;
+	if (*old) {
+		/* Guest_memfd slots are immutable; nor may one drop the flag. */
+		if (r->flags & KVM_MEM_GUEST_MEMFD)
+			return EINVAL;
+		if (r->userspace_addr != (*old)->uaddr || npages != (*old)->npages ||
+		    ((r->flags ^ (*old)->flags) & (KVM_MEM_READONLY | KVM_MEM_GUEST_MEMFD)))
+			return EINVAL;
+		if (gfn == (*old)->gfn && r->flags == (*old)->flags)
+			return 0;
+	}
+	for (int i = 0; i < MAX_SLOTS; i++) {
+		struct fz_slot *m = &st.vm[v].slot[i];
+
+		if (m->used && m->id != r->slot && m->id >> 16 == r->slot >> 16 && m->gfn < gfn + npages &&
+		    gfn < m->gfn + m->npages)
+			return EEXIST;
+	}
+	if (r->flags & KVM_MEM_GUEST_MEMFD) {
+		const struct fz_gmem *g;
+		uint64_t first = r->guest_memfd_offset / PAGE_SIZE;
+
+		*gi = bind_target(r->guest_memfd, &err);
+		if (*gi < 0)
+			return err;
+		g = &st.gmem[*gi];
+		if (g->vm != v || (int64_t)r->guest_memfd_offset < 0 ||
+		    __builtin_add_overflow(r->guest_memfd_offset, r->memory_size, &end) || end > g->size)
+			return EINVAL;
+		/* A file range backs one slot (EEXIST, as mainline after 6.18). */
+		for (int i = 0; i < MAX_SLOTS; i++) {
+			struct fz_slot *m = &st.vm[v].slot[i];
+
+			if (m->used && m->gmem == *gi && m->pgoff < first + npages &&
+			    first < m->pgoff + m->npages)
+				return EEXIST;
+		}
+	}
+	/* The stage-2 covers 48 bits of guest-physical space. */
+	if (gfn + npages - 1 > MAX_GFN)
+		return EINVAL;
+	return 0;
+}
+
+static void probe_gpa(int v, uint64_t gpa, bool write, uint64_t tag);
+
 static void op_set_region(struct input *in)
 {
 	uint8_t sel = u8(in), gsel = u8(in);
-	int v = sel % MAX_VM;
-	struct kvm_userspace_memory_region2 r = { 0 };
+	int v = sel % MAX_VM, gi, expect;
+	struct kvm_userspace_memory_region2 r = { 0 }, seen;
 	unsigned long request = sel & 0x80 ? KVM_SET_USER_MEMORY_REGION : KVM_SET_USER_MEMORY_REGION2;
+	struct fz_slot *old, *m = NULL, before = { 0 };
 	int ret;
 
 	r.slot = u8(in) % 8;
@@ -655,20 +960,150 @@ static void op_set_region(struct input *in)
 		r.guest_memfd = u32(in);
 	if (st.vm[v].fd < 0)
 		return;
+	/* The v1 ioctl reads only the v1 struct. */
+	seen = r;
+	if (request == KVM_SET_USER_MEMORY_REGION) {
+		seen.guest_memfd_offset = 0;
+		seen.guest_memfd = 0;
+	}
+	expect = predict_region(v, request == KVM_SET_USER_MEMORY_REGION, &seen, &old, &gi);
+	if (!expect && seen.memory_size && !old) {
+		/* A new slot needs room in the model. */
+		for (int i = 0; i < MAX_SLOTS && !m; i++)
+			if (!st.vm[v].slot[i].used)
+				m = &st.vm[v].slot[i];
+		if (!m)
+			return;
+	}
 	ret = gm_ioctl(st.vm[v].fd, request, &r);
 	if (ret) {
 		if (ret != -1)
 			fail("KVM_SET_USER_MEMORY_REGION returned %d", ret);
 		check_errno("KVM_SET_USER_MEMORY_REGION", errno, EINVAL, EEXIST, ENOMEM, EBADF,
 			    EFAULT, 0);
+	}
+	if ((ret ? errno : 0) != expect)
+		fail("%s slot %#x flags %#x gpa %#llx size %#llx offset %#llx fd %d: errno %d, model %d",
+		     request == KVM_SET_USER_MEMORY_REGION ? "KVM_SET_USER_MEMORY_REGION"
+							   : "KVM_SET_USER_MEMORY_REGION2",
+		     seen.slot, seen.flags, (unsigned long long)seen.guest_phys_addr,
+		     (unsigned long long)seen.memory_size, (unsigned long long)seen.guest_memfd_offset,
+		     (int)seen.guest_memfd, ret ? errno : 0, expect);
+	if (ret) {
+		/* Nothing changed: what the slot (or the address) showed, it still shows. */
+		if ((old = slot_by_id(v, seen.slot)) && !(old->id >> 16))
+			probe_gpa(v, old->gfn * PAGE_SIZE, false, 0);
 		return;
 	}
-	/*
-	 * A replaced slot is freed by call_rcu, on liburcu's thread, some time
-	 * later: wait for it here, so that a later use of the old slot is a
-	 * use-after-free every time the input runs, not when the timing is right.
-	 */
-	rcu_barrier();
+	if (old)
+		before = *old;
+	if (!seen.memory_size) {
+		old->used = false;
+	} else if (old) {
+		old->gfn = seen.guest_phys_addr / PAGE_SIZE;
+		old->flags = seen.flags;
+		m = old;
+	} else {
+		*m = (struct fz_slot){
+			.used = true, .id = seen.slot, .flags = seen.flags,
+			.gfn = seen.guest_phys_addr / PAGE_SIZE, .npages = seen.memory_size / PAGE_SIZE,
+			.uaddr = seen.userspace_addr, .gmem = gi,
+			.pgoff = seen.guest_memfd_offset / PAGE_SIZE,
+			.gmem_only = gi >= 0 && (st.gmem[gi].flags & GUEST_MEMFD_FLAG_MMAP),
+		};
+	}
+	/* What the guest sees now: the old place (gone or elsewhere), the new one's two ends. */
+	if (before.used && !(before.id >> 16))
+		probe_gpa(v, before.gfn * PAGE_SIZE, false, 0);
+	if (m && !(m->id >> 16)) {
+		probe_gpa(v, m->gfn * PAGE_SIZE, false, 0);
+		probe_gpa(v, (m->gfn + m->npages - 1) * PAGE_SIZE, false, 0);
+	}
+}
+
+/* ---- probes: guest accesses that show where an address leads ------------------------ */
+
+/*
+ * What a guest read at gpa meets (with AUTO accesses, SW_PROTECTED
+ * semantics): no slot is MMIO; a guest_memfd slot serves private pages, and
+ * shared ones too when the file has MMAP; a slot whose file is gone faults.
+ * PROBE_SKIP where the access would reach a host address: the fuzzer's own
+ * memory is no guest's. *gi and *page: the file page the read must show.
+ */
+#define PROBE_SKIP (-1)
+
+static int probe_predict(int v, uint64_t gfn, int *gi, uint64_t *page)
+{
+	struct fz_slot *m = slot_at(v, 0, gfn);
+	struct fz_gmem *g;
+
+	if (!m)
+		return PROBE_MMIO;
+	if (!(m->flags & KVM_MEM_GUEST_MEMFD))
+		return PROBE_SKIP;
+	if (m->gmem == SLOT_FILE_GONE)
+		return m->gmem_only ? PROBE_FAULT : PROBE_SKIP;
+	*gi = m->gmem;
+	*page = m->pgoff + (gfn - m->gfn);
+	g = &st.gmem[*gi];
+	if (st.vm[v].type == KVM_X86_SW_PROTECTED_VM) {
+		if (!model_known(g))
+			return PROBE_SKIP;
+		if (model_private(g, *page))
+			return PROBE_MEMORY;
+	}
+	return m->gmem_only ? PROBE_MEMORY : PROBE_SKIP;
+}
+
+/* One guest read at gpa (and a write of tag after it, if write), checked against the model. */
+static void probe_gpa(int v, uint64_t gpa, bool write, uint64_t tag)
+{
+	struct fz_vm *vm = &st.vm[v];
+	uint64_t page = 0, expect = 0;
+	int gi = -1, want = probe_predict(v, gpa / PAGE_SIZE, &gi, &page);
+	int got;
+
+	if (want == PROBE_SKIP || vm->fd < 0 || st.probes >= MAX_PROBES ||
+	    (want == PROBE_MEMORY && st.budget < PAGE_SIZE))
+		return;
+	if (vm->probe.fd < 0 && !probe_start(&vm->probe, vm->fd, 0))
+		fail("KVM_CREATE_VCPU for the probe: %s", strerror(errno));
+	st.probes++;
+	if (want == PROBE_MEMORY) {
+		st.budget -= PAGE_SIZE;
+		expect = tag_get(&st.gmem[gi], page);
+	}
+	got = probe_access(&vm->probe, gpa, write && want == PROBE_MEMORY, expect, tag);
+	if (got != want)
+		fail("guest read at %#llx in vm %d: result %d, model %d (gmem %d page %#llx)",
+		     (unsigned long long)gpa, v, got, want, gi, (unsigned long long)page);
+	if (want != PROBE_MEMORY)
+		return;
+	if (probe_req.val != expect)
+		fail("guest read at %#llx (gmem %d page %#llx): %#llx, model %#llx",
+		     (unsigned long long)gpa, gi, (unsigned long long)page,
+		     (unsigned long long)probe_req.val, (unsigned long long)expect);
+	/* The access allocated the page; a write left the tag in it. */
+	ps_add(&st.gmem[gi].alloc, page, page + 1);
+	if (write)
+		tag_set(&st.gmem[gi], page, tag);
+}
+
+static void op_probe(struct input *in)
+{
+	int v = u8(in) % MAX_VM;
+	uint8_t sel = u8(in);
+	uint16_t at = u16(in);
+	uint64_t gpa = (at % 4096) * PAGE_SIZE;
+
+	if (sel & 1) {
+		struct fz_slot *m = &st.vm[v].slot[at % MAX_SLOTS];
+
+		if (!m->used || m->id >> 16)
+			return;
+		gpa = (m->gfn + (sel & 2 ? m->npages - 1 : (at >> 5) % m->npages)) * PAGE_SIZE;
+	}
+	probe_gpa(v, gpa, sel & 4, (uint64_t)fuzz_op << 32 | 0x7a6700 | sel);
 }
 
 static void op_pin(struct input *in)
@@ -733,6 +1168,7 @@ static void op_pin(struct input *in)
 		     (unsigned long long)off, (unsigned long long)len, all_shared);
 	if ((sel & 2) && !dma)
 		fail("gm_gmem_pin gave no DMA address");
+	ps_add(&st.gmem[gi].alloc, off / PAGE_SIZE, (off + len) / PAGE_SIZE);
 	for (int i = 0; i < MAX_PIN; i++)
 		if (!st.pin[i].used) {
 			st.pin[i] = (struct fz_pin){ .used = true, .gmem = gi, .off = off, .len = len };
@@ -849,33 +1285,6 @@ static void op_munmap(struct input *in)
 	}
 }
 
-static sigjmp_buf sigbus_jmp;
-
-static void on_sigbus(int sig)
-{
-	(void)sig;
-	siglongjmp(sigbus_jmp, 1);
-}
-
-/* Touches one byte; true when the access raised SIGBUS. */
-static bool touch(volatile char *addr, bool write, uint8_t val, uint8_t *seen)
-{
-	struct sigaction sa = { .sa_handler = on_sigbus }, old;
-	volatile bool faulted = false;
-
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGBUS, &sa, &old);
-	if (sigsetjmp(sigbus_jmp, 1) == 0) {
-		if (write)
-			*addr = (char)val;
-		*seen = (uint8_t)*addr;
-	} else {
-		faulted = true;
-	}
-	sigaction(SIGBUS, &old, NULL);
-	return faulted;
-}
-
 static void op_touch(struct input *in)
 {
 	struct fz_map *m = &st.map[u8(in) % MAX_MAP];
@@ -903,6 +1312,17 @@ static void op_touch(struct input *in)
 			fail("access past the end of the file (offset %#llx, size %#llx) did not fault",
 			     (unsigned long long)off, (unsigned long long)g->size);
 		return;
+	}
+	if (!faulted) {
+		uint64_t tag = tag_get(g, off / PAGE_SIZE);
+
+		/* The first bytes of a page are what the model follows. */
+		if (!(sel >> 4) && !write && seen != (uint8_t)tag)
+			fail("read %#x at offset %#llx, model %#x", seen, (unsigned long long)off,
+			     (uint8_t)tag);
+		if (!(sel >> 4) && write)
+			tag_set(g, off / PAGE_SIZE, (tag & ~0xffULL) | val);
+		ps_add(&g->alloc, off / PAGE_SIZE, off / PAGE_SIZE + 1);
 	}
 	if (!model_known(g))
 		return;
@@ -967,6 +1387,8 @@ static void op_close(struct input *in)
 		fdp = &st.kvm[(sel >> 2) % MAX_KVM];
 		break;
 	case 1:
+		/* The probe vCPU goes with the VM fd, so it never holds the VM alone. */
+		probe_stop(&st.vm[(sel >> 2) % MAX_VM].probe);
 		fdp = &st.vm[(sel >> 2) % MAX_VM].fd;
 		break;
 	default:
@@ -982,22 +1404,11 @@ static void op_close(struct input *in)
 
 /* ---- one input ----------------------------------------------------------------------- */
 
-static int count_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	int n = 0;
-
-	if (!d)
-		abort();
-	while (readdir(d))
-		n++;
-	closedir(d);
-	return n;
-}
-
 static void cleanup(void)
 {
 	/* VMs first, then files, then mappings: each object must outlive the fd that made it. */
+	for (int i = 0; i < MAX_VM; i++)
+		probe_stop(&st.vm[i].probe);
 	for (int i = 0; i < MAX_KVM; i++)
 		if (st.kvm[i] >= 0 && gm_close(st.kvm[i]))
 			fail("gm_close(kvm)");
@@ -1022,7 +1433,7 @@ static void cleanup(void)
 		check_all();
 	}
 	for (int i = 0; i < MAX_GMEM; i++)
-		free(st.gmem[i].priv);
+		gmem_model_free(&st.gmem[i]);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -1060,18 +1471,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (int i = 0; i < MAX_KVM; i++)
 		st.kvm[i] = -1;
 	for (int i = 0; i < MAX_VM; i++)
-		st.vm[i].fd = -1;
+		st.vm[i].fd = st.vm[i].probe.fd = -1;
 	for (int i = 0; i < MAX_GMEM; i++)
 		st.gmem[i].fd = -1;
 	st.budget = ALLOC_BUDGET;
+	fuzz_op = 0;
 
 	while (in.n) {
 		uint8_t op = u8(&in);
 
-		st.op++;
+		fuzz_op++;
 		errno = 0;
 		if (trace)
-			fprintf(stderr, "op %u: opcode %u\n", st.op, op % 12);
+			fprintf(stderr, "op %u: opcode %u\n", fuzz_op, op % 12);
 		switch (op % 12) {
 		case 0:
 			op_open_kvm(&in);
@@ -1107,6 +1519,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		default:
 			if (op & 0x80)
 				op_close(&in);
+			else if (op & 0x40)
+				op_probe(&in);
 			else
 				op_other_calls(&in);
 			break;

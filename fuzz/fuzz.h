@@ -1,0 +1,301 @@
+/* What both fuzz targets share: reading inputs, failing, fds, guarded touches and the probe vCPU. */
+#ifndef FUZZ_FUZZ_H
+#define FUZZ_FUZZ_H
+
+#include <dirent.h>
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include <gmem/gmem.h>
+#include <urcu-bp.h>
+
+#define FUZZ_UNUSED __attribute__((unused))
+
+#define PAGE_SIZE 4096ULL
+#define SZ_2M (2ULL << 20)
+#define SZ_1G (1ULL << 30)
+
+/* An fd number no process of ours reaches, for the EBADF paths. */
+#define BAD_FD (1 << 24)
+
+struct input {
+	const uint8_t *p;
+	size_t n;
+};
+
+/* The operation being run, for reports. */
+static unsigned fuzz_op;
+
+static FUZZ_UNUSED uint8_t u8(struct input *in)
+{
+	if (!in->n)
+		return 0;
+	in->n--;
+	return *in->p++;
+}
+
+/* Little-endian; each byte read in its own statement, so the order is defined. */
+static FUZZ_UNUSED uint16_t u16(struct input *in)
+{
+	uint16_t lo = u8(in);
+
+	return (uint16_t)(lo | u8(in) << 8);
+}
+
+static FUZZ_UNUSED uint32_t u32(struct input *in)
+{
+	uint32_t lo = u16(in);
+
+	return lo | (uint32_t)u16(in) << 16;
+}
+
+static FUZZ_UNUSED uint64_t u64(struct input *in)
+{
+	uint64_t lo = u32(in);
+
+	return lo | (uint64_t)u32(in) << 32;
+}
+
+/* Fills buf with input bytes; zeros once the input runs out. */
+static FUZZ_UNUSED void take_bytes(struct input *in, void *buf, size_t n)
+{
+	size_t k = n < in->n ? n : in->n;
+
+	memcpy(buf, in->p, k);
+	memset((char *)buf + k, 0, n - k);
+	in->p += k;
+	in->n -= k;
+}
+
+/* An invariant the library promises does not hold: abort, so libFuzzer keeps the input. */
+static FUZZ_UNUSED void __attribute__((noreturn, format(printf, 1, 2))) fail(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "\nINVARIANT FAILED at op %u: ", fuzz_op);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	abort();
+}
+
+/* A failed call must return -1 and set one of the errnos listed (0-terminated). */
+static FUZZ_UNUSED void check_errno(const char *what, int err, ...)
+{
+	va_list ap;
+	int e;
+
+	va_start(ap, err);
+	while ((e = va_arg(ap, int)))
+		if (e == err) {
+			va_end(ap);
+			return;
+		}
+	va_end(ap);
+	fail("%s: unexpected errno %d (%s)", what, err, strerror(err));
+}
+
+static FUZZ_UNUSED int count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	int n = 0;
+
+	if (!d)
+		abort();
+	while (readdir(d))
+		n++;
+	closedir(d);
+	return n;
+}
+
+/* ---- guarded host accesses ------------------------------------------------------------ */
+
+static sigjmp_buf sigbus_jmp;
+
+static void on_sigbus(int sig)
+{
+	(void)sig;
+	siglongjmp(sigbus_jmp, 1);
+}
+
+/* Touches one byte (writing val first if write); true when the access raised SIGBUS. */
+static FUZZ_UNUSED bool touch(volatile char *addr, bool write, uint8_t val, uint8_t *seen)
+{
+	struct sigaction sa = { .sa_handler = on_sigbus }, old;
+	volatile bool faulted = false;
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGBUS, &sa, &old);
+	if (sigsetjmp(sigbus_jmp, 1) == 0) {
+		if (write)
+			*addr = (char)val;
+		*seen = (uint8_t)*addr;
+	} else {
+		faulted = true;
+	}
+	sigaction(SIGBUS, &old, NULL);
+	return faulted;
+}
+
+/* Reads 8 bytes; true when the access raised SIGBUS. */
+static FUZZ_UNUSED bool peek64(const volatile char *addr, uint64_t *val)
+{
+	struct sigaction sa = { .sa_handler = on_sigbus }, old;
+	volatile bool faulted = false;
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGBUS, &sa, &old);
+	if (sigsetjmp(sigbus_jmp, 1) == 0)
+		memcpy(val, (const char *)addr, sizeof(*val));
+	else
+		faulted = true;
+	sigaction(SIGBUS, &old, NULL);
+	return faulted;
+}
+
+/* ---- the probe vCPU: one guest access to a guest-physical address, to see the bindings -- */
+
+/*
+ * The probe guest waits at a ucall; each KVM_RUN then reads 8 bytes at
+ * req.gpa, writes req.tag there if it read req.expect and req.write is set,
+ * and waits again. What the access met (memory, MMIO, a memory fault) is what
+ * the VM's memslots and files say about that address.
+ */
+struct probe_req {
+	uint64_t gpa, expect, tag, val;
+	int write;
+};
+
+static struct probe_req probe_req;
+
+#define PROBE_MMIO_DATA 0x6d6d696f6d6d696fULL
+
+static void probe_guest(struct gm_guest *guest, void *arg)
+{
+	struct probe_req *p = arg;
+
+	for (;;) {
+		uint64_t v;
+
+		gm_guest_ucall(guest, GM_UCALL_SYNC, 0);
+		v = gm_guest_read64(guest, p->gpa);
+		p->val = v;
+		if (p->write && v == p->expect)
+			gm_guest_write64(guest, p->gpa, p->tag);
+	}
+}
+
+struct probe_vcpu {
+	int fd; /* -1: none */
+	struct kvm_run *run;
+	size_t run_size;
+};
+
+/* A vCPU of vm_fd running the probe guest, parked at its first ucall; false if creation failed. */
+static FUZZ_UNUSED bool probe_start(struct probe_vcpu *pv, int vm_fd, unsigned long id)
+{
+	int kvm_size = 3 * (int)PAGE_SIZE;
+
+	pv->fd = gm_ioctl(vm_fd, KVM_CREATE_VCPU, id);
+	if (pv->fd < 0)
+		return false;
+	if (gm_vcpu_set_guest(pv->fd, probe_guest, &probe_req))
+		fail("gm_vcpu_set_guest on a fresh vCPU failed");
+	pv->run_size = (size_t)kvm_size;
+	pv->run = gm_mmap(NULL, pv->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, pv->fd, 0);
+	if (pv->run == MAP_FAILED)
+		fail("gm_mmap of a vCPU: %s", strerror(errno));
+	if (gm_ioctl(pv->fd, KVM_RUN, 0) || pv->run->exit_reason != KVM_EXIT_IO)
+		fail("the probe guest did not reach its first ucall");
+	return true;
+}
+
+static FUZZ_UNUSED void probe_stop(struct probe_vcpu *pv)
+{
+	if (pv->fd < 0)
+		return;
+	if (gm_munmap(pv->run, pv->run_size))
+		fail("gm_munmap of a vCPU's run area: %s", strerror(errno));
+	if (gm_close(pv->fd))
+		fail("gm_close(vcpu): %s", strerror(errno));
+	pv->fd = -1;
+	pv->run = NULL;
+}
+
+enum probe_result {
+	PROBE_MEMORY,  /* the access read memory; probe_req.val has it */
+	PROBE_MMIO,    /* no slot: an MMIO exit at the address */
+	PROBE_FAULT,   /* KVM_EXIT_MEMORY_FAULT: the vCPU stays stuck there and is stopped */
+};
+
+/* One access through the probe vCPU; the result, with what the exits said checked. */
+static FUZZ_UNUSED enum probe_result probe_access(struct probe_vcpu *pv, uint64_t gpa,
+						  bool write, uint64_t expect, uint64_t tag)
+{
+	bool mmio = false;
+	struct gm_ucall uc;
+	int ret;
+
+	probe_req = (struct probe_req){
+		.gpa = gpa, .expect = expect, .tag = tag, .write = write,
+	};
+	for (;;) {
+		ret = gm_ioctl(pv->fd, KVM_RUN, 0);
+		if (ret && errno == EFAULT && pv->run->exit_reason == KVM_EXIT_MEMORY_FAULT) {
+			if (pv->run->memory_fault.gpa != (gpa & ~(PAGE_SIZE - 1)) ||
+			    pv->run->memory_fault.size != PAGE_SIZE)
+				fail("memory fault at %#llx size %#llx for an access at %#llx",
+				     (unsigned long long)pv->run->memory_fault.gpa,
+				     (unsigned long long)pv->run->memory_fault.size,
+				     (unsigned long long)gpa);
+			probe_stop(pv);
+			return PROBE_FAULT;
+		}
+		if (ret)
+			fail("KVM_RUN of the probe at %#llx: %s", (unsigned long long)gpa,
+			     strerror(errno));
+		if (pv->run->exit_reason != KVM_EXIT_MMIO)
+			break;
+		if (pv->run->mmio.phys_addr != gpa || pv->run->mmio.len != 8 || pv->run->mmio.is_write)
+			fail("MMIO exit at %#llx len %u write %u for a read at %#llx",
+			     (unsigned long long)pv->run->mmio.phys_addr, pv->run->mmio.len,
+			     pv->run->mmio.is_write, (unsigned long long)gpa);
+		memcpy(pv->run->mmio.data, &(uint64_t){ PROBE_MMIO_DATA }, 8);
+		mmio = true;
+	}
+	if (pv->run->exit_reason != KVM_EXIT_IO || gm_vcpu_get_ucall(pv->fd, &uc) ||
+	    uc.cmd != GM_UCALL_SYNC)
+		fail("the probe at %#llx ended with exit %u", (unsigned long long)gpa,
+		     pv->run->exit_reason);
+	if (mmio && probe_req.val != PROBE_MMIO_DATA)
+		fail("the probe read %#llx, not the MMIO data", (unsigned long long)probe_req.val);
+	return mmio ? PROBE_MMIO : PROBE_MEMORY;
+}
+
+/*
+ * liburcu's call_rcu thread batches callbacks with a 10 ms sleep, so each
+ * rcu_barrier (one per VM release) would cost 10 ms, and a use after free
+ * of an RCU-freed object would show only when the batch ran. The targets run
+ * callbacks at once after a grace period instead, as the library's TSan
+ * build does: the same guarantee, deterministic and fast.
+ */
+void call_rcu(struct rcu_head *head, void (*fn)(struct rcu_head *head))
+{
+	synchronize_rcu();
+	fn(head);
+}
+
+void rcu_barrier(void)
+{
+}
+
+#endif
