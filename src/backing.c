@@ -202,7 +202,7 @@ int backing_map_at(const struct backing *b, void *addr, size_t len, int prot, ui
 	for (uint64_t at = off; at < off + len; at += step) {
 		uint64_t n = off + len - at < step ? off + len - at : step;
 		int ret = map_in(b, backing_is_split(b, at) ? b->small_fd : b->fd, at, n,
-				 (char *)addr + (at - off), prot);
+				 (void *)((uintptr_t)addr + (at - off)), prot);
 
 		if (ret)
 			return ret;
