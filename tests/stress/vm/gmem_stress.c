@@ -108,18 +108,23 @@ static uint64_t current_seed;
 
 /* ---- reporting ------------------------------------------------------------------------- */
 
+static void __attribute__((noreturn)) report_and_exit(const char *what, const char *fmt,
+							va_list ap)
+{
+	fprintf(stderr, "gmem-stress: %s (%s backend, seed %" PRIu64 "): ", what, current_backend,
+		current_seed);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	fflush(NULL);
+	_exit(1);
+}
+
 static void __attribute__((noreturn, format(printf, 1, 2))) violation(const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(stderr, "gmem-stress: VIOLATION (%s backend, seed %" PRIu64 "): ", current_backend,
-		current_seed);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	fflush(NULL);
-	_exit(1);
+	report_and_exit("VIOLATION", fmt, ap);
 }
 
 /* Something the test needs failed: not a finding about the library's invariants, but a failure. */
@@ -127,13 +132,8 @@ static void __attribute__((noreturn, format(printf, 1, 2))) fatal(const char *fm
 {
 	va_list ap;
 
-	fprintf(stderr, "gmem-stress: error (%s backend): ", current_backend);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	fflush(NULL);
-	_exit(1);
+	report_and_exit("error", fmt, ap);
 }
 
 static void judge(struct stress *st, enum verdict v, const char *what, uint64_t page,
