@@ -26,8 +26,6 @@
 #define MAX_SLOTS 32
 /* Memory the fuzzer may make the library allocate per input (24 GiB machine, ASan, 2 jobs). */
 #define ALLOC_BUDGET (64ULL << 20)
-/* Files up to this size get a per-page model of their attributes. */
-#define MODEL_MAX_BYTES (64ULL << 20)
 #define MAX_TOUCHES 32
 #define MAX_PROBES 64
 
@@ -82,13 +80,7 @@ struct fz_gmem {
 	uint64_t size;
 	uint64_t flags;
 	uint64_t folio;
-	/*
-	 * The attributes the file must have: one byte per page (1 = private) for
-	 * files up to MODEL_MAX_BYTES; bigger files are modelled only while uniform.
-	 */
-	uint8_t *priv;
-	bool big_known;
-	bool big_private;
+	struct pageset priv; /* the pages whose attribute is private */
 	/* The pages that hold memory; compared exactly on a plain memfd backing. */
 	struct pageset alloc;
 	bool alloc_exact;
@@ -172,57 +164,7 @@ static uint64_t pick_off(struct input *in, uint64_t size)
 	return (u16(in) % (pages + 2)) * PAGE_SIZE;
 }
 
-/* ---- the model of a file's attributes ---------------------------------------------- */
-
-static bool model_known(const struct fz_gmem *g)
-{
-	return g->priv || g->big_known;
-}
-
-static bool model_private(const struct fz_gmem *g, uint64_t page)
-{
-	return g->priv ? g->priv[page] : g->big_private;
-}
-
-static uint64_t model_shared_bytes(const struct fz_gmem *g)
-{
-	uint64_t n = 0;
-
-	if (!g->priv)
-		return g->big_private ? 0 : g->size;
-	for (uint64_t i = 0; i < g->size / PAGE_SIZE; i++)
-		n += !g->priv[i];
-	return n * PAGE_SIZE;
-}
-
-/* Whether model says every page of [off, off + len) is shared; -1 when it cannot say. */
-static int model_all_shared(const struct fz_gmem *g, uint64_t off, uint64_t len)
-{
-	if (!model_known(g))
-		return -1;
-	if (!g->priv)
-		return !g->big_private;
-	for (uint64_t p = off / PAGE_SIZE; p < (off + len) / PAGE_SIZE; p++)
-		if (model_private(g, p))
-			return 0;
-	return 1;
-}
-
-static void model_set(struct fz_gmem *g, uint64_t off, uint64_t len, bool priv)
-{
-	if (g->priv) {
-		memset(g->priv + off / PAGE_SIZE, priv, len / PAGE_SIZE);
-		return;
-	}
-	if (off == 0 && len == g->size) {
-		g->big_known = true;
-		g->big_private = priv;
-	} else if (g->big_known && g->big_private != priv) {
-		g->big_known = false;
-	}
-}
-
-/* ---- the model of a file's memory: allocated pages and what was written --------------- */
+/* ---- sets of pages ------------------------------------------------------------------- */
 
 static void ps_reserve(struct pageset *s, size_t nr)
 {
@@ -293,6 +235,15 @@ static void ps_add(struct pageset *s, uint64_t a, uint64_t b)
 	}
 }
 
+/* Whether any page of [a, b) is in the set. */
+static bool ps_meets(const struct pageset *s, uint64_t a, uint64_t b)
+{
+	for (size_t i = 0; i < s->nr; i++)
+		if (s->r[i][0] < b && a < s->r[i][1])
+			return true;
+	return false;
+}
+
 static uint64_t ps_count(const struct pageset *s)
 {
 	uint64_t n = 0;
@@ -301,6 +252,34 @@ static uint64_t ps_count(const struct pageset *s)
 		n += s->r[i][1] - s->r[i][0];
 	return n;
 }
+
+/* ---- the model of a file's attributes: the set of its private pages ---------------- */
+
+static bool model_private(const struct fz_gmem *g, uint64_t page)
+{
+	return ps_meets(&g->priv, page, page + 1);
+}
+
+static uint64_t model_shared_bytes(const struct fz_gmem *g)
+{
+	return g->size - ps_count(&g->priv) * PAGE_SIZE;
+}
+
+/* Whether the model says every page of [off, off + len) is shared. */
+static bool model_all_shared(const struct fz_gmem *g, uint64_t off, uint64_t len)
+{
+	return !ps_meets(&g->priv, off / PAGE_SIZE, (off + len) / PAGE_SIZE);
+}
+
+static void model_set(struct fz_gmem *g, uint64_t off, uint64_t len, bool priv)
+{
+	if (priv)
+		ps_add(&g->priv, off / PAGE_SIZE, (off + len) / PAGE_SIZE);
+	else
+		ps_remove(&g->priv, off / PAGE_SIZE, (off + len) / PAGE_SIZE);
+}
+
+/* ---- the model of a file's memory: allocated pages and what was written --------------- */
 
 static uint64_t tag_get(const struct fz_gmem *g, uint64_t page)
 {
@@ -339,11 +318,10 @@ static void tag_clear(struct fz_gmem *g, uint64_t first, uint64_t last)
 
 static void gmem_model_free(struct fz_gmem *g)
 {
-	free(g->priv);
+	free(g->priv.r);
 	free(g->alloc.r);
 	free(g->tags);
-	g->priv = NULL;
-	g->alloc = (struct pageset){ 0 };
+	g->priv = g->alloc = (struct pageset){ 0 };
 	g->tags = NULL;
 	g->nr_tags = g->cap_tags = 0;
 }
@@ -403,7 +381,7 @@ static void check_gmem(int gi)
 		fail("gmem %d: info size/flags %#llx/%#llx, created %#llx/%#llx", gi,
 		     (unsigned long long)info.size, (unsigned long long)info.flags,
 		     (unsigned long long)g->size, (unsigned long long)g->flags);
-	if (model_known(g) && info.shared_bytes != model_shared_bytes(g))
+	if (info.shared_bytes != model_shared_bytes(g))
 		fail("gmem %d: shared_bytes %llu, model %llu", gi,
 		     (unsigned long long)info.shared_bytes,
 		     (unsigned long long)model_shared_bytes(g));
@@ -611,15 +589,10 @@ static void op_create_gmem(struct input *in)
 	gmem_model_free(g);
 	*g = (struct fz_gmem){
 		.fd = fd, .live = true, .vm = v, .size = args.size, .flags = args.flags,
-		.folio = folio_size, .big_known = true,
-		.big_private = !(args.flags & GUEST_MEMFD_FLAG_INIT_SHARED),
+		.folio = folio_size,
 	};
-	if (args.size <= MODEL_MAX_BYTES) {
-		g->priv = malloc(args.size / PAGE_SIZE);
-		if (!g->priv)
-			abort();
-		memset(g->priv, g->big_private, args.size / PAGE_SIZE);
-	}
+	if (!(args.flags & GUEST_MEMFD_FLAG_INIT_SHARED))
+		ps_add(&g->priv, 0, args.size / PAGE_SIZE);
 	/* hugetlbfs allocates whole huge pages and moves split folios: only a memfd is modelled exactly. */
 	g->alloc_exact = !gm_gmem_info(fd, &info) && info.backing == GM_BACKING_MEMFD;
 }
@@ -1047,8 +1020,6 @@ static int probe_predict(int v, uint64_t gfn, int *gi, uint64_t *page)
 	*page = m->pgoff + (gfn - m->gfn);
 	g = &st.gmem[*gi];
 	if (st.vm[v].type == KVM_X86_SW_PROTECTED_VM) {
-		if (!model_known(g))
-			return PROBE_SKIP;
 		if (model_private(g, *page))
 			return PROBE_MEMORY;
 	}
@@ -1114,7 +1085,7 @@ static void op_pin(struct input *in)
 	uint64_t off = pick_off(in, size), len = pick_len(in), charge = 0, a, s0, s1;
 	void *dma = NULL;
 	bool have;
-	int ret, all_shared;
+	int ret, all_shared; /* -1: the range is not one the library pins */
 
 	if (sel & 1) {
 		/* Unpin: a pin the program made, or an arbitrary range. */
@@ -1152,7 +1123,7 @@ static void op_pin(struct input *in)
 	if (have && gmem_bytes(gi, &a, &s1) && s1 != s0)
 		fail("gm_gmem_pin changed shared_bytes");
 	all_shared = gi >= 0 && !(off % PAGE_SIZE) && !(len % PAGE_SIZE) && len && off < size &&
-			     len <= size - off ? model_all_shared(&st.gmem[gi], off, len) : -1;
+			     len <= size - off ? (int)model_all_shared(&st.gmem[gi], off, len) : -1;
 	if (ret) {
 		check_errno("gm_gmem_pin", -ret, EINVAL, EFAULT, ENOMEM, EOPNOTSUPP, EBADF, ENOSPC,
 			    0);
@@ -1324,8 +1295,6 @@ static void op_touch(struct input *in)
 			tag_set(g, off / PAGE_SIZE, (tag & ~0xffULL) | val);
 		ps_add(&g->alloc, off / PAGE_SIZE, off / PAGE_SIZE + 1);
 	}
-	if (!model_known(g))
-		return;
 	if (model_private(g, off / PAGE_SIZE) && !faulted)
 		fail("host %s of private page at offset %#llx did not fault",
 		     write ? "write" : "read", (unsigned long long)off);
