@@ -117,6 +117,22 @@ static FUZZ_UNUSED int count_fds(void)
 	return n;
 }
 
+/* At the end of an input: the library holds no VM, file or fd, and the process no more fds. */
+static FUZZ_UNUSED void check_nothing_left(int fds_before)
+{
+	struct gm_stats s;
+	int fds_after = count_fds();
+
+	if (gm_stats(&s))
+		fail("gm_stats failed");
+	if (s.vms || s.gmem_files || s.open_fds)
+		fail("at the end of the input: %llu VMs, %llu files, %llu fds still live",
+		     (unsigned long long)s.vms, (unsigned long long)s.gmem_files,
+		     (unsigned long long)s.open_fds);
+	if (fds_after != fds_before)
+		fail("process fds %d before the input, %d after", fds_before, fds_after);
+}
+
 /* ---- guarded host accesses ------------------------------------------------------------ */
 
 static sigjmp_buf sigbus_jmp;

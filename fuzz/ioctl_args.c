@@ -575,7 +575,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct input in = { data, size };
 	int fds_before = count_fds(), calls = 0;
 	struct snapshot before, after;
-	struct gm_stats s;
 
 	fuzz_op = 0;
 	fixture_build();
@@ -608,14 +607,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		before = after;
 	}
 	fixture_destroy();
-
-	if (gm_stats(&s))
-		fail("gm_stats failed");
-	if (s.vms || s.gmem_files || s.open_fds)
-		fail("after teardown: %llu VMs, %llu files, %llu fds still live",
-		     (unsigned long long)s.vms, (unsigned long long)s.gmem_files,
-		     (unsigned long long)s.open_fds);
-	if (count_fds() != fds_before)
-		fail("process fds %d before the input, %d after", fds_before, count_fds());
+	check_nothing_left(fds_before);
 	return 0;
 }

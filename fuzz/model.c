@@ -1433,8 +1433,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct input in = { data, size };
-	int fds_before = count_fds(), fds_after;
-	struct gm_stats s;
+	int fds_before = count_fds();
 
 	memset(&st, 0, sizeof(st));
 	for (int i = 0; i < MAX_KVM; i++)
@@ -1497,15 +1496,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		check_all();
 	}
 	cleanup();
-
-	if (gm_stats(&s))
-		fail("gm_stats failed");
-	if (s.vms || s.gmem_files || s.open_fds)
-		fail("after cleanup: %llu VMs, %llu files, %llu fds still live",
-		     (unsigned long long)s.vms, (unsigned long long)s.gmem_files,
-		     (unsigned long long)s.open_fds);
-	fds_after = count_fds();
-	if (fds_after != fds_before)
-		fail("process fds %d before the input, %d after", fds_before, fds_after);
+	check_nothing_left(fds_before);
 	return 0;
 }
