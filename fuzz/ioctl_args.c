@@ -522,6 +522,10 @@ static bool call_mmap(struct input *in, enum fd_kind k, bool *may_change)
 	 * and could lock or populate any size.
 	 */
 	flags &= ~(MAP_FIXED | MAP_ANONYMOUS);
+#if defined(__SANITIZE_THREAD__)
+	/* ThreadSanitizer dies on a mapping outside its application ranges, such as address 0. */
+	flags &= ~MAP_FIXED_NOREPLACE;
+#endif
 	p = gm_mmap(NULL, len, prot, flags, fd, off);
 	err = errno;
 	if (trace)
