@@ -255,6 +255,7 @@ test: deps
 	@$(MAKE) --no-print-directory VARIANT=tsan test-run
 	@$(MAKE) --no-print-directory VARIANT=asan stress STRESS_SECONDS=60
 	@$(MAKE) --no-print-directory VARIANT=tsan stress STRESS_SECONDS=20
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=60
 
 # gmem-stress on both backends for STRESS_SECONDS. make test runs it 60 s with ASan+UBSan and
 # 20 s with TSan, whose suppressions cover only guest memory (racy by design).
