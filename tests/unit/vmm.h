@@ -5,7 +5,10 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <criterion/criterion.h>
 #include <gmem/gmem.h>
@@ -89,6 +92,17 @@ static inline uint64_t vmm_expect_ucall(struct vmm *m, uint64_t cmd)
 	cr_assert_neq(uc.cmd, GM_UCALL_ABORT, "guest: %s", uc.msg);
 	cr_assert_eq(uc.cmd, cmd);
 	return uc.args[0];
+}
+
+/* Whether the host's /dev/kvm has guest_memfd (6.18 can be built or booted without it). */
+static inline bool host_kvm_has_gmem(void)
+{
+	int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	bool has = kvm >= 0 && ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_GUEST_MEMFD) > 0;
+
+	if (kvm >= 0)
+		close(kvm);
+	return has;
 }
 
 /* Whether the VMM's read of p faults (SIGBUS), as it must for private memory. */
