@@ -1006,8 +1006,8 @@ static void print_figures(struct stress *st, double seconds)
 	printf("  %-22s %12" PRIu64 " %12.0f  (%" PRIu64 " pages; %" PRIu64 " on memory faults; %"
 	       PRIu64 " refused for a pin, as they must)\n", "conversions", f->conversions,
 	       RATE(f->conversions), f->converted_pages, f->fault_conversions, f->pin_refusals);
-	printf("  %-22s %12" PRIu64 " %12.0f  (%" PRIu64 " MiB; %" PRIu64 " KiB in memory before, "
-	       "all returned)\n", "punch-holes", f->punches, RATE(f->punches),
+	printf("  %-22s %12" PRIu64 " %12.0f  (%" PRIu64 " MiB; %" PRIu64 " KiB of it in memory and "
+	       "left alone, seen gone after)\n", "punch-holes", f->punches, RATE(f->punches),
 	       f->punched_bytes >> 20, f->returned_bytes >> 10);
 	printf("  %-22s %12" PRIu64 " %12.0f\n", "allocations", f->allocations, RATE(f->allocations));
 	printf("  %-22s %12" PRIu64 " %12.0f\n", "slot delete + re-add", f->slot_cycles,
