@@ -107,16 +107,29 @@ void backing_destroy(struct backing *b)
 	b->fd = -1;
 }
 
-/* Calls fn on each folio-sized piece of [off, off + len) with the fd of the store holding it. */
+/*
+ * Where the piece of [at, end) that one store holds ends: the end of at's
+ * folio where folios can be split (a range may start inside one), else end.
+ */
+static uint64_t piece_end(const struct backing *b, uint64_t at, uint64_t end)
+{
+	uint64_t folio_end;
+
+	if (!b->split)
+		return end;
+	folio_end = at - at % b->page_size + b->page_size;
+	return folio_end < end ? folio_end : end;
+}
+
+/* Calls fn on each piece of [off, off + len) that one folio holds, with the fd of its store. */
 static int for_each_store(const struct backing *b, uint64_t off, uint64_t len,
 			  int (*fn)(const struct backing *b, int fd, uint64_t off, uint64_t len))
 {
-	uint64_t step = b->split ? b->page_size : len;
+	for (uint64_t at = off, next; at < off + len; at = next) {
+		int ret;
 
-	for (uint64_t at = off; at < off + len; at += step) {
-		uint64_t n = off + len - at < step ? off + len - at : step;
-		int ret = fn(b, backing_is_split(b, at) ? b->small_fd : b->fd, at, n);
-
+		next = piece_end(b, at, off + len);
+		ret = fn(b, backing_is_split(b, at) ? b->small_fd : b->fd, at, next - at);
 		if (ret)
 			return ret;
 	}
@@ -197,13 +210,12 @@ static int map_in(const struct backing *b, int fd, uint64_t off, uint64_t len, c
 
 int backing_map_at(const struct backing *b, void *addr, size_t len, int prot, uint64_t off)
 {
-	uint64_t step = b->split ? b->page_size : len;
+	for (uint64_t at = off, next; at < off + len; at = next) {
+		int ret;
 
-	for (uint64_t at = off; at < off + len; at += step) {
-		uint64_t n = off + len - at < step ? off + len - at : step;
-		int ret = map_in(b, backing_is_split(b, at) ? b->small_fd : b->fd, at, n,
-				 (void *)((uintptr_t)addr + (at - off)), prot);
-
+		next = piece_end(b, at, off + len);
+		ret = map_in(b, backing_is_split(b, at) ? b->small_fd : b->fd, at, next - at,
+			     (void *)((uintptr_t)addr + (at - off)), prot);
 		if (ret)
 			return ret;
 	}

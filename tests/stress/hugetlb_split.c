@@ -81,16 +81,22 @@ static void guest_scan(struct gm_guest *g, void *arg)
 	}
 }
 
-static int convert(int gmem, uint64_t off, bool private, uint64_t *error_offset)
+static int convert_range(int gmem, uint64_t off, uint64_t size, bool private,
+			 uint64_t *error_offset)
 {
 	struct kvm_memory_attributes2 a = {
-		.offset = off, .size = PAGE, .attributes = private ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0,
+		.offset = off, .size = size, .attributes = private ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0,
 	};
 	int ret = gm_ioctl(gmem, KVM_SET_MEMORY_ATTRIBUTES2, &a) ? errno : 0;
 
 	if (error_offset)
 		*error_offset = a.error_offset;
 	return ret;
+}
+
+static int convert(int gmem, uint64_t off, bool private, uint64_t *error_offset)
+{
+	return convert_range(gmem, off, PAGE, private, error_offset);
 }
 
 static uint64_t scan(int vcpu, struct kvm_run *run)
@@ -194,6 +200,23 @@ int main(void)
 	CHECK(info.split_folios == 0 && info.shared_bytes == SIZE, "nothing changed");
 	CHECK(gm_gmem_unpin(gmem, folio2, PAGE) == 0, "unpin");
 	CHECK(convert(gmem, folio2 + 3 * PAGE, true, NULL) == 0, "split once unpinned");
+
+	/*
+	 * A shared run that starts inside a split folio and goes on into a whole
+	 * one: each folio's pages come from its own store.
+	 */
+	uint64_t folio3 = 3 * SZ_2M, from = folio2 + 100 * PAGE;
+	CHECK(convert_range(gmem, folio3, SZ_2M, true, NULL) == 0, "folio 3 to private, whole");
+	CHECK(convert_range(gmem, from, folio3 + SZ_2M - from, false, NULL) == 0,
+	      "shared from inside split folio 2 to the end of whole folio 3");
+	gm_gmem_info(gmem, &info);
+	CHECK(info.split_folios == 1, "only folio 2 split: %llu", (unsigned long long)info.split_folios);
+	CHECK(host_faults(&host[(folio2 + 3 * PAGE) / 8]), "folio 2's private page stays hidden");
+	bool intact = true;
+	for (uint64_t p = folio2 + 4 * PAGE; p < SIZE; p += PAGE)
+		intact &= !host_faults(&host[p / 8]) && host[p / 8] == p / PAGE;
+	CHECK(intact, "folios 2 and 3 read their own data through the host mapping");
+	CHECK(scan(vcpu, run) == 0, "and through the guest");
 
 	/* Punching a split folio frees it from the split store; it stays split while mixed. */
 	CHECK(gm_fallocate(gmem, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, folio2, SZ_2M) == 0,
