@@ -39,7 +39,7 @@ enum stress_op { STRESS_OP_QUIT = 1, STRESS_OP_WRITE, STRESS_OP_READ };
  * and is never 0. Consecutive pages of one command take consecutive ids.
  */
 #define STRESS_WORDS_PER_PAGE 8
-#define STRESS_WORD_STRIDE 512
+#define STRESS_WORD_STRIDE 584 /* the last word ends the page */
 #define STRESS_VALUE_STEP ((1ULL << 24) + (1ULL << 4))
 
 static inline uint64_t stress_value(uint64_t id, uint64_t page, unsigned word)

@@ -35,7 +35,7 @@ uint64_t history_open(struct page_history *h, enum event_kind kind, uint64_t id,
 	if (h->recorded >= HISTORY_DEPTH) {
 		if (is_data(slot->kind))
 			h->data_evicted = true;
-		else
+		else if (slot->kind != EVENT_HIDDEN)
 			h->attr_evicted = true;
 		if (slot->kind == EVENT_WRITE && slot->id > h->evicted_write_id)
 			h->evicted_write_id = slot->id;
@@ -90,7 +90,8 @@ static const char *kind_name(uint8_t kind)
 	case EVENT_WRITE: return "write";
 	case EVENT_PUNCH: return "punch-hole";
 	case EVENT_TO_PRIVATE: return "conversion to private";
-	default: return "conversion to shared";
+	case EVENT_TO_SHARED: return "conversion to shared";
+	default: return "hiding for a folio copy";
 	}
 }
 
@@ -180,6 +181,11 @@ enum verdict history_could_be(struct page_history *h, bool private, uint64_t sta
 
 		if (is_data(e->kind))
 			continue;
+		if (e->kind == EVENT_HIDDEN) {
+			if (private && e->start < end && (e->end == HISTORY_OPEN || e->end >= start))
+				goto out;
+			continue;
+		}
 		if (e->end != HISTORY_OPEN && e->end < start) {
 			if (!before || e->end > before->end)
 				before = e;

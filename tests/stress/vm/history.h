@@ -15,13 +15,19 @@
  * access could have seen.
  */
 #define HISTORY_OPEN UINT64_MAX
-#define HISTORY_DEPTH 32
+#define HISTORY_DEPTH 64
 
 enum event_kind {
 	EVENT_WRITE,      /* a write of the page's words; id names it */
 	EVENT_PUNCH,      /* punch-hole: the page reads 0 after */
 	EVENT_TO_PRIVATE, /* conversions: the attribute after the event */
 	EVENT_TO_SHARED,
+	/*
+	 * The host may lose the page for a while, whatever its kind: a
+	 * conversion that splits or merges a hugetlbfs folio copies it whole
+	 * (docs/compat.md). Not a change of state.
+	 */
+	EVENT_HIDDEN,
 };
 
 struct event {
@@ -57,7 +63,11 @@ void history_close(struct page_history *h, uint64_t start, uint64_t end, bool ma
 enum verdict history_check_word(struct page_history *h, uint64_t page, unsigned word,
 				uint64_t value, uint64_t start, uint64_t end, char *why, size_t n);
 
-/* Could the page have been private (or shared) at some time within [start, end]? */
+/*
+ * Could the page have been private (or shared) at some time within
+ * [start, end]? For private, a hiding event during the access also answers yes:
+ * the question is then whether a host access may have faulted.
+ */
 enum verdict history_could_be(struct page_history *h, bool private, uint64_t start, uint64_t end,
 			      char *why, size_t n);
 
