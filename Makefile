@@ -240,11 +240,15 @@ check-install: lib tools
 
 test-build: lib $(TEST_BINS) tools
 
-# Runs one variant's tests; every binary runs even when an earlier one fails.
+# Runs one variant's tests; every binary runs even when an earlier one fails. Criterion's
+# test workers exit without LeakSanitizer's check, so in its binaries LSan only ever sees
+# the runner, whose own 48-byte leak (libcriterion) sometimes failed the ASan run: it is off
+# there, and stays on for the stress programs and fuzz replays.
 test-run: test-build
 	@status=0; for t in $(TEST_BINS); do \
 		echo "== $$t"; \
-		case $$t in */stress-*|*/fuzz-replay-*) $$t ;; *) $$t --jobs 2 ;; esac || status=1; \
+		case $$t in */stress-*|*/fuzz-replay-*) $$t ;; \
+		*) ASAN_OPTIONS="detect_leaks=0:$$ASAN_OPTIONS" $$t --jobs 2 ;; esac || status=1; \
 	done; exit $$status
 
 test: deps
