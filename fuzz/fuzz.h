@@ -189,6 +189,10 @@ static FUZZ_UNUSED bool peek64(const volatile char *addr, uint64_t *val)
 struct probe_req {
 	uint64_t gpa, expect, tag, val;
 	int write;
+	/* A batch instead (probe_batch): read batch[next..n), each into vals[]. */
+	const uint64_t *batch;
+	size_t batch_n, batch_next;
+	uint64_t vals[16];
 };
 
 static struct probe_req probe_req;
@@ -203,6 +207,14 @@ static void probe_guest(struct gm_guest *guest, void *arg)
 		uint64_t v;
 
 		gm_guest_ucall(guest, GM_UCALL_SYNC, 0);
+		/* One run for a whole batch: a vCPU handoff costs more than the reads. */
+		if (p->batch_n) {
+			for (size_t i = p->batch_next; i < p->batch_n; i = p->batch_next) {
+				p->vals[i] = gm_guest_read64(guest, p->batch[i]);
+				p->batch_next = i + 1;
+			}
+			continue;
+		}
 		v = gm_guest_read64(guest, p->gpa);
 		p->val = v;
 		if (p->write && v == p->expect)
@@ -295,6 +307,65 @@ static FUZZ_UNUSED enum probe_result probe_access(struct probe_vcpu *pv, uint64_
 	if (mmio && probe_req.val != PROBE_MMIO_DATA)
 		fail("the probe read %#llx, not the MMIO data", (unsigned long long)probe_req.val);
 	return mmio ? PROBE_MMIO : PROBE_MEMORY;
+}
+
+/*
+ * probe_access for each of gpas[0..n) (n <= 16), in one run of the probe
+ * guest but for the exits: results[i] and, for memory, vals[i]. A memory
+ * fault stops the probe vCPU and a new one goes on with the next address;
+ * the probe is left running.
+ */
+static FUZZ_UNUSED void probe_batch(struct probe_vcpu *pv, int vm_fd, unsigned long id,
+				    const uint64_t *gpas, size_t n, int *results, uint64_t *vals)
+{
+	struct gm_ucall uc;
+	int ret;
+
+	probe_req = (struct probe_req){ .batch = gpas, .batch_n = n };
+	for (size_t i = 0; i < n; i++)
+		results[i] = PROBE_MEMORY;
+	for (;;) {
+		size_t i;
+
+		if (pv->fd < 0 && !probe_start(pv, vm_fd, id))
+			fail("KVM_CREATE_VCPU for the probe: %s", strerror(errno));
+		ret = gm_ioctl(pv->fd, KVM_RUN, 0);
+		/* The address the guest stopped at: it moves on only after a read. */
+		i = probe_req.batch_next;
+		if (ret && errno == EFAULT && pv->run->exit_reason == KVM_EXIT_MEMORY_FAULT) {
+			if (i >= n || pv->run->memory_fault.gpa != (gpas[i] & ~(PAGE_SIZE - 1)) ||
+			    pv->run->memory_fault.size != PAGE_SIZE)
+				fail("memory fault at %#llx size %#llx, not at the batch's next address",
+				     (unsigned long long)pv->run->memory_fault.gpa,
+				     (unsigned long long)pv->run->memory_fault.size);
+			results[i] = PROBE_FAULT;
+			probe_stop(pv);
+			probe_req.batch_next = i + 1;
+			continue;
+		}
+		if (ret)
+			fail("KVM_RUN of the probe batch: %s", strerror(errno));
+		if (pv->run->exit_reason == KVM_EXIT_MMIO) {
+			if (i >= n || pv->run->mmio.phys_addr != gpas[i] || pv->run->mmio.len != 8 ||
+			    pv->run->mmio.is_write)
+				fail("MMIO exit at %#llx in a batch", (unsigned long long)pv->run->mmio.phys_addr);
+			memcpy(pv->run->mmio.data, &(uint64_t){ PROBE_MMIO_DATA }, 8);
+			results[i] = PROBE_MMIO;
+			continue;
+		}
+		if (pv->run->exit_reason != KVM_EXIT_IO || gm_vcpu_get_ucall(pv->fd, &uc) ||
+		    uc.cmd != GM_UCALL_SYNC)
+			fail("the probe batch ended with exit %u", pv->run->exit_reason);
+		if (probe_req.batch_next == n)
+			break;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (results[i] == PROBE_MMIO && probe_req.vals[i] != PROBE_MMIO_DATA)
+			fail("the probe read %#llx, not the MMIO data",
+			     (unsigned long long)probe_req.vals[i]);
+		vals[i] = results[i] == PROBE_MEMORY ? probe_req.vals[i] : 0;
+	}
+	probe_req.batch_n = 0;
 }
 
 /*

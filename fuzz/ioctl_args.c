@@ -192,20 +192,19 @@ static void fixture_destroy(void)
 
 static void snapshot(struct snapshot *s)
 {
+	int results[NR_PROBE];
+	uint64_t vals[NR_PROBE];
+
 	memset(s, 0, sizeof(*s));
 	/* Accesses first: a sampled page that was not allocated is now, before the counts are read. */
 	for (size_t i = 0; i < NR_HOST; i++)
 		s->host[i].sigbus = peek64(fx.map[host_samples[i][0]] + host_samples[i][1] * PAGE_SIZE,
 					   &s->host[i].val);
+	probe_batch(&fx.probe, fx.vm, 1, probe_gpas, NR_PROBE, results, vals);
 	for (size_t i = 0; i < NR_PROBE; i++) {
-		/* A memory fault leaves the probe stuck: it is stopped, and another one starts. */
-		if (fx.probe.fd < 0)
-			CHECK(probe_start(&fx.probe, fx.vm, 1));
-		s->probe[i].result = probe_access(&fx.probe, probe_gpas[i], false, 0, 0);
-		s->probe[i].val = s->probe[i].result == PROBE_MEMORY ? probe_req.val : 0;
+		s->probe[i].result = results[i];
+		s->probe[i].val = vals[i];
 	}
-	if (fx.probe.fd < 0)
-		CHECK(probe_start(&fx.probe, fx.vm, 1));
 	CHECK(gm_stats(&s->stats) == 0);
 	for (int i = 0; i < NR_GMEM; i++) {
 		struct stat sb;
