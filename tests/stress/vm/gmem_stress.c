@@ -571,13 +571,38 @@ static void *slot_thread(void *arg)
 
 /* ---- the host prober: the VMM's own reads and writes of guest memory ----------------- */
 
+/* What may explain a SIGBUS on a shared page: the huge page pool, the file's split folios. */
+static void describe_sigbus(struct data_file *f, char *why, size_t n)
+{
+	FILE *meminfo = fopen("/proc/meminfo", "r");
+	long total = -1, free_pages = -1, rsvd = -1, surp = -1;
+	struct gm_gmem_info info = { 0 };
+	char line[128];
+	size_t len = strlen(why);
+
+	while (meminfo && fgets(line, sizeof(line), meminfo)) {
+		sscanf(line, "HugePages_Total: %ld", &total);
+		sscanf(line, "HugePages_Free: %ld", &free_pages);
+		sscanf(line, "HugePages_Rsvd: %ld", &rsvd);
+		sscanf(line, "HugePages_Surp: %ld", &surp);
+	}
+	if (meminfo)
+		fclose(meminfo);
+	gm_gmem_info(f->fd, &info);
+	snprintf(why + len, n - len, "; the file is on %s with %" PRIu64 " split folios and %"
+		 PRIu64 " bytes allocated; huge pages total %ld, free %ld, reserved %ld, surplus %ld",
+		 info.backing == GM_BACKING_HUGETLB ? "hugetlbfs" : "a memfd or the host",
+		 info.split_folios, info.allocated_bytes, total, free_pages, rsvd, surp);
+}
+
 /* Reads one word of a page, or writes all of them, as the VMM would through a mapping of it. */
 static void probe(struct stress *st, uint64_t page, char *at, unsigned word, bool write)
 {
 	volatile uint64_t *base = (volatile uint64_t *)at;
 	uint64_t id = 0, seen = 0, start, end;
-	char why[256];
+	char why[512];
 	bool faulted = false;
+	enum verdict verdict;
 
 	units_begin(st, page, 1);
 	start = history_tick();
@@ -598,7 +623,10 @@ static void probe(struct stress *st, uint64_t page, char *at, unsigned word, boo
 	atomic_fetch_add(&st->fig.probe_sigbus, faulted);
 	atomic_fetch_add(&st->fig.probe_writes, write && !faulted);
 	/* SIGBUS exactly when private: no host mapping gives access to a private page. */
-	judge(st, history_could_be(&st->hist[page], faulted, start, end, why, sizeof(why)),
+	verdict = history_could_be(&st->hist[page], faulted, start, end, why, sizeof(why));
+	if (verdict == VERDICT_BAD && faulted)
+		describe_sigbus(file_of(st, page), why, sizeof(why));
+	judge(st, verdict,
 	      faulted ? "the VMM's access raised SIGBUS, but the page"
 		      : "the VMM's access through its mapping succeeded, but the page",
 	      page, why);
