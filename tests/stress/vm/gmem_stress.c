@@ -988,7 +988,13 @@ static void pool_restore(void)
 	pool_saved = -1;
 }
 
-/* Room for the 2 MiB file's folios, plus two for others; false without root. */
+/*
+ * Room for the 2 MiB file's folios, plus two; false without root. The pool is
+ * the test's until it ends: shrinking it meanwhile makes faults on punched
+ * huge pages raise SIGBUS.
+ */
+static long pool_pages;
+
 static bool pool_grow(void)
 {
 	long now = geteuid() == 0 ? read_pool() : -1;
@@ -996,6 +1002,7 @@ static bool pool_grow(void)
 	if (now < 0 || !write_pool(now + FILE_SIZE / (2UL << 20) + 2))
 		return false;
 	pool_saved = now;
+	pool_pages = read_pool();
 	return true;
 }
 
@@ -1254,18 +1261,22 @@ static void print_figures(struct stress *st, double seconds)
 			  f->accounting_checks + f->slot_checks + f->final_checks;
 
 #define RATE(x) (double)(x) / seconds
+	char pool_desc[48];
 	static const char *const backing_name[] = {
 		[GM_BACKING_MEMFD] = "memfd", [GM_BACKING_HUGETLB] = "hugetlbfs",
 		[GM_BACKING_HOST_GMEM] = "the host's guest_memfd",
 	};
 
+	snprintf(pool_desc, sizeof(pool_desc), "%ld huge pages)", pool_pages);
 	printf("gmem-stress: %s backend, %u vCPUs, %u slots, %.1f s, seed %" PRIu64 "\n",
 	       st->backend, st->nr_vcpus, (unsigned)NR_DATA_SLOTS, seconds, st->seed);
 	for (unsigned i = 0; i < NR_FILES; i++)
-		printf("  file %u: %llu MiB, %llu KiB folios on %s; punches %s\n", i,
+		printf("  file %u: %llu MiB, %llu KiB folios on %s%s%s; punches %s\n", i,
 		       (unsigned long long)(FILE_SIZE >> 20),
 		       (unsigned long long)(st->files[i].folio >> 10),
 		       backing_name[st->files[i].backing],
+		       st->files[i].backing == GM_BACKING_HUGETLB ? " (a pool of " : "",
+		       st->files[i].backing == GM_BACKING_HUGETLB ? pool_desc : "",
 		       st->files[i].residency ? "checked page by page with mincore(2)"
 		       : st->files[i].backing == GM_BACKING_HUGETLB
 			       ? "checked by allocated_bytes at the end (mincore cannot see hugetlbfs)"
