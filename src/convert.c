@@ -137,7 +137,7 @@ static int convert_locked(struct gmem *g, pgoff_t start, pgoff_t end, uint64_t a
 		ret = hostmap_refresh(g, start, end);
 		attr_restore(&g->attrs, saved, nr_saved, end);
 		if (ret) {
-			hostmap_refresh(g, start, end);
+			hostmap_undo(g, start, end);
 			ret = -ENOMEM;
 			goto out;
 		}
@@ -160,7 +160,7 @@ static int convert_locked(struct gmem *g, pgoff_t start, pgoff_t end, uint64_t a
 	if ((!to_private || huge_store) && hostmap_refresh(g, host_start, host_end)) {
 		/* The host cannot see the pages: undo, so that the call changed nothing. */
 		attr_restore(&g->attrs, saved, nr_saved, end);
-		hostmap_refresh(g, host_start, host_end);
+		hostmap_undo(g, host_start, host_end);
 		ret = -ENOMEM;
 	}
 	if (huge_store)

@@ -78,5 +78,11 @@ int hostmap_check_generic(void *addr, size_t len, int prot, int flags, int64_t o
 int hostmap_refresh(struct gmem *g, pgoff_t start, pgoff_t end);
 /* Makes pages [start, end) fault (SIGBUS) in every host mapping of g, whatever their kind. */
 int hostmap_hide(struct gmem *g, pgoff_t start, pgoff_t end);
+/*
+ * After a failed conversion, with the attributes restored: the mappings as
+ * they say, or, if even that fails, [start, end) hidden (SIGBUS) rather than
+ * a private page left readable.
+ */
+void hostmap_undo(struct gmem *g, pgoff_t start, pgoff_t end);
 
 #endif

@@ -37,7 +37,32 @@ static int map_hole(uintptr_t addr, size_t len, int prot, uint64_t off)
 	return p == MAP_FAILED ? -errno : 0;
 }
 
-/* Lays the file's current attributes (or, hiding, the hole) over pages [first, last) of one mapping. */
+/* Test hook: mmaps of host mappings fail from the after-th from now, times in a row. */
+static atomic_long fail_countdown, fail_times;
+
+void gm_hostmap_fail(long after, long times)
+{
+	atomic_store(&fail_times, times);
+	atomic_store(&fail_countdown, after);
+}
+
+static bool map_should_fail(void)
+{
+	long n = atomic_load(&fail_countdown);
+
+	while (n > 1)
+		if (atomic_compare_exchange_weak(&fail_countdown, &n, n - 1))
+			return false;
+	if (n == 1 && atomic_fetch_sub(&fail_times, 1) > 0)
+		return true;
+	return false;
+}
+
+/*
+ * Lays the file's current attributes (or, hiding, the hole) over pages
+ * [first, last) of one mapping. Hiding goes on past a failure: it is what
+ * keeps private pages away from the host when nothing else worked.
+ */
 static int hostmap_apply(struct hostmap *m, pgoff_t first, pgoff_t last, bool hide)
 {
 	struct gmem *g = m->gmem;
@@ -57,15 +82,23 @@ static int hostmap_apply(struct hostmap *m, pgoff_t first, pgoff_t last, bool hi
 		uintptr_t addr = m->start + ((idx - map_first) << GM_PAGE_SHIFT);
 		size_t len;
 
+		int err;
+
 		stop = run_end < last ? run_end : last;
 		len = (stop - idx) << GM_PAGE_SHIFT;
-		if (hide || (attrs & KVM_MEMORY_ATTRIBUTE_PRIVATE))
-			ret = map_hole(addr, len, m->prot, idx << GM_PAGE_SHIFT);
+		if (map_should_fail())
+			err = -ENOMEM;
+		else if (hide || (attrs & KVM_MEMORY_ATTRIBUTE_PRIVATE))
+			err = map_hole(addr, len, m->prot, idx << GM_PAGE_SHIFT);
 		else
-			ret = backing_map_at(&g->backing, (void *)addr, len, m->prot,
+			err = backing_map_at(&g->backing, (void *)addr, len, m->prot,
 					     idx << GM_PAGE_SHIFT);
-		if (ret)
-			return ret;
+		if (err && !hide)
+			return err;
+		if (err) {
+			ret = ret ? ret : err;
+			continue;
+		}
 		/* The kernel unmaps converted pages in forked children too; we cannot reach them. */
 		madvise((void *)addr, len, MADV_DONTFORK);
 	}
@@ -294,9 +327,12 @@ static int hostmap_update(struct gmem *g, pgoff_t start, pgoff_t end, bool hide)
 	int ret = 0;
 
 	pthread_mutex_lock(&hostmap_lock);
-	for (m = hostmaps; m && !ret; m = m->next)
-		if (m->gmem == g)
-			ret = hostmap_apply(m, start, end, hide);
+	for (m = hostmaps; m; m = m->next) {
+		int err = m->gmem == g ? hostmap_apply(m, start, end, hide) : 0;
+
+		/* Every mapping is tried: each one left behind would keep the old state. */
+		ret = ret ? ret : err;
+	}
 	pthread_mutex_unlock(&hostmap_lock);
 	return ret;
 }
@@ -309,4 +345,10 @@ int hostmap_refresh(struct gmem *g, pgoff_t start, pgoff_t end)
 int hostmap_hide(struct gmem *g, pgoff_t start, pgoff_t end)
 {
 	return hostmap_update(g, start, end, true);
+}
+
+void hostmap_undo(struct gmem *g, pgoff_t start, pgoff_t end)
+{
+	if (hostmap_refresh(g, start, end))
+		hostmap_hide(g, start, end);
 }

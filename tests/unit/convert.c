@@ -112,6 +112,75 @@ Test(convert, enomem_changes_nothing)
 	vmm_destroy(&m);
 }
 
+/* Pages [0, 40): every fourth one private, each shared one holding its index. */
+static void fragment(int gmem, volatile char *host)
+{
+	cr_assert_eq(convert(gmem, 0, 40 * PAGE, 0, NULL), 0);
+	for (int i = 0; i < 40; i++)
+		host[i * PAGE] = (char)i;
+	for (int i = 1; i < 40; i += 4)
+		cr_assert_eq(convert(gmem, i * PAGE, PAGE, PRIVATE, NULL), 0);
+}
+
+/*
+ * The host's mappings cannot be laid again (mmap fails: ENOMEM, as with
+ * max_map_count): the conversion fails and the host sees what it saw before.
+ * When even the undo cannot be mapped, the range is hidden instead, so that no
+ * private page is left readable.
+ */
+Test(convert, host_remap_failure)
+{
+	struct vmm m;
+
+	vmm_init(&m, KVM_X86_SW_PROTECTED_VM);
+	int gmem = vmm_gmem(&m, 64 * PAGE, GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED);
+	volatile char *host = gm_mmap(NULL, 64 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, gmem, 0);
+	/* Two mappings: one can be laid again while the other cannot. */
+	volatile char *other = gm_mmap(NULL, 64 * PAGE, PROT_READ, MAP_SHARED, gmem, 0);
+	int failed[2][2] = { { 0 } };
+
+	cr_assert_neq(host, MAP_FAILED);
+	cr_assert_neq(other, MAP_FAILED);
+	for (int to_private = 0; to_private < 2; to_private++)
+		for (long times = 1; times <= 2; times++)
+			for (long after = 1; after <= 12; after++) {
+				uint64_t before, err_off = 0;
+				int ret;
+
+				fragment(gmem, host);
+				before = shared_bytes(gmem);
+				gm_hostmap_fail(after, times);
+				ret = convert(gmem, 0, 40 * PAGE, to_private ? PRIVATE : 0, &err_off);
+				gm_hostmap_fail(0, 0);
+				if (ret == 0)
+					continue; /* the conversion needed fewer mmaps than that */
+				failed[to_private][times - 1]++;
+				cr_expect_eq(ret, ENOMEM, "after %ld, %ld failing", after, times);
+				cr_expect_eq(err_off, 0);
+				cr_expect_eq(shared_bytes(gmem), before);
+				for (int i = 0; i < 80; i++) {
+					volatile char *p = (i < 40 ? host : other) + (i % 40) * PAGE;
+					bool private = i % 4 == 1, faults = vmm_host_faults(p);
+
+					/* Never a private page for the host; shared ones as before, unless hidden. */
+					cr_expect(!private || faults, "page %d of mapping %d readable (after %ld, "
+						  "%ld failing)", i % 40, i / 40, after, times);
+					if (times == 1)
+						cr_expect(private || (!faults && *p == (char)(i % 40)),
+							  "shared page %d of mapping %d lost (after %ld)", i % 40,
+							  i / 40, after);
+				}
+			}
+	for (int d = 0; d < 2; d++)
+		for (int t = 0; t < 2; t++)
+			cr_expect_gt(failed[d][t], 0, "no failure injected to %s, %d failing",
+				     d ? "private" : "shared", t + 1);
+	gm_munmap((void *)host, 64 * PAGE);
+	gm_munmap((void *)other, 64 * PAGE);
+	gm_close(gmem);
+	vmm_destroy(&m);
+}
+
 #define GPA 0x80000000ULL
 
 static void guest_kind_changes(struct gm_guest *g, void *arg)
