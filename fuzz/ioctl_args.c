@@ -228,8 +228,17 @@ static const char *snapshot_diff(const struct snapshot *a, const struct snapshot
 {
 	static char what[160];
 
-	if (memcmp(&a->stats, &b->stats, sizeof(a->stats)))
-		return "gm_stats";
+	if (memcmp(&a->stats, &b->stats, sizeof(a->stats))) {
+		snprintf(what, sizeof(what),
+			 "gm_stats (metadata %llu -> %llu, files %llu -> %llu, VMs %llu -> %llu, fds "
+			 "%llu -> %llu)", (unsigned long long)a->stats.metadata_bytes,
+			 (unsigned long long)b->stats.metadata_bytes,
+			 (unsigned long long)a->stats.gmem_files,
+			 (unsigned long long)b->stats.gmem_files, (unsigned long long)a->stats.vms,
+			 (unsigned long long)b->stats.vms, (unsigned long long)a->stats.open_fds,
+			 (unsigned long long)b->stats.open_fds);
+		return what;
+	}
 	for (int i = 0; i < NR_GMEM; i++) {
 		if (memcmp(&a->info[i], &b->info[i], sizeof(a->info[i]))) {
 			snprintf(what, sizeof(what),

@@ -83,6 +83,20 @@ int attr_reserve_n(struct attr_map *m, size_t n)
 	return 0;
 }
 
+void attr_trim(struct attr_map *m, size_t cap)
+{
+	struct attr_range *r;
+
+	if (m->cap <= cap || m->nr > cap)
+		return;
+	/* Shrinking cannot really fail; if it does, the bigger block stays. */
+	r = gm_realloc(m->ranges, cap * sizeof(*r));
+	if (r) {
+		m->ranges = r;
+		m->cap = cap;
+	}
+}
+
 void attr_set(struct attr_map *m, pgoff_t start, pgoff_t end, uint64_t attrs)
 {
 	size_t first = attr_find(m, start), last = attr_find(m, end - 1);

@@ -26,6 +26,8 @@ bool attr_uniform(const struct attr_map *m, pgoff_t start, pgoff_t end, uint64_t
 int attr_reserve(struct attr_map *m);
 /* Makes room for n more ranges, so that n / 2 sets cannot fail. */
 int attr_reserve_n(struct attr_map *m, size_t n);
+/* Gives back room beyond cap (reserved for a change that failed), as if never reserved. */
+void attr_trim(struct attr_map *m, size_t cap);
 /* Copies the ranges over [start, end) into out (cap entries); returns how many there are. */
 size_t attr_snapshot(const struct attr_map *m, pgoff_t start, pgoff_t end, struct attr_range *out,
 		     size_t cap);

@@ -81,7 +81,7 @@ static int convert_locked(struct gmem *g, pgoff_t start, pgoff_t end, uint64_t a
 	pgoff_t zap_start = start, zap_end = end, pinned, split[2];
 	pgoff_t host_start = start, host_end = end;
 	uint64_t current;
-	size_t nr_saved;
+	size_t nr_saved, cap_before = 0;
 	unsigned nr_inval;
 	int ret;
 
@@ -95,6 +95,7 @@ static int convert_locked(struct gmem *g, pgoff_t start, pgoff_t end, uint64_t a
 	if (!saved)
 		return -ENOMEM;
 	attr_snapshot(&g->attrs, start, end, saved, nr_saved);
+	cap_before = g->attrs.cap;
 	ret = attr_reserve_n(&g->attrs, 2 + 2 * nr_saved);
 	if (ret)
 		goto out;
@@ -167,6 +168,9 @@ static int convert_locked(struct gmem *g, pgoff_t start, pgoff_t end, uint64_t a
 		merge_folios(g, zap_start, zap_end);
 	gmem_invalidate_end(g, nr_inval);
 out:
+	/* A failed call leaves nothing behind, not even room in the range map. */
+	if (ret && cap_before)
+		attr_trim(&g->attrs, cap_before);
 	gm_free(saved);
 	return ret;
 }
