@@ -12,45 +12,20 @@
 
 #include <gmem/gmem.h>
 
+#include "harness/hugepage_pool.h"
 #include "stress/check.h"
 
 #define SZ_2M (2ULL << 20)
 #define SIZE (4 * SZ_2M)
 #define PAGE 4096ULL
 #define GPA (1ULL << 30)
-#define POOL "/proc/sys/vm/nr_hugepages"
 
 static long pool_before = -1;
-
-static long read_pool(void)
-{
-	char buf[32] = { 0 };
-	int fd = open(POOL, O_RDONLY);
-	long n = -1;
-
-	if (fd >= 0 && read(fd, buf, sizeof(buf) - 1) > 0)
-		n = strtol(buf, NULL, 10);
-	if (fd >= 0)
-		close(fd);
-	return n;
-}
-
-static bool write_pool(long n)
-{
-	char buf[32];
-	int fd = open(POOL, O_WRONLY);
-	int len = snprintf(buf, sizeof(buf), "%ld", n);
-	bool ok = fd >= 0 && write(fd, buf, len) == len;
-
-	if (fd >= 0)
-		close(fd);
-	return ok;
-}
 
 static void restore_pool(void)
 {
 	if (pool_before >= 0)
-		write_pool(pool_before);
+		hugepage_pool_write(pool_before);
 }
 
 static sigjmp_buf jmp;
@@ -121,9 +96,9 @@ int main(void)
 		printf("hugetlb_split: 0 passed, 0 failed, 1 skipped\n");
 		return 0;
 	}
-	pool_before = read_pool();
+	pool_before = hugepage_pool_read();
 	atexit(restore_pool);
-	if (pool_before < 0 || !write_pool(pool_before + SIZE / SZ_2M + 2)) {
+	if (pool_before < 0 || !hugepage_pool_write(pool_before + SIZE / SZ_2M + 2)) {
 		printf("hugetlb_split: 0 passed, 0 failed, 1 skipped\n");
 		return 0;
 	}

@@ -1,11 +1,11 @@
 /* 2M-folio guest_memfd on hugetlbfs when huge pages are reserved, and the memfd fallback when not. */
+#include "harness/hugepage_pool.h"
 #include "harness/surface.h"
 
 #include <linux/falloc.h>
 #include <stdio.h>
 #include <string.h>
 
-#define NR_HUGEPAGES "/proc/sys/vm/nr_hugepages"
 #define PUNCH (FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE)
 #define FILE_SIZE (2 * SZ_2M)
 
@@ -15,35 +15,11 @@
  */
 static long saved_nr = -1;
 
-static long read_nr(void)
-{
-	FILE *f = fopen(NR_HUGEPAGES, "r");
-	long v = -1;
-
-	if (f) {
-		if (fscanf(f, "%ld", &v) != 1)
-			v = -1;
-		fclose(f);
-	}
-	return v;
-}
-
-static bool write_nr(long v)
-{
-	FILE *f = fopen(NR_HUGEPAGES, "w");
-	bool ok;
-
-	if (!f)
-		return false;
-	ok = fprintf(f, "%ld\n", v) > 0;
-	return (fclose(f) == 0) && ok;
-}
-
 /* Runs after the test however it ends (assertion, skip or success). */
 static void restore_nr(void)
 {
-	if (saved_nr >= 0 && !write_nr(saved_nr))
-		cr_log_error("could not restore %s to %ld", NR_HUGEPAGES, saved_nr);
+	if (saved_nr >= 0 && !hugepage_pool_write(saved_nr))
+		cr_log_error("could not restore %s to %ld", HUGEPAGE_POOL, saved_nr);
 	saved_nr = -1;
 }
 
@@ -132,7 +108,7 @@ static void check_hugetlb(int vm)
 	 * The file keeps its huge pages reserved after a punch: even with the
 	 * pool shrunk to what is in use or reserved, the hole can be touched.
 	 */
-	cr_assert(write_nr(0), "cannot write %s", NR_HUGEPAGES);
+	cr_assert(hugepage_pool_write(0), "cannot write %s", HUGEPAGE_POOL);
 	lost = t_access_sigbus(p + SZ_2M + 5, false);
 	cr_expect_not(lost, "punched huge page lost its reservation");
 	/* Touching it again would crash the worker and skip restoring the pool. */
@@ -153,22 +129,22 @@ Test(hugetlb, backing_and_fallback, .fini = restore_nr)
 	int vm;
 
 	if (geteuid() != 0)
-		cr_skip_test("not root: cannot change %s", NR_HUGEPAGES);
+		cr_skip_test("not root: cannot change %s", HUGEPAGE_POOL);
 	if (meminfo("Hugepagesize:") != 2048)
 		cr_skip_test("the default huge page size is %ld kB, not 2048",
 			     meminfo("Hugepagesize:"));
-	saved_nr = read_nr();
-	cr_assert_geq(saved_nr, 0, "cannot read %s", NR_HUGEPAGES);
+	saved_nr = hugepage_pool_read();
+	cr_assert_geq(saved_nr, 0, "cannot read %s", HUGEPAGE_POOL);
 	vm = t_create_vm(KVM_X86_DEFAULT_VM);
 
-	cr_assert(write_nr(0), "cannot write %s", NR_HUGEPAGES);
+	cr_assert(hugepage_pool_write(0), "cannot write %s", HUGEPAGE_POOL);
 	if (hugepages_available() == 0)
 		check_fallback(vm);
 	else
 		cr_log_warn("huge pages still free after emptying the pool; fallback not checked");
 
 	/* Room for the file plus a margin for other processes that map huge pages. */
-	if (!write_nr(saved_nr + 8) || hugepages_available() < 2) {
+	if (!hugepage_pool_write(saved_nr + 8) || hugepages_available() < 2) {
 		long avail = hugepages_available();
 
 		gm_close(vm);

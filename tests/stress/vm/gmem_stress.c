@@ -27,6 +27,7 @@
 #include "guest/guest_image.h"
 #include "guest/layout.h"
 #include "guest/stress.h"
+#include "harness/hugepage_pool.h"
 #include "history.h"
 #include "tools/x86_boot.h"
 
@@ -954,37 +955,12 @@ static void read_shmem_thp(void)
 }
 
 /* The huge page pool, grown for the 2 MiB file and given back however the run ends. */
-#define HUGEPAGE_POOL "/proc/sys/vm/nr_hugepages"
 static long pool_saved = -1;
-
-static long read_pool(void)
-{
-	FILE *f = fopen(HUGEPAGE_POOL, "r");
-	long n = -1;
-
-	if (f) {
-		if (fscanf(f, "%ld", &n) != 1)
-			n = -1;
-		fclose(f);
-	}
-	return n;
-}
-
-static bool write_pool(long n)
-{
-	FILE *f = fopen(HUGEPAGE_POOL, "w");
-	bool ok;
-
-	if (!f)
-		return false;
-	ok = fprintf(f, "%ld\n", n) > 0;
-	return fclose(f) == 0 && ok;
-}
 
 static void pool_restore(void)
 {
 	if (pool_saved >= 0)
-		write_pool(pool_saved);
+		hugepage_pool_write(pool_saved);
 	pool_saved = -1;
 }
 
@@ -997,12 +973,12 @@ static long pool_pages;
 
 static bool pool_grow(void)
 {
-	long now = geteuid() == 0 ? read_pool() : -1;
+	long now = geteuid() == 0 ? hugepage_pool_read() : -1;
 
-	if (now < 0 || !write_pool(now + FILE_SIZE / (2UL << 20) + 2))
+	if (now < 0 || !hugepage_pool_write(now + FILE_SIZE / (2UL << 20) + 2))
 		return false;
 	pool_saved = now;
-	pool_pages = read_pool();
+	pool_pages = hugepage_pool_read();
 	return true;
 }
 
