@@ -48,14 +48,18 @@ void gm_hostmap_fail(long after, long times)
 
 static bool map_should_fail(void)
 {
-	long n = atomic_load(&fail_countdown);
+	long n = atomic_load(&fail_countdown), left;
 
 	while (n > 1)
 		if (atomic_compare_exchange_weak(&fail_countdown, &n, n - 1))
 			return false;
-	if (n == 1 && atomic_fetch_sub(&fail_times, 1) > 0)
-		return true;
-	return false;
+	if (n != 1)
+		return false;
+	left = atomic_fetch_sub(&fail_times, 1);
+	/* After the last failure the hook is off again. */
+	if (left <= 1)
+		atomic_store(&fail_countdown, 0);
+	return left >= 1;
 }
 
 /*
@@ -81,7 +85,6 @@ static int hostmap_apply(struct hostmap *m, pgoff_t first, pgoff_t last, bool hi
 		uint64_t attrs = attr_get(&g->attrs, idx, &run_end);
 		uintptr_t addr = m->start + ((idx - map_first) << GM_PAGE_SHIFT);
 		size_t len;
-
 		int err;
 
 		stop = run_end < last ? run_end : last;
