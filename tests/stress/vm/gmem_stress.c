@@ -41,13 +41,11 @@
 #define PAGES_PER_FILE (FILE_SIZE / PAGE)
 #define NR_PAGES (NR_FILES * PAGES_PER_FILE)
 #define MAX_VCPUS 8
-#define PAGE_TABLES_GPA GUEST_PAGE_TABLES_GPA
 
 struct data_file {
 	int fd;
 	uint64_t folio;       /* bytes */
 	uint64_t first_page;  /* global index of the file's page 0 */
-	uint64_t gpa;         /* where its first slot starts */
 	char *map;            /* the VMM's gm_mmap of the whole file */
 	unsigned char *store; /* the backing store, mapped only to ask mincore(2) */
 	uint8_t *private;     /* the attributes, one byte a page, under attr_lock */
@@ -1010,7 +1008,7 @@ static void setup_system(struct stress *st)
 
 	st->sys_fd = create_gmem(st, SYS_SIZE, GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED);
 	st->sys_map = map_file(st->sys_fd, SYS_SIZE);
-	x86_build_page_tables(st->sys_map, PAGE_TABLES_GPA, 1UL << 30);
+	x86_build_page_tables(st->sys_map, GUEST_PAGE_TABLES_GPA, 1UL << 30);
 	memcpy(st->sys_map + GUEST_IMAGE_GPA, stress_image_start,
 	       (size_t)(stress_image_end - stress_image_start));
 	r.guest_memfd = (uint32_t)st->sys_fd;
@@ -1033,7 +1031,6 @@ static void setup_files(struct stress *st)
 							   folio_flag[i]);
 		f->folio = folio[i];
 		f->first_page = i * PAGES_PER_FILE;
-		f->gpa = STRESS_DATA_GPA + i * FILE_SIZE;
 		f->map = map_file(f->fd, FILE_SIZE);
 		if (gm_gmem_info(f->fd, &info))
 			fatal("gm_gmem_info failed");
@@ -1074,7 +1071,7 @@ static void setup_vcpu(struct stress *st, struct vcpu_ctx *v, unsigned id)
 	if (st->kvm) {
 		err = x86_set_cpuid(st->kvm_fd, v->fd);
 		if (!err)
-			err = x86_enter_long_mode(v->fd, PAGE_TABLES_GPA, GUEST_IMAGE_GPA,
+			err = x86_enter_long_mode(v->fd, GUEST_PAGE_TABLES_GPA, GUEST_IMAGE_GPA,
 						  GUEST_STACKS_GPA + (id + 1) * GUEST_STACK_SIZE, id,
 						  GUEST_BOOT_PARAMS_GPA);
 	} else {
