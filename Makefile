@@ -40,7 +40,7 @@ LIB_CFLAGS   := $(ALL_CFLAGS) -fPIC -fvisibility=hidden
 LDLIBS       := -lurcu-bp -lpthread
 SAN_LDFLAGS  := $(filter -fsanitize=%,$(VARIANT_CFLAGS))
 
-LIB_SRCS     := $(wildcard src/*.c src/kvm/*.c src/platform/*.c)
+LIB_SRCS     := $(wildcard src/*.c src/kvm/*.c src/mmu/*.c src/platform/*.c)
 LIB_OBJS     := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 SHARED       := $(BUILD)/libgmem.so.$(VERSION)
 STATIC       := $(BUILD)/libgmem.a
@@ -69,7 +69,7 @@ BENCH_SRCS   := $(wildcard bench/*.c)
 BENCHES      := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all lib tools run test test-run test-build bench install uninstall clean deps check-exports \
-	check-install stress
+	check-install check-layering stress
 all: lib tools
 
 lib: $(SHARED) $(STATIC)
@@ -196,7 +196,7 @@ FUZZ_SECONDS  ?= 60
 FUZZ_CFLAGS   := -std=gnu11 -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
                  -fno-sanitize-recover=all -Wall -Wextra $(WERROR) -Wno-unused-parameter \
                  -Iinclude -Isrc
-FUZZ_LIB_SRCS := $(wildcard src/*.c src/kvm/*.c)
+FUZZ_LIB_SRCS := $(wildcard src/*.c src/kvm/*.c src/mmu/*.c)
 FUZZ_BINS     := $(FUZZ_TARGETS:%=build/fuzz/%)
 FUZZ_REPLAYS  := $(FUZZ_TARGETS:%=$(BUILD)/tests/fuzz-replay-%)
 TEST_BINS     += $(FUZZ_REPLAYS)
@@ -231,6 +231,11 @@ check-exports: $(SHARED)
 	if [ -n "$$bad" ]; then echo "unexpected exported symbols: $$bad"; exit 1; fi; \
 	echo "exports: only gm_* symbols"
 
+# src/'s objects depend on each other one way only (scripts/layering.sh prints the graph).
+check-layering: lib
+	@scripts/layering.sh $(BUILD) >$(BUILD)/layering.txt || { cat $(BUILD)/layering.txt; exit 1; }
+	@tail -1 $(BUILD)/layering.txt
+
 # make install into a scratch prefix, then build and run a program against it with pkg-config.
 check-install: lib tools
 	@d=$$(mktemp -d) && $(MAKE) --no-print-directory install PREFIX=$$d >/dev/null && \
@@ -253,6 +258,7 @@ test-run: test-build
 
 test: deps
 	@$(MAKE) --no-print-directory check-exports
+	@$(MAKE) --no-print-directory check-layering
 	@$(MAKE) --no-print-directory check-install
 	@$(MAKE) --no-print-directory test-run
 	@$(MAKE) --no-print-directory VARIANT=asan test-run

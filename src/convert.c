@@ -2,7 +2,6 @@
 #include <string.h>
 
 #include "gmem.h"
-#include "vm.h"
 
 /* The first pinned page in [start, end), or end when there is none. */
 static pgoff_t first_pinned(const struct gmem *g, pgoff_t start, pgoff_t end)
@@ -189,7 +188,7 @@ static long gmem_set_attributes(struct gmem *g, unsigned long arg)
 	for (size_t i = 0; i < sizeof(a.reserved) / sizeof(a.reserved[0]); i++)
 		if (a.reserved[i])
 			return -EINVAL;
-	if (!vm_has_private_mem(g->vm) || (a.attributes & ~KVM_MEMORY_ATTRIBUTE_PRIVATE))
+	if (!g->vm.private_mem || (a.attributes & ~KVM_MEMORY_ATTRIBUTE_PRIVATE))
 		return -EINVAL;
 	if (!a.size || !gm_range_ok(a.offset, a.size, &end))
 		return -EINVAL;

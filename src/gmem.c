@@ -7,18 +7,34 @@
 
 #include "gmem.h"
 #include "kvm/host.h"
-#include "vm.h"
+#include "mmu/stage2.h"
+#include "rcu.h"
 
 static atomic_ullong live_gmem_files;
 
-uint64_t gmem_supported_flags(const struct vm *vm)
+uint64_t gmem_supported_flags(void)
 {
 	/*
 	 * MMAP always; INIT_SHARED for every VM type, as the in-place conversion
 	 * series allows once attributes live in the file.
 	 */
-	(void)vm;
 	return GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED;
+}
+
+/* Clears every binding of the file being released (slots_lock and invalidate_lock held). */
+static void gmem_release_bindings(struct gmem *g)
+{
+	unsigned nr;
+
+	/* The file is going: its slots stay, but faults through them now fail. */
+	for (struct gmem_binding *b = g->bindings; b; b = b->next)
+		atomic_store(&b->gmem, NULL);
+	nr = gmem_invalidate_begin(g, 0, gmem_npages(g));
+	/* memslot_lookup may still be looking at the file through a slot. */
+	if (nr)
+		gm_synchronize_rcu();
+	gmem_invalidate_end(g, nr);
+	g->bindings = NULL;
 }
 
 static void gmem_release(struct gm_object *obj)
@@ -26,16 +42,16 @@ static void gmem_release(struct gm_object *obj)
 	struct gmem *g = gm_container_of(obj, struct gmem, obj);
 
 	/* As kvm_gmem_release: slots_lock, then the file's lock; bound slots lose the file. */
-	pthread_mutex_lock(&g->vm->slots_lock);
+	pthread_mutex_lock(g->vm.slots_lock);
 	pthread_rwlock_wrlock(&g->invalidate_lock);
-	memslot_release_bindings(g);
+	gmem_release_bindings(g);
 	gmem_pins_destroy(g);
 	pthread_rwlock_unlock(&g->invalidate_lock);
-	pthread_mutex_unlock(&g->vm->slots_lock);
+	pthread_mutex_unlock(g->vm.slots_lock);
 	backing_destroy(&g->backing);
 	attr_map_destroy(&g->attrs);
 	pthread_rwlock_destroy(&g->invalidate_lock);
-	vm_put(g->vm);
+	gm_object_put(g->vm.obj);
 	gm_free(g);
 	atomic_fetch_sub(&live_gmem_files, 1);
 }
@@ -58,14 +74,14 @@ static int folio_shift_from_flags(uint64_t flags, unsigned *shift)
 	}
 }
 
-int gmem_create(struct vm *vm, uint64_t size, uint64_t flags)
+int gmem_create(const struct gmem_vm *vm, uint64_t size, uint64_t flags)
 {
 	struct gmem *g;
 	unsigned shift;
 	int fd, ret;
 
 	/* The kernel's order: flags, then size (signed, page aligned). */
-	if (flags & ~(gmem_supported_flags(vm) | GM_GUEST_MEMFD_FOLIO_MASK))
+	if (flags & ~(gmem_supported_flags() | GM_GUEST_MEMFD_FOLIO_MASK))
 		return -EINVAL;
 	if (folio_shift_from_flags(flags, &shift))
 		return -EINVAL;
@@ -101,8 +117,8 @@ int gmem_create(struct vm *vm, uint64_t size, uint64_t flags)
 		ret = backing_init(&g->backing, size, vm->host_fd >= 0 ? GM_PAGE_SHIFT : shift);
 	if (ret)
 		goto err_attrs;
-	vm_get(vm);
-	g->vm = vm;
+	gm_object_get(vm->obj);
+	g->vm = *vm;
 	atomic_fetch_add(&live_gmem_files, 1);
 
 	/* Like the kernel's, the fd is not close-on-exec. */
@@ -128,26 +144,67 @@ unsigned gmem_invalidate_begin(struct gmem *g, pgoff_t start, pgoff_t end)
 {
 	unsigned nr = 0;
 
-	for (struct memslot *b = g->bindings; b; b = b->next_binding) {
+	for (struct gmem_binding *b = g->bindings; b; b = b->next) {
 		pgoff_t s = start > b->pgoff ? start : b->pgoff;
 		pgoff_t e = end < b->pgoff + b->npages ? end : b->pgoff + b->npages;
 
 		if (s >= e)
 			continue;
-		mmu_invalidate_begin(&g->vm->mmu, b->base_gfn + (s - b->pgoff),
+		/* Returns once no vCPU can still use a zapped translation. */
+		mmu_invalidate_begin(g->vm.mmu, b->base_gfn + (s - b->pgoff),
 				     b->base_gfn + (e - b->pgoff));
 		nr++;
 	}
-	/* No vCPU may still be using a zapped translation when memory changes. */
-	if (nr)
-		vm_quiesce_vcpus(g->vm);
 	return nr;
 }
 
 void gmem_invalidate_end(struct gmem *g, unsigned nr)
 {
 	while (nr--)
-		mmu_invalidate_end(&g->vm->mmu);
+		mmu_invalidate_end(g->vm.mmu);
+}
+
+int gmem_bind(struct gmem *g, struct gmem_binding *b, const struct gm_object *vm_obj,
+	      uint64_t offset)
+{
+	uint64_t end;
+	int ret = 0;
+
+	if (g->vm.obj != vm_obj || (int64_t)offset < 0 || !GM_ALIGNED(offset, GM_PAGE_SIZE) ||
+	    !gm_range_ok(offset, b->npages << GM_PAGE_SHIFT, &end) || end > g->size)
+		return -EINVAL;
+	pthread_rwlock_wrlock(&g->invalidate_lock);
+	/* A file range backs one slot only (EEXIST as in mainline after 6.18). */
+	for (struct gmem_binding *o = g->bindings; o; o = o->next)
+		if (o->pgoff < (end >> GM_PAGE_SHIFT) && (offset >> GM_PAGE_SHIFT) < o->pgoff + o->npages)
+			ret = -EEXIST;
+	if (!ret) {
+		b->pgoff = offset >> GM_PAGE_SHIFT;
+		atomic_store(&b->gmem, g);
+		b->next = g->bindings;
+		g->bindings = b;
+	}
+	pthread_rwlock_unlock(&g->invalidate_lock);
+	/* The binding holds no reference: the file clears it when it goes. */
+	return ret;
+}
+
+void gmem_unbind(struct gmem_binding *b)
+{
+	/* slots_lock is held, so a file's release cannot run concurrently. */
+	struct gmem *g = atomic_load(&b->gmem);
+
+	if (!g)
+		return;
+	pthread_rwlock_wrlock(&g->invalidate_lock);
+	for (struct gmem_binding **pp = &g->bindings; *pp; pp = &(*pp)->next) {
+		if (*pp == b) {
+			*pp = b->next;
+			break;
+		}
+	}
+	atomic_store(&b->gmem, NULL);
+	pthread_rwlock_unlock(&g->invalidate_lock);
 }
 
 static int gmem_punch_hole(struct gmem *g, uint64_t off, uint64_t len)

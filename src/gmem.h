@@ -5,9 +5,33 @@
 #include "attr.h"
 #include "backing.h"
 
+struct mmu;
+
+/*
+ * What a file knows of its VM. The VM creates files and binds them, so the
+ * file never calls it: it reaches the VM only through these and the stage-2.
+ */
+struct gmem_vm {
+	struct gm_object *obj;        /* the VM, referenced: the file keeps its VM alive */
+	pthread_mutex_t *slots_lock;  /* taken before the file's lock, as kvm_gmem_release does */
+	struct mmu *mmu;              /* the stage-2 that maps the file's bound ranges */
+	int host_fd;                  /* the host's VM on the kvm backend, else -1 */
+	bool private_mem;             /* the VM type has private memory */
+};
+
+/* A memslot's hold on pages [pgoff, pgoff + npages) of a file, mapped at base_gfn. */
+struct gmem_binding {
+	/* The bound file, cleared when the file is released (no reference held, as in KVM). */
+	struct gmem *_Atomic gmem;
+	pgoff_t pgoff;
+	uint64_t npages;
+	gfn_t base_gfn;
+	struct gmem_binding *next;    /* the file's list of bindings, under its invalidate_lock */
+};
+
 struct gmem {
 	struct gm_object obj;
-	struct vm *vm;          /* referenced: the file keeps its VM alive */
+	struct gmem_vm vm;
 	uint64_t size;
 	uint64_t flags;
 	unsigned folio_shift;
@@ -19,7 +43,7 @@ struct gmem {
 	 */
 	pthread_rwlock_t invalidate_lock;
 	struct attr_map attrs;
-	struct memslot *bindings; /* slots bound to this file, under invalidate_lock */
+	struct gmem_binding *bindings; /* slots bound to this file, under invalidate_lock */
 	struct gmem_pin *pins;    /* device DMA pins, under invalidate_lock */
 	atomic_uint host_mappings;
 };
@@ -38,6 +62,22 @@ static inline void gmem_put(struct gmem *g)
 {
 	gm_object_put(&g->obj);
 }
+
+/* gmem.c */
+int gmem_create(const struct gmem_vm *vm, uint64_t size, uint64_t flags);
+uint64_t gmem_supported_flags(void);
+int gmem_fallocate(struct gmem *g, int mode, int64_t off, int64_t len);
+int gmem_fstat(struct gmem *g, int fd, struct stat *st);
+int gmem_info(struct gmem *g, struct gm_gmem_info *info);
+uint64_t gmem_count(void);
+/*
+ * kvm_gmem_bind: binds b (base_gfn and npages set) to the file at offset
+ * if the file is vm_obj's and the range is free; the VM's slots_lock held.
+ */
+int gmem_bind(struct gmem *g, struct gmem_binding *b, const struct gm_object *vm_obj,
+	      uint64_t offset);
+/* Undoes gmem_bind, if the file still holds b; the VM's slots_lock held. */
+void gmem_unbind(struct gmem_binding *b);
 
 /* A range of pages pinned for device DMA; a pinned page cannot become private. */
 struct gmem_pin {

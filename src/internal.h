@@ -96,32 +96,6 @@ struct gm_object *gm_file_get_typed(int fd, enum gm_file_type want, int *err);
 int gm_file_close(int fd);
 uint64_t gm_file_count(void);
 
-struct vm;
-struct gmem;
-
-/* kvm.c */
-long kvm_dev_ioctl(unsigned long request, unsigned long arg);
-long kvm_check_extension(struct vm *vm, long cap);
-
-/* vm.c */
-long vm_ioctl(struct vm *vm, unsigned long request, unsigned long arg);
-int vm_create(unsigned long type);
-void vm_get(struct vm *vm);
-void vm_put(struct vm *vm);
-unsigned long vm_type(const struct vm *vm);
-bool vm_has_private_mem(const struct vm *vm);
-uint64_t vm_count(void);
-int vm_mmu_stats(struct vm *vm, struct gm_mmu_stats *stats);
-int vm_info(struct vm *vm, struct gm_vm_info *info);
-
-/* gmem.c */
-int gmem_create(struct vm *vm, uint64_t size, uint64_t flags);
-uint64_t gmem_supported_flags(const struct vm *vm);
-int gmem_fallocate(struct gmem *g, int mode, int64_t off, int64_t len);
-int gmem_fstat(struct gmem *g, int fd, struct stat *st);
-int gmem_info(struct gmem *g, struct gm_gmem_info *info);
-uint64_t gmem_count(void);
-
 #define gm_container_of(ptr, type, member) \
 	((type *)((char *)(ptr) - offsetof(type, member)))
 

@@ -2,16 +2,16 @@
 #include <fcntl.h>
 #include <string.h>
 
-#include "gmem.h"
 #include "kvm/host.h"
-#include "vm.h"
+#include "memslot.h"
+#include "mmu/stage2.h"
 
 #define GM_MAX_GFN ((1ULL << 36) - 1) /* the stage-2 covers 48 bits of guest-physical space */
 #define GM_TASK_SIZE_MAX 0x7ffffffff000ULL
 
-static struct memslots *slots_of(struct vm *vm, unsigned as_id)
+static struct memslots *slots_of(struct vm_memslots *vs, unsigned as_id)
 {
-	return atomic_load_explicit(&vm->memslots[as_id], memory_order_acquire);
+	return atomic_load_explicit(&vs->as[as_id], memory_order_acquire);
 }
 
 static struct memslot *slot_by_id(struct memslots *s, uint32_t id)
@@ -95,14 +95,12 @@ static struct memslots *slots_replace(struct memslots *s, struct memslot *old, s
 	return n;
 }
 
-/* kvm_gmem_bind: the file must be a guest_memfd of this VM with room for the slot. */
-static int gmem_bind(struct vm *vm, struct memslot *slot, int fd, struct gm_object *obj,
+/* The file behind a KVM_MEM_GUEST_MEMFD slot: a guest_memfd of this VM (kvm_gmem_bind). */
+static int slot_bind(struct vm_memslots *vs, struct memslot *slot, int fd, struct gm_object *obj,
 		     enum gm_file_type type, uint64_t offset)
 {
 	struct gmem *g;
-	struct memslot *b;
-	uint64_t end;
-	int ret = 0;
+	int ret;
 
 	/* An open fd that is not ours is not a guest_memfd; a closed one is EBADF. */
 	if (!obj)
@@ -110,58 +108,12 @@ static int gmem_bind(struct vm *vm, struct memslot *slot, int fd, struct gm_obje
 	if (type != GM_FILE_GMEM)
 		return -EINVAL;
 	g = gm_container_of(obj, struct gmem, obj);
-	if (g->vm != vm || (int64_t)offset < 0 || !GM_ALIGNED(offset, GM_PAGE_SIZE) ||
-	    !gm_range_ok(offset, slot->npages << GM_PAGE_SHIFT, &end) || end > g->size)
-		return -EINVAL;
-	pthread_rwlock_wrlock(&g->invalidate_lock);
-	/* A file range backs one slot only (EEXIST as in mainline after 6.18). */
-	for (b = g->bindings; b; b = b->next_binding)
-		if (b->pgoff < (end >> GM_PAGE_SHIFT) && (offset >> GM_PAGE_SHIFT) < b->pgoff + b->npages)
-			ret = -EEXIST;
-	if (!ret) {
-		slot->pgoff = offset >> GM_PAGE_SHIFT;
+	slot->binding.base_gfn = slot->base_gfn;
+	slot->binding.npages = slot->npages;
+	ret = gmem_bind(g, &slot->binding, vs->vm_obj, offset);
+	if (!ret)
 		slot->gmem_only = g->flags & GUEST_MEMFD_FLAG_MMAP;
-		atomic_store(&slot->gmem, g);
-		slot->next_binding = g->bindings;
-		g->bindings = slot;
-	}
-	pthread_rwlock_unlock(&g->invalidate_lock);
-	/* The binding holds no reference: the file clears it when it goes. */
 	return ret;
-}
-
-/* Called with vm->slots_lock held, so a file's release cannot run concurrently. */
-static void gmem_unbind(struct memslot *slot)
-{
-	struct gmem *g = atomic_load(&slot->gmem);
-	struct memslot **pp;
-
-	if (!g)
-		return;
-	pthread_rwlock_wrlock(&g->invalidate_lock);
-	for (pp = &g->bindings; *pp; pp = &(*pp)->next_binding) {
-		if (*pp == slot) {
-			*pp = slot->next_binding;
-			break;
-		}
-	}
-	atomic_store(&slot->gmem, NULL);
-	pthread_rwlock_unlock(&g->invalidate_lock);
-}
-
-void memslot_release_bindings(struct gmem *g)
-{
-	unsigned nr;
-
-	/* The file is going: its slots stay, but faults through them now fail. */
-	for (struct memslot *b = g->bindings; b; b = b->next_binding)
-		atomic_store(&b->gmem, NULL);
-	nr = gmem_invalidate_begin(g, 0, gmem_npages(g));
-	/* memslot_lookup may still be looking at the file through a slot. */
-	if (nr)
-		gm_synchronize_rcu();
-	gmem_invalidate_end(g, nr);
-	g->bindings = NULL;
 }
 
 static void slot_free_rcu(struct rcu_head *head)
@@ -170,47 +122,46 @@ static void slot_free_rcu(struct rcu_head *head)
 }
 
 /* Publishes n, waits for readers of the old array, frees it. */
-static void slots_publish(struct vm *vm, unsigned as_id, struct memslots *n)
+static void slots_publish(struct vm_memslots *vs, unsigned as_id, struct memslots *n)
 {
-	struct memslots *old = slots_of(vm, as_id);
+	struct memslots *old = slots_of(vs, as_id);
 
-	atomic_store_explicit(&vm->memslots[as_id], n, memory_order_release);
+	atomic_store_explicit(&vs->as[as_id], n, memory_order_release);
 	gm_synchronize_rcu();
 	gm_free(old);
 }
 
 /* Drops what the stage-2 mapped through a slot that faults can no longer find. */
-static void slot_zap(struct vm *vm, const struct memslot *old)
+static void slot_zap(struct vm_memslots *vs, const struct memslot *old)
 {
-	mmu_invalidate_begin(&vm->mmu, old->base_gfn, old->base_gfn + old->npages);
-	vm_quiesce_vcpus(vm);
-	mmu_invalidate_end(&vm->mmu);
+	mmu_invalidate_begin(vs->mmu, old->base_gfn, old->base_gfn + old->npages);
+	mmu_invalidate_end(vs->mmu);
 }
 
-static int slot_delete(struct vm *vm, unsigned as_id, struct memslot *old)
+static int slot_delete(struct vm_memslots *vs, unsigned as_id, struct memslot *old)
 {
-	struct memslots *n = slots_replace(slots_of(vm, as_id), old, NULL);
+	struct memslots *n = slots_replace(slots_of(vs, as_id), old, NULL);
 
 	if (!n)
 		return -ENOMEM;
-	slots_publish(vm, as_id, n);
-	if (vm->host_fd >= 0) {
+	slots_publish(vs, as_id, n);
+	if (vs->host_fd >= 0) {
 		struct kvm_userspace_memory_region2 del = { .slot = old->id };
 
-		host_set_region(vm->host_fd, &del, -1, 0);
+		host_set_region(vs->host_fd, &del, -1, 0);
 	}
-	slot_zap(vm, old);
+	slot_zap(vs, old);
 	if (old->flags & KVM_MEM_GUEST_MEMFD)
-		gmem_unbind(old);
+		gmem_unbind(&old->binding);
 	gm_call_rcu(&old->rcu, slot_free_rcu);
 	return 0;
 }
 
 /* The kvm backend: the host VM gets the same slot, bound to the host's guest_memfd. */
-static int slot_to_host(struct vm *vm, const struct kvm_userspace_memory_region2 *mem,
+static int slot_to_host(struct vm_memslots *vs, const struct kvm_userspace_memory_region2 *mem,
 			const struct memslot *slot)
 {
-	struct gmem *g = atomic_load(&slot->gmem);
+	struct gmem *g = atomic_load(&slot->binding.gmem);
 	uint64_t hva = 0;
 
 	if (g && g->backing.kind != GM_BACKING_HOST_GMEM) {
@@ -225,15 +176,15 @@ static int slot_to_host(struct vm *vm, const struct kvm_userspace_memory_region2
 		plain.userspace_addr = (uint64_t)(uintptr_t)g->backing.map + mem->guest_memfd_offset;
 		plain.guest_memfd = 0;
 		plain.guest_memfd_offset = 0;
-		return host_set_region(vm->host_fd, &plain, -1, 0);
+		return host_set_region(vs->host_fd, &plain, -1, 0);
 	}
 	/* A host that walks guest memory through the HVA gets the library's view of the file. */
 	if (g && g->backing.map)
 		hva = (uint64_t)(uintptr_t)g->backing.map + mem->guest_memfd_offset;
-	return host_set_region(vm->host_fd, mem, g ? g->backing.fd : -1, hva);
+	return host_set_region(vs->host_fd, mem, g ? g->backing.fd : -1, hva);
 }
 
-static int slot_create(struct vm *vm, unsigned as_id, const struct kvm_userspace_memory_region2 *mem,
+static int slot_create(struct vm_memslots *vs, unsigned as_id, const struct kvm_userspace_memory_region2 *mem,
 		       struct memslot *old, struct gm_object *file, enum gm_file_type file_type)
 {
 	gfn_t base = mem->guest_phys_addr >> GM_PAGE_SHIFT;
@@ -242,7 +193,7 @@ static int slot_create(struct vm *vm, unsigned as_id, const struct kvm_userspace
 	struct memslot *slot;
 	int ret;
 
-	if (slots_overlap(slots_of(vm, as_id), mem->slot, base, base + npages))
+	if (slots_overlap(slots_of(vs, as_id), mem->slot, base, base + npages))
 		return -EEXIST;
 	slot = gm_zalloc(sizeof(*slot));
 	if (!slot)
@@ -253,7 +204,7 @@ static int slot_create(struct vm *vm, unsigned as_id, const struct kvm_userspace
 	slot->npages = npages;
 	slot->userspace_addr = mem->userspace_addr;
 	if (mem->flags & KVM_MEM_GUEST_MEMFD) {
-		ret = gmem_bind(vm, slot, (int)mem->guest_memfd, file, file_type,
+		ret = slot_bind(vs, slot, (int)mem->guest_memfd, file, file_type,
 				mem->guest_memfd_offset);
 		if (ret)
 			goto err_free;
@@ -263,32 +214,32 @@ static int slot_create(struct vm *vm, unsigned as_id, const struct kvm_userspace
 		ret = -EINVAL;
 		goto err_unbind;
 	}
-	if (vm->host_fd >= 0) {
-		ret = slot_to_host(vm, mem, slot);
+	if (vs->host_fd >= 0) {
+		ret = slot_to_host(vs, mem, slot);
 		if (ret)
 			goto err_unbind;
 	}
-	n = slots_replace(slots_of(vm, as_id), old, slot);
+	n = slots_replace(slots_of(vs, as_id), old, slot);
 	if (!n) {
 		ret = -ENOMEM;
 		goto err_unbind;
 	}
-	slots_publish(vm, as_id, n);
+	slots_publish(vs, as_id, n);
 	if (old) {
 		/* A move or a flags change: what was mapped through the old slot goes. */
-		slot_zap(vm, old);
+		slot_zap(vs, old);
 		gm_call_rcu(&old->rcu, slot_free_rcu);
 	}
 	return 0;
 
 err_unbind:
-	gmem_unbind(slot);
+	gmem_unbind(&slot->binding);
 err_free:
 	gm_free(slot);
 	return ret;
 }
 
-static int memslot_set_locked(struct vm *vm, const struct kvm_userspace_memory_region2 *mem,
+static int memslot_set_locked(struct vm_memslots *vs, const struct kvm_userspace_memory_region2 *mem,
 			      struct gm_object *file, enum gm_file_type file_type)
 {
 	unsigned as_id = mem->slot >> 16;
@@ -297,9 +248,9 @@ static int memslot_set_locked(struct vm *vm, const struct kvm_userspace_memory_r
 
 	if (ret)
 		return ret;
-	old = slot_by_id(slots_of(vm, as_id), mem->slot);
+	old = slot_by_id(slots_of(vs, as_id), mem->slot);
 	if (!mem->memory_size)
-		return old ? slot_delete(vm, as_id, old) : -EINVAL;
+		return old ? slot_delete(vs, as_id, old) : -EINVAL;
 	if (old) {
 		/* Guest_memfd slots are immutable: they can only be deleted. */
 		if (mem->flags & KVM_MEM_GUEST_MEMFD)
@@ -312,10 +263,10 @@ static int memslot_set_locked(struct vm *vm, const struct kvm_userspace_memory_r
 		if ((mem->guest_phys_addr >> GM_PAGE_SHIFT) == old->base_gfn && mem->flags == old->flags)
 			return 0;
 	}
-	return slot_create(vm, as_id, mem, old, file, file_type);
+	return slot_create(vs, as_id, mem, old, file, file_type);
 }
 
-int memslot_set(struct vm *vm, const struct kvm_userspace_memory_region2 *mem)
+int memslot_set(struct vm_memslots *vs, const struct kvm_userspace_memory_region2 *mem)
 {
 	enum gm_file_type file_type = 0;
 	struct gm_object *file = NULL;
@@ -329,21 +280,21 @@ int memslot_set(struct vm *vm, const struct kvm_userspace_memory_region2 *mem)
 	 */
 	if (mem->flags & KVM_MEM_GUEST_MEMFD)
 		file = gm_file_get((int)mem->guest_memfd, &file_type);
-	pthread_mutex_lock(&vm->slots_lock);
-	ret = memslot_set_locked(vm, mem, file, file_type);
-	pthread_mutex_unlock(&vm->slots_lock);
+	pthread_mutex_lock(&vs->lock);
+	ret = memslot_set_locked(vs, mem, file, file_type);
+	pthread_mutex_unlock(&vs->lock);
 	if (file)
 		gm_object_put(file);
 	return ret;
 }
 
-bool memslot_lookup(struct vm *vm, gfn_t gfn, struct memslot_view *view)
+bool memslot_lookup(struct vm_memslots *vs, gfn_t gfn, struct memslot_view *view)
 {
 	struct memslots *s;
 	bool found = false;
 
 	gm_rcu_read_lock();
-	s = atomic_load_explicit(&vm->memslots[0], memory_order_acquire);
+	s = atomic_load_explicit(&vs->as[0], memory_order_acquire);
 	for (size_t lo = 0, hi = s ? s->nr : 0; lo < hi;) {
 		size_t mid = lo + (hi - lo) / 2;
 		struct memslot *m = s->slots[mid];
@@ -353,13 +304,13 @@ bool memslot_lookup(struct vm *vm, gfn_t gfn, struct memslot_view *view)
 		} else if (gfn >= m->base_gfn + m->npages) {
 			lo = mid + 1;
 		} else {
-			struct gmem *g = atomic_load(&m->gmem);
+			struct gmem *g = atomic_load(&m->binding.gmem);
 
 			*view = (struct memslot_view){
 				.id = m->id, .flags = m->flags, .base_gfn = m->base_gfn,
 				.npages = m->npages, .userspace_addr = m->userspace_addr,
 				.has_gmem = m->flags & KVM_MEM_GUEST_MEMFD,
-				.gmem_only = m->gmem_only, .pgoff = m->pgoff,
+				.gmem_only = m->gmem_only, .pgoff = m->binding.pgoff,
 			};
 			/* A file being released has no references left: treat it as gone. */
 			if (g && gm_object_tryget(&g->obj))
@@ -379,13 +330,23 @@ void memslot_view_put(struct memslot_view *view)
 	view->gmem = NULL;
 }
 
-void memslots_destroy(struct vm *vm)
+void memslots_init(struct vm_memslots *slots, struct mmu *mmu, struct gm_object *vm_obj,
+		   int host_fd)
+{
+	pthread_mutex_init(&slots->lock, NULL);
+	slots->mmu = mmu;
+	slots->vm_obj = vm_obj;
+	slots->host_fd = host_fd;
+}
+
+void memslots_destroy(struct vm_memslots *vs)
 {
 	for (unsigned as = 0; as < GM_ADDRESS_SPACES; as++) {
-		struct memslots *s = slots_of(vm, as);
+		struct memslots *s = slots_of(vs, as);
 
 		for (size_t i = 0; s && i < s->nr; i++)
 			gm_free(s->slots[i]);
 		gm_free(s);
 	}
+	pthread_mutex_destroy(&vs->lock);
 }

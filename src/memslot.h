@@ -4,7 +4,7 @@
 
 #include "rcu.h"
 
-#include "internal.h"
+#include "gmem.h"
 
 #define GM_USER_MEM_SLOTS 32764    /* x86 KVM_USER_MEM_SLOTS */
 #define GM_ADDRESS_SPACES 2        /* x86 with SMM */
@@ -16,11 +16,8 @@ struct memslot {
 	gfn_t base_gfn;
 	uint64_t npages;
 	uint64_t userspace_addr;
-	/* The bound file, cleared when the file is released (no reference held, as in KVM). */
-	struct gmem *_Atomic gmem;
-	pgoff_t pgoff;
 	bool gmem_only;         /* the file has MMAP: shared accesses are served from it too */
-	struct memslot *next_binding; /* the file's list of bindings, under its invalidate_lock */
+	struct gmem_binding binding; /* KVM_MEM_GUEST_MEMFD: the bound file range */
 	struct rcu_head rcu;
 };
 
@@ -43,13 +40,22 @@ struct memslot_view {
 	pgoff_t pgoff;
 };
 
-struct vm;
-int memslot_set(struct vm *vm, const struct kvm_userspace_memory_region2 *mem);
+/* A VM's memslots and what changing them needs; part of struct vm. */
+struct vm_memslots {
+	/* lock serialises memslot updates and binding changes, as kvm->slots_lock. */
+	pthread_mutex_t lock;
+	struct memslots *_Atomic as[GM_ADDRESS_SPACES]; /* RCU-published */
+	struct mmu *mmu;          /* the stage-2 that maps through the slots */
+	struct gm_object *vm_obj; /* the VM: a file binds only to its own VM's slots */
+	int host_fd;              /* the host's VM on the kvm backend, else -1 */
+};
+
+void memslots_init(struct vm_memslots *slots, struct mmu *mmu, struct gm_object *vm_obj,
+		   int host_fd);
+void memslots_destroy(struct vm_memslots *slots);
+int memslot_set(struct vm_memslots *slots, const struct kvm_userspace_memory_region2 *mem);
 /* Looks gfn up; fills *view and returns true when a slot covers it. */
-bool memslot_lookup(struct vm *vm, gfn_t gfn, struct memslot_view *view);
+bool memslot_lookup(struct vm_memslots *slots, gfn_t gfn, struct memslot_view *view);
 void memslot_view_put(struct memslot_view *view);
-void memslots_destroy(struct vm *vm);
-/* Clears every binding of the file being released (vm->slots_lock held). */
-void memslot_release_bindings(struct gmem *g);
 
 #endif

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "gmem.h"
+#include "kvm.h"
 #include "vcpu.h"
 
 /* The mode bits of fallocate(2) that name an operation; WRITE_ZEROES is new in 6.17. */
@@ -66,7 +67,11 @@ GM_EXPORT int gm_ioctl(int fd, unsigned long request, ...)
 		ret = kvm_dev_ioctl(request, arg);
 		break;
 	case GM_FILE_VM:
-		ret = vm_ioctl(gm_container_of(obj, struct vm, obj), request, arg);
+		/* The vCPU sits above the VM, so the VM's ioctl does not create it. */
+		if (request == KVM_CREATE_VCPU)
+			ret = vcpu_create(gm_container_of(obj, struct vm, obj), arg);
+		else
+			ret = vm_ioctl(gm_container_of(obj, struct vm, obj), request, arg);
 		break;
 	case GM_FILE_VCPU:
 		ret = vcpu_ioctl(gm_container_of(obj, struct vcpu, obj), request, arg);

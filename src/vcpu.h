@@ -1,19 +1,12 @@
-/* The software vCPU. */
+/* The vCPU: KVM_RUN, its exits, and on the soft backend the thread that runs the guest function. */
 #ifndef GMEM_VCPU_H
 #define GMEM_VCPU_H
 
+#include "kvm/host.h"
 #include "vm.h"
 
 #define VCPU_MMAP_PAGES 3 /* kvm_run, the PIO data page, the coalesced MMIO page, as on x86 */
 #define GM_MAX_VCPU_IDS 4096
-#define VCPU_TLB_ENTRIES 64
-
-/* A cached translation: valid while the MMU generation it was taken in lasts. */
-struct vcpu_tlb_entry {
-	gfn_t gfn;
-	uint64_t generation;
-	uint64_t spte;     /* host address of the 4K page | SPTE flags */
-};
 
 enum vcpu_turn { VCPU_TURN_HOST, VCPU_TURN_GUEST };
 
@@ -23,8 +16,7 @@ struct vcpu {
 	unsigned long id;
 	struct kvm_run *run;    /* the library's mapping of the run area */
 	int run_fd;             /* the fd whose memfd holds the run area */
-	int host_fd;            /* kvm backend: the host's vCPU, else -1 */
-	bool hypercall_pending; /* kvm backend: a gate request awaits hypercall.ret */
+	struct host_vcpu host;  /* kvm backend: the host's vCPU (fd -1 on the soft backend) */
 
 	gm_guest_fn fn;
 	void *arg;
@@ -38,24 +30,31 @@ struct vcpu {
 	int exit_errno;         /* what KVM_RUN returns with the exit: 0 or EFAULT */
 	struct gm_ucall ucall;
 
-	/*
-	 * Odd while the guest thread uses a translation. Invalidations wait for
-	 * it to move on; an asymmetric fence (membarrier) on their side keeps the
-	 * guest's side to plain stores.
-	 */
-	_Atomic uint64_t access_seq;
-	struct vcpu *next_in_vm;        /* the VM's list, under vm->vcpus_lock */
-	struct mmu *mmu;
-	_Atomic uint64_t *generation;   /* the MMU's: cached translations are valid within one */
-	/* What a cached leaf must carry for a read [0] and a write [1] of the current access kind. */
-	uint64_t need_mask[2], need_bits[2];
+	struct mmu_vcpu mmu;    /* the guest's cached view of the stage-2 */
 	bool private_vm;
+};
 
-	struct vcpu_tlb_entry tlb[VCPU_TLB_ENTRIES];
+/* The guest's handle is its vCPU. */
+struct gm_guest {
+	struct vcpu vcpu;
 };
 
 int vcpu_create(struct vm *vm, unsigned long id);
 long vcpu_ioctl(struct vcpu *v, unsigned long request, unsigned long arg);
 int vcpu_mmap(struct vcpu *v, void *addr, size_t len, int prot, int flags, int64_t off, void **out);
+
+/*
+ * Exits, called on the guest's side: each fills kvm_run, hands control to
+ * KVM_RUN's caller, and returns when the next KVM_RUN resumes the guest.
+ */
+void vcpu_exit(struct vcpu *v, uint32_t reason, int err);
+/* KVM_EXIT_MEMORY_FAULT for the page of gpa; KVM_RUN fails with EFAULT. */
+void vcpu_exit_memory_fault(struct vcpu *v, gpa_t gpa, bool private);
+/* KVM_EXIT_MMIO of up to 8 bytes; a read gets the data userspace put in kvm_run. */
+void vcpu_exit_mmio(struct vcpu *v, gpa_t gpa, void *buf, size_t len, bool write);
+/* KVM_EXIT_HYPERCALL; returns what userspace put in hypercall.ret. */
+uint64_t vcpu_exit_hypercall(struct vcpu *v, uint64_t nr, uint64_t a0, uint64_t a1, uint64_t a2);
+/* The selftests' ucall: a one-byte IN from GM_UCALL_PORT, v->ucall already filled. */
+void vcpu_exit_ucall(struct vcpu *v);
 
 #endif

@@ -6,7 +6,7 @@
 
 #include "gmem.h"
 #include "kvm/host.h"
-#include "vcpu.h"
+#include "vm.h"
 
 static atomic_ullong live_vms;
 
@@ -14,14 +14,12 @@ static void vm_release(struct gm_object *obj)
 {
 	struct vm *vm = gm_container_of(obj, struct vm, obj);
 
-	memslots_destroy(vm);
+	memslots_destroy(&vm->slots);
 	/* call_rcu frees of retired tables must not outlive the tables' owner. */
 	gm_rcu_barrier();
 	mmu_destroy(&vm->mmu);
 	if (vm->host_fd >= 0)
 		close(vm->host_fd);
-	pthread_mutex_destroy(&vm->slots_lock);
-	pthread_mutex_destroy(&vm->vcpus_lock);
 	gm_free(vm);
 	atomic_fetch_sub(&live_vms, 1);
 }
@@ -82,8 +80,7 @@ int vm_create(unsigned long type)
 	}
 	gm_object_init(&vm->obj, vm_release);
 	vm->type = type;
-	pthread_mutex_init(&vm->slots_lock, NULL);
-	pthread_mutex_init(&vm->vcpus_lock, NULL);
+	memslots_init(&vm->slots, &vm->mmu, &vm->obj, vm->host_fd);
 	atomic_fetch_add(&live_vms, 1);
 	/* The kernel's VM fd is close-on-exec. */
 	fd = gm_file_install(GM_FILE_VM, &vm->obj, "kvm-vm", true);
@@ -117,15 +114,44 @@ uint64_t vm_count(void)
 	return atomic_load(&live_vms);
 }
 
+long vm_check_extension(struct vm *vm, long cap)
+{
+	switch (cap) {
+	case KVM_CAP_USER_MEMORY:
+	case KVM_CAP_USER_MEMORY2:
+	case KVM_CAP_MEMORY_FAULT_INFO:
+	case KVM_CAP_ENABLE_CAP_VM:
+	case KVM_CAP_GUEST_MEMFD:
+		return 1;
+	case KVM_CAP_NR_MEMSLOTS:
+		return 32764;
+	case KVM_CAP_EXIT_HYPERCALL:
+		return KVM_EXIT_HYPERCALL_VALID_MASK;
+	case KVM_CAP_GUEST_MEMFD_FLAGS:
+		return (long)gmem_supported_flags();
+	case KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES:
+		/* Attributes live in the file (series v8): settable where the VM has private memory. */
+		return !vm || vm_has_private_mem(vm) ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0;
+	case KVM_CAP_VM_TYPES:
+		return (1 << KVM_X86_DEFAULT_VM) | (1 << KVM_X86_SW_PROTECTED_VM);
+	default:
+		return 0;
+	}
+}
+
 static long vm_ioctl_create_guest_memfd(struct vm *vm, unsigned long arg)
 {
 	struct kvm_create_guest_memfd args;
 	int ret = gm_copy_from_user(&args, (void *)arg, sizeof(args));
+	struct gmem_vm owner = {
+		.obj = &vm->obj, .slots_lock = &vm->slots.lock, .mmu = &vm->mmu,
+		.host_fd = vm->host_fd, .private_mem = vm_has_private_mem(vm),
+	};
 
 	if (ret)
 		return ret;
 	/* reserved[] is not checked, as in 6.18. */
-	return gmem_create(vm, args.size, args.flags);
+	return gmem_create(&owner, args.size, args.flags);
 }
 
 static long vm_ioctl_set_memory_region(struct vm *vm, unsigned long request, unsigned long arg)
@@ -141,7 +167,7 @@ static long vm_ioctl_set_memory_region(struct vm *vm, unsigned long request, uns
 	if (request == KVM_SET_USER_MEMORY_REGION &&
 	    (mem.flags & ~(KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY)))
 		return -EINVAL;
-	return memslot_set(vm, &mem);
+	return memslot_set(&vm->slots, &mem);
 }
 
 static long vm_ioctl_enable_cap(struct vm *vm, unsigned long arg)
@@ -171,14 +197,12 @@ long vm_ioctl(struct vm *vm, unsigned long request, unsigned long arg)
 {
 	switch (request) {
 	case KVM_CHECK_EXTENSION:
-		return kvm_check_extension(vm, (long)arg);
+		return vm_check_extension(vm, (long)arg);
 	case KVM_CREATE_GUEST_MEMFD:
 		return vm_ioctl_create_guest_memfd(vm, arg);
 	case KVM_SET_USER_MEMORY_REGION:
 	case KVM_SET_USER_MEMORY_REGION2:
 		return vm_ioctl_set_memory_region(vm, request, arg);
-	case KVM_CREATE_VCPU:
-		return vcpu_create(vm, arg);
 	case KVM_ENABLE_CAP:
 		return vm_ioctl_enable_cap(vm, arg);
 	default:

@@ -3,26 +3,31 @@
 #define GMEM_VM_H
 
 #include "memslot.h"
-#include "mmu.h"
+#include "mmu/stage2.h"
 
 struct vm {
 	struct gm_object obj;
 	unsigned long type;
 	int host_fd;            /* the host's VM on the kvm backend, -1 on the soft one */
-	/* Serialises memslot updates and binding changes, as kvm->slots_lock.
-	 * Lock order: slots_lock, then a file's invalidate_lock, then mmu.lock. */
-	pthread_mutex_t slots_lock;
-	struct memslots *_Atomic memslots[GM_ADDRESS_SPACES]; /* RCU-published */
+	/* Memslots; slots.lock also guards vcpu_ids. Lock order: slots.lock, then a file's
+	 * invalidate_lock, then mmu.lock. */
+	struct vm_memslots slots;
 	struct mmu mmu;
 	_Atomic uint64_t exit_hypercall_mask; /* KVM_CAP_EXIT_HYPERCALL */
 	atomic_uint nr_vcpus;
-	/* vcpus_lock protects the list of vCPUs that invalidations wait for. */
-	pthread_mutex_t vcpus_lock;
-	struct vcpu *vcpus;
-	uint64_t vcpu_ids[4096 / 64]; /* ids in use, under slots_lock */
+	uint64_t vcpu_ids[4096 / 64]; /* ids in use, under slots.lock */
 };
 
-/* Waits until no vCPU of vm can still use a translation zapped before the call. */
-void vm_quiesce_vcpus(struct vm *vm);
+long vm_ioctl(struct vm *vm, unsigned long request, unsigned long arg);
+int vm_create(unsigned long type);
+void vm_get(struct vm *vm);
+void vm_put(struct vm *vm);
+unsigned long vm_type(const struct vm *vm);
+bool vm_has_private_mem(const struct vm *vm);
+uint64_t vm_count(void);
+int vm_mmu_stats(struct vm *vm, struct gm_mmu_stats *stats);
+int vm_info(struct vm *vm, struct gm_vm_info *info);
+/* KVM_CHECK_EXTENSION on a VM, or on the system fd with vm NULL. */
+long vm_check_extension(struct vm *vm, long cap);
 
 #endif

@@ -8,7 +8,6 @@
 #include <unistd.h>
 
 #include "kvm/host.h"
-#include "vcpu.h"
 
 static pthread_once_t host_once = PTHREAD_ONCE_INIT;
 static int host_fd = -ENODEV;
@@ -125,13 +124,12 @@ int host_set_region(int host_vm_fd, const struct kvm_userspace_memory_region2 *m
 }
 
 /* A MAP_GPA_RANGE request through the gate: an exit for userspace, or an answer in RAX. */
-static long host_gate(struct vcpu *v, bool *exit_to_user)
+static long host_gate(struct host_vcpu *v, uint64_t mask, bool *exit_to_user)
 {
-	uint64_t mask = atomic_load(&v->vm->exit_hypercall_mask);
 	struct kvm_regs regs;
 	uint64_t gfn;
 
-	if (ioctl(v->host_fd, KVM_GET_REGS, &regs) < 0)
+	if (ioctl(v->fd, KVM_GET_REGS, &regs) < 0)
 		return -errno;
 	*exit_to_user = false;
 	if (regs.rax != KVM_HC_MAP_GPA_RANGE || !(mask & (1ULL << KVM_HC_MAP_GPA_RANGE))) {
@@ -151,19 +149,19 @@ static long host_gate(struct vcpu *v, bool *exit_to_user)
 		*exit_to_user = true;
 		return 0;
 	}
-	return ioctl(v->host_fd, KVM_SET_REGS, &regs) < 0 ? -errno : 0;
+	return ioctl(v->fd, KVM_SET_REGS, &regs) < 0 ? -errno : 0;
 }
 
-long host_vcpu_run(struct vcpu *v)
+long host_vcpu_run(struct host_vcpu *v, uint64_t exit_hypercall_mask)
 {
 	if (v->hypercall_pending) {
 		struct kvm_regs regs;
 
 		/* The guest gets userspace's answer in RAX, as KVM completes a hypercall exit. */
-		if (ioctl(v->host_fd, KVM_GET_REGS, &regs) < 0)
+		if (ioctl(v->fd, KVM_GET_REGS, &regs) < 0)
 			return -errno;
 		regs.rax = v->run->hypercall.ret;
-		if (ioctl(v->host_fd, KVM_SET_REGS, &regs) < 0)
+		if (ioctl(v->fd, KVM_SET_REGS, &regs) < 0)
 			return -errno;
 		v->hypercall_pending = false;
 	}
@@ -171,12 +169,12 @@ long host_vcpu_run(struct vcpu *v)
 		bool exit_to_user = true;
 		long ret;
 
-		if (ioctl(v->host_fd, KVM_RUN, 0) < 0)
+		if (ioctl(v->fd, KVM_RUN, 0) < 0)
 			return -errno;
 		if (v->run->exit_reason != KVM_EXIT_IO || v->run->io.port != GM_HYPERCALL_PORT ||
 		    v->run->io.direction != KVM_EXIT_IO_OUT || v->run->io.size != 1)
 			return 0;
-		ret = host_gate(v, &exit_to_user);
+		ret = host_gate(v, exit_hypercall_mask, &exit_to_user);
 		if (ret || exit_to_user)
 			return ret;
 	}

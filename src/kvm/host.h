@@ -4,9 +4,6 @@
 
 #include "internal.h"
 
-struct memslot;
-struct vcpu;
-
 /* The process's /dev/kvm fd, opened on first use; -errno when there is none. */
 int host_kvm_fd(void);
 /*
@@ -29,7 +26,17 @@ int host_set_region(int host_vm_fd, const struct kvm_userspace_memory_region2 *m
 		    uint64_t hva);
 /* An ioctl on one of the host's fds, as the library answers: the result or -errno. */
 long host_ioctl(int fd, unsigned long request, unsigned long arg);
-/* Runs a host vCPU, turning hypercall-gate exits into KVM_EXIT_HYPERCALL. */
-long host_vcpu_run(struct vcpu *v);
+/* A host vCPU as the library runs it. */
+struct host_vcpu {
+	int fd;                  /* the host's vCPU */
+	struct kvm_run *run;     /* its run area */
+	bool hypercall_pending;  /* a gate request awaits run->hypercall.ret */
+};
+
+/*
+ * Runs a host vCPU, turning hypercall-gate exits into KVM_EXIT_HYPERCALL
+ * for the hypercalls in exit_hypercall_mask (KVM_CAP_EXIT_HYPERCALL).
+ */
+long host_vcpu_run(struct host_vcpu *hv, uint64_t exit_hypercall_mask);
 
 #endif

@@ -1,7 +1,14 @@
-/* The software stage-2: a 4-level radix table over gfns with 4K, 2M and 1G leaves. */
+/* The software stage-2: a 4-level radix table over gfns with 4K, 2M and 1G leaves, and its invalidation. */
+#define _GNU_SOURCE
+#include <linux/membarrier.h>
+#include <sched.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include "rcu.h"
 
-#include "mmu.h"
+#include "mmu/stage2.h"
 
 #define MMU_TABLE_BITS 9
 #define MMU_TABLE_ENTRIES (1 << MMU_TABLE_BITS)
@@ -36,6 +43,7 @@ int mmu_init(struct mmu *mmu)
 		return -ENOMEM;
 	atomic_init(&mmu->root, root);
 	pthread_mutex_init(&mmu->lock, NULL);
+	pthread_mutex_init(&mmu->vcpus_lock, NULL);
 	return 0;
 }
 
@@ -54,6 +62,7 @@ void mmu_destroy(struct mmu *mmu)
 {
 	table_free_tree(atomic_load(&mmu->root), MMU_ROOT_LEVEL);
 	pthread_mutex_destroy(&mmu->lock);
+	pthread_mutex_destroy(&mmu->vcpus_lock);
 }
 
 uint64_t mmu_lookup(struct mmu *mmu, gfn_t gfn, enum mmu_level *level)
@@ -185,6 +194,111 @@ static void zap_table(struct mmu *mmu, struct mmu_table *t, int l, gfn_t base, g
 	}
 }
 
+/* ---- vCPUs: the translations they cache, and waiting for them ---- */
+
+static pthread_once_t membarrier_once = PTHREAD_ONCE_INIT;
+static bool membarrier_ok;
+static void *barrier_page;
+
+static void membarrier_init(void)
+{
+	membarrier_ok = syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+	if (!membarrier_ok)
+		barrier_page = mmap(NULL, GM_PAGE_SIZE, PROT_READ | PROT_WRITE,
+				    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+}
+
+/*
+ * A full barrier on every thread of the process that is running now, so a
+ * vCPU's plain store of its access_seq is ordered before its later loads as
+ * seen from here. Without membarrier, changing a touched page's protection
+ * makes the kernel interrupt every CPU that runs this address space.
+ */
+static void process_barrier(void)
+{
+	if (membarrier_ok) {
+		syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+	} else if (barrier_page != MAP_FAILED && barrier_page) {
+		*(volatile char *)barrier_page = 1;
+		mprotect(barrier_page, GM_PAGE_SIZE, PROT_READ);
+		mprotect(barrier_page, GM_PAGE_SIZE, PROT_READ | PROT_WRITE);
+	}
+	mmu_full_fence();
+}
+
+/* Waits until no vCPU can still use a translation zapped before the call. */
+static void mmu_wait_vcpus(struct mmu *mmu)
+{
+	/* Every running vCPU now either sees the zap or is seen inside an access. */
+	process_barrier();
+	pthread_mutex_lock(&mmu->vcpus_lock);
+	for (struct mmu_vcpu *mv = mmu->vcpus; mv; mv = mv->next) {
+		uint64_t seq = atomic_load_explicit(&mv->access_seq, memory_order_acquire);
+
+		if (!(seq & 1))
+			continue;
+		while (atomic_load_explicit(&mv->access_seq, memory_order_acquire) == seq)
+			sched_yield();
+	}
+	pthread_mutex_unlock(&mmu->vcpus_lock);
+}
+
+void mmu_vcpu_join(struct mmu *mmu, struct mmu_vcpu *mv)
+{
+	pthread_once(&membarrier_once, membarrier_init);
+	mv->mmu = mmu;
+	mv->generation = &mmu->generation;
+	mmu_vcpu_set_kind(mv, false, false);
+	pthread_mutex_lock(&mmu->vcpus_lock);
+	mv->next = mmu->vcpus;
+	mmu->vcpus = mv;
+	pthread_mutex_unlock(&mmu->vcpus_lock);
+}
+
+void mmu_vcpu_leave(struct mmu_vcpu *mv)
+{
+	struct mmu *mmu = mv->mmu;
+
+	pthread_mutex_lock(&mmu->vcpus_lock);
+	for (struct mmu_vcpu **pp = &mmu->vcpus; *pp; pp = &(*pp)->next) {
+		if (*pp == mv) {
+			*pp = mv->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&mmu->vcpus_lock);
+}
+
+void mmu_vcpu_set_kind(struct mmu_vcpu *mv, bool check_kind, bool private)
+{
+	uint64_t kind_mask = check_kind ? SPTE_PRIVATE : 0;
+	uint64_t kind_bits = check_kind && private ? SPTE_PRIVATE : 0;
+
+	mv->need_mask[0] = SPTE_PRESENT | kind_mask;
+	mv->need_bits[0] = SPTE_PRESENT | kind_bits;
+	mv->need_mask[1] = SPTE_PRESENT | SPTE_WRITABLE | kind_mask;
+	mv->need_bits[1] = SPTE_PRESENT | SPTE_WRITABLE | kind_bits;
+}
+
+char *mmu_translate(struct mmu_vcpu *mv, gpa_t gpa, bool write)
+{
+	gfn_t gfn = gpa >> GM_PAGE_SHIFT;
+	uint64_t gen = atomic_load_explicit(&mv->mmu->generation, memory_order_acquire);
+	enum mmu_level level;
+	uint64_t spte;
+
+	gm_rcu_read_lock();
+	spte = mmu_lookup(mv->mmu, gfn, &level);
+	gm_rcu_read_unlock();
+	if (!spte)
+		return NULL;
+	spte = (uint64_t)(uintptr_t)spte_hva(spte, level, gfn) | (spte & SPTE_FLAGS);
+	mv->tlb[gfn % MMU_TLB_ENTRIES] = (struct mmu_tlb_entry){ gfn, gen, spte };
+	return mmu_spte_allows(mv, spte, write) ? mmu_spte_addr(spte, gpa) : NULL;
+}
+
+/* ---- invalidation ---- */
+
 void mmu_invalidate_begin(struct mmu *mmu, gfn_t start, gfn_t end)
 {
 	pthread_mutex_lock(&mmu->lock);
@@ -201,6 +315,8 @@ void mmu_invalidate_begin(struct mmu *mmu, gfn_t start, gfn_t end)
 		  start, end);
 	atomic_fetch_add_explicit(&mmu->generation, 1, memory_order_release);
 	pthread_mutex_unlock(&mmu->lock);
+	/* No vCPU may still be using a zapped translation when memory changes. */
+	mmu_wait_vcpus(mmu);
 }
 
 void mmu_invalidate_end(struct mmu *mmu)

@@ -1,0 +1,9 @@
+/* The system fd (/dev/kvm). */
+#ifndef GMEM_SRC_KVM_DEV_H
+#define GMEM_SRC_KVM_DEV_H
+
+#include "internal.h"
+
+long kvm_dev_ioctl(unsigned long request, unsigned long arg);
+
+#endif

@@ -1,0 +1,123 @@
+/* The stage-2 fault path, as kvm_mmu_page_fault: slot, then the file's pfn or the HVA, then a leaf. */
+#define _GNU_SOURCE
+#include <sys/mman.h>
+
+#include "gmem.h"
+#include "mmu/fault.h"
+
+/* The largest leaf the folio, the slot's alignment and uniform attributes allow. */
+static enum mmu_level gmem_max_level(struct gmem *g, const struct memslot_view *s, gfn_t gfn,
+				     pgoff_t index, uint64_t attrs)
+{
+	for (int l = (g->folio_shift - GM_PAGE_SHIFT) / 9; l > 0; l--) {
+		uint64_t n = 1ULL << (9 * l);
+		gfn_t gbase = gfn & ~(n - 1);
+		pgoff_t ibase = index & ~(n - 1);
+		uint64_t uniform;
+
+		if ((gfn & (n - 1)) != (index & (n - 1)))
+			continue;
+		if (gbase < s->base_gfn || gbase + n > s->base_gfn + s->npages)
+			continue;
+		/* A folio split to 4 KiB pages is mapped by 4 KiB leaves. */
+		if (backing_is_split(&g->backing, ibase << GM_PAGE_SHIFT))
+			continue;
+		if (!attr_uniform(&g->attrs, ibase, ibase + n, &uniform) || uniform != attrs)
+			continue;
+		return (enum mmu_level)l;
+	}
+	return MMU_LEVEL_4K;
+}
+
+static struct mmu_fault fault_result(enum mmu_fault_result result, bool private)
+{
+	return (struct mmu_fault){ .result = result, .private = private };
+}
+
+/* kvm_gmem_get_pfn and the map: a page of the file, private or shared, under the file's lock. */
+static struct mmu_fault fault_gmem(struct vm *vm, const struct memslot_view *s, gfn_t gfn,
+				   bool private, bool want_private_attr, uint64_t seq)
+{
+	struct gmem *g = s->gmem;
+	pgoff_t index = s->pgoff + (gfn - s->base_gfn);
+	uint64_t attrs, private_attr;
+	enum mmu_level level;
+	char *hva;
+	int ret;
+
+	pthread_rwlock_rdlock(&g->invalidate_lock);
+	attrs = attr_get(&g->attrs, index, NULL);
+	private_attr = vm_has_private_mem(vm) ? (attrs & KVM_MEMORY_ATTRIBUTE_PRIVATE) : 0;
+	if (want_private_attr != !!private_attr) {
+		/* A conversion ran since the decision: decide again. */
+		pthread_rwlock_unlock(&g->invalidate_lock);
+		return fault_result(MMU_FAULT_MAPPED, private);
+	}
+	level = gmem_max_level(g, s, gfn, index, attrs);
+	hva = backing_addr(&g->backing, (index & ~((1ULL << (9 * level)) - 1)) << GM_PAGE_SHIFT);
+	ret = mmu_map(&vm->mmu, gfn & ~((1ULL << (9 * level)) - 1), level, hva, private, true, seq);
+	pthread_rwlock_unlock(&g->invalidate_lock);
+	(void)ret; /* -EAGAIN: an invalidation raced; the access retries either way */
+	return fault_result(MMU_FAULT_MAPPED, private);
+}
+
+/* The GUP side: a page of the slot's host mapping. */
+static struct mmu_fault fault_hva(struct vm *vm, const struct memslot_view *s, gfn_t gfn,
+				  bool write, uint64_t seq)
+{
+	char *hva = (char *)(uintptr_t)(s->userspace_addr + ((gfn - s->base_gfn) << GM_PAGE_SHIFT));
+	bool readonly = s->flags & KVM_MEM_READONLY;
+
+	/* A write to a read-only slot is emulated as MMIO. */
+	if (write && readonly)
+		return fault_result(MMU_FAULT_MMIO, false);
+	/* Fault the host page in as get_user_pages would; a bad address is a memory fault. */
+	if (madvise(hva, GM_PAGE_SIZE, readonly ? MADV_POPULATE_READ : MADV_POPULATE_WRITE) < 0)
+		return fault_result(MMU_FAULT_MEMORY, false);
+	mmu_map(&vm->mmu, gfn, MMU_LEVEL_4K, hva, false, !readonly, seq);
+	return fault_result(MMU_FAULT_MAPPED, false);
+}
+
+/* Whether the file says gfn's page is private (false without a file or private memory). */
+static bool gmem_page_is_private(struct vm *vm, const struct memslot_view *s, gfn_t gfn)
+{
+	pgoff_t index = s->pgoff + (gfn - s->base_gfn);
+	bool is_private;
+
+	if (!vm_has_private_mem(vm) || !s->has_gmem || !s->gmem)
+		return false;
+	pthread_rwlock_rdlock(&s->gmem->invalidate_lock);
+	is_private = attr_get(&s->gmem->attrs, index, NULL) & KVM_MEMORY_ATTRIBUTE_PRIVATE;
+	pthread_rwlock_unlock(&s->gmem->invalidate_lock);
+	return is_private;
+}
+
+struct mmu_fault mmu_page_fault(struct vm *vm, gpa_t gpa, enum gm_access access, bool write)
+{
+	gfn_t gfn = gpa >> GM_PAGE_SHIFT;
+	bool private_vm = vm_has_private_mem(vm);
+	struct memslot_view s;
+	struct mmu_fault r;
+	bool private, is_private;
+	uint64_t seq;
+
+	atomic_fetch_add(&vm->mmu.faults, 1);
+	seq = mmu_seq_begin(&vm->mmu);
+	if (!memslot_lookup(&vm->slots, gfn, &s)) {
+		/* No slot: a private access is a memory fault, a shared one is MMIO. */
+		if (private_vm && access == GM_ACCESS_PRIVATE)
+			return fault_result(MMU_FAULT_MEMORY, true);
+		return fault_result(MMU_FAULT_MMIO, false);
+	}
+	is_private = gmem_page_is_private(vm, &s, gfn);
+	private = private_vm && (access == GM_ACCESS_AUTO ? is_private : access == GM_ACCESS_PRIVATE);
+	if (private != is_private || ((private || s.gmem_only) && !s.gmem))
+		/* The guest wants the other kind, or the file behind the slot is gone. */
+		r = fault_result(MMU_FAULT_MEMORY, private);
+	else if (private || s.gmem_only)
+		r = fault_gmem(vm, &s, gfn, private, is_private, seq);
+	else
+		r = fault_hva(vm, &s, gfn, write, seq);
+	memslot_view_put(&s);
+	return r;
+}

@@ -1,0 +1,25 @@
+/* The stage-2 fault path: a vCPU's access that missed, resolved to a leaf or to an exit. */
+#ifndef GMEM_MMU_FAULT_H
+#define GMEM_MMU_FAULT_H
+
+#include "vm.h"
+
+enum mmu_fault_result {
+	MMU_FAULT_MAPPED,       /* a leaf is in place, or a race asks for a retry: access again */
+	MMU_FAULT_MEMORY,       /* userspace must resolve it: KVM_EXIT_MEMORY_FAULT */
+	MMU_FAULT_MMIO,         /* no memory there: KVM_EXIT_MMIO */
+};
+
+/* What the fault path answers; for MEMORY, whether the guest wanted private memory. */
+struct mmu_fault {
+	enum mmu_fault_result result;
+	bool private;
+};
+
+/*
+ * kvm_mmu_page_fault for a soft vCPU: the access of the given kind (AUTO
+ * takes the file's attributes) to gpa that missed in the stage-2.
+ */
+struct mmu_fault mmu_page_fault(struct vm *vm, gpa_t gpa, enum gm_access access, bool write);
+
+#endif
