@@ -45,6 +45,10 @@ static void guest_access_page(struct vcpu *v, gpa_t gpa, void *buf, size_t len, 
 				vcpu_exit_mmio(v, gpa + done, (char *)buf + done, n, write);
 			}
 			return;
+		case MMU_FAULT_ERROR:
+			/* As KVM_RUN failing in kvm_mmu_page_fault; the next run retries the access. */
+			vcpu_exit(v, KVM_EXIT_UNKNOWN, f.error);
+			break;
 		}
 	}
 }

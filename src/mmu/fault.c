@@ -34,6 +34,14 @@ static struct mmu_fault fault_result(enum mmu_fault_result result, bool private)
 	return (struct mmu_fault){ .result = result, .private = private };
 }
 
+/* After mmu_map: -EAGAIN (an invalidation raced) retries the access; anything else fails KVM_RUN. */
+static struct mmu_fault map_result(int ret, bool private)
+{
+	if (ret && ret != -EAGAIN)
+		return (struct mmu_fault){ .result = MMU_FAULT_ERROR, .private = private, .error = -ret };
+	return fault_result(MMU_FAULT_MAPPED, private);
+}
+
 /* kvm_gmem_get_pfn and the map: a page of the file, private or shared, under the file's lock. */
 static struct mmu_fault fault_gmem(struct vm *vm, const struct memslot_view *s, gfn_t gfn,
 				   bool private, bool want_private_attr, uint64_t seq)
@@ -57,8 +65,7 @@ static struct mmu_fault fault_gmem(struct vm *vm, const struct memslot_view *s, 
 	hva = backing_addr(&g->backing, (index & ~((1ULL << (9 * level)) - 1)) << GM_PAGE_SHIFT);
 	ret = mmu_map(&vm->mmu, gfn & ~((1ULL << (9 * level)) - 1), level, hva, private, true, seq);
 	pthread_rwlock_unlock(&g->invalidate_lock);
-	(void)ret; /* -EAGAIN: an invalidation raced; the access retries either way */
-	return fault_result(MMU_FAULT_MAPPED, private);
+	return map_result(ret, private);
 }
 
 /* The GUP side: a page of the slot's host mapping. */
@@ -74,8 +81,7 @@ static struct mmu_fault fault_hva(struct vm *vm, const struct memslot_view *s, g
 	/* Fault the host page in as get_user_pages would; a bad address is a memory fault. */
 	if (madvise(hva, GM_PAGE_SIZE, readonly ? MADV_POPULATE_READ : MADV_POPULATE_WRITE) < 0)
 		return fault_result(MMU_FAULT_MEMORY, false);
-	mmu_map(&vm->mmu, gfn, MMU_LEVEL_4K, hva, false, !readonly, seq);
-	return fault_result(MMU_FAULT_MAPPED, false);
+	return map_result(mmu_map(&vm->mmu, gfn, MMU_LEVEL_4K, hva, false, !readonly, seq), false);
 }
 
 /* Whether the file says gfn's page is private (false without a file or private memory). */

@@ -8,12 +8,17 @@ enum mmu_fault_result {
 	MMU_FAULT_MAPPED,       /* a leaf is in place, or a race asks for a retry: access again */
 	MMU_FAULT_MEMORY,       /* userspace must resolve it: KVM_EXIT_MEMORY_FAULT */
 	MMU_FAULT_MMIO,         /* no memory there: KVM_EXIT_MMIO */
+	MMU_FAULT_ERROR,        /* the fault itself failed (no memory for a table): KVM_RUN fails */
 };
 
-/* What the fault path answers; for MEMORY, whether the guest wanted private memory. */
+/*
+ * What the fault path answers; for MEMORY, whether the guest wanted private
+ * memory; for ERROR, the positive errno KVM_RUN returns.
+ */
 struct mmu_fault {
 	enum mmu_fault_result result;
 	bool private;
+	int error;
 };
 
 /*

@@ -1,4 +1,5 @@
 /* Guest functions and the exits of KVM_RUN, in the shape of private_mem_kvm_exits_test. */
+#include "internal.h"
 #include "unit/vmm.h"
 
 #define MEM_GPA 0x100000000ULL
@@ -288,6 +289,39 @@ Test(vcpu_exits, default_vm_is_shared)
 	cr_expect_eq(vmm_expect_ucall(&m, GM_UCALL_DONE), 0x1122334455667788ULL);
 	/* In place: the host sees the guest's write through its own mapping of the file. */
 	cr_expect_eq(host[8], 0x1122334455667788ULL);
+	gm_munmap(host, MEM_SIZE);
+	gm_close(gmem);
+	vmm_destroy(&m);
+}
+
+static void guest_shared_read(struct gm_guest *g, void *arg)
+{
+	uint64_t v = gm_guest_read64(g, MEM_GPA);
+
+	gm_guest_ucall(g, GM_UCALL_DONE, 1, v);
+}
+
+/* A fault that cannot allocate a stage-2 table fails KVM_RUN with ENOMEM; the next run retries. */
+Test(vcpu_exits, fault_without_memory_fails_run)
+{
+	struct vmm m;
+
+	vmm_init(&m, KVM_X86_SW_PROTECTED_VM);
+	int gmem = vmm_gmem(&m, MEM_SIZE, GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED);
+	uint64_t *host = gm_mmap(NULL, MEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, gmem, 0);
+
+	cr_assert_neq(host, MAP_FAILED);
+	host[0] = 0x1234;
+	cr_assert_eq(vmm_set_slot(&m, 0, MEM_GPA, MEM_SIZE, gmem, 0), 0);
+	vmm_vcpu(&m, 0, guest_shared_read, NULL);
+
+	/* The first allocation from here is the fault's first stage-2 table. */
+	gm_heap_fail_after(1);
+	int err = vmm_run(&m);
+	gm_heap_fail_after(0);
+	cr_expect_eq(err, ENOMEM);
+	cr_expect_eq(m.run->exit_reason, KVM_EXIT_UNKNOWN);
+	cr_expect_eq(vmm_expect_ucall(&m, GM_UCALL_DONE), 0x1234);
 	gm_munmap(host, MEM_SIZE);
 	gm_close(gmem);
 	vmm_destroy(&m);
