@@ -56,6 +56,8 @@ TEST_BINS    := $(BUILD)/tests/conformance-libgmem $(BUILD)/tests/conformance-ke
 ifneq ($(UNIT_SRCS),)
 TEST_BINS    += $(BUILD)/tests/unit
 endif
+# <gmem/kvm.h> against the system's <linux/kvm.h>, and alone as the kernel's selftests use it.
+TEST_BINS    += $(BUILD)/tests/uapi
 
 # Stress programs check themselves: they also run under TSan, where Criterion cannot.
 STRESS_SRCS  := $(wildcard tests/stress/*.c)
@@ -168,6 +170,21 @@ $(BUILD)/tests/unit: $(UNIT_SRCS) $(HARNESS_SRCS) $(wildcard tests/harness/*.h) 
 	$(CC) $(ALL_CFLAGS) -DGM_TARGET_LIBGMEM -DGMEM_VM_BIN='"$(BUILD)/bin/gmem-vm"' -Isrc -Itests -I. \
 	      $(UNIT_SRCS) $(HARNESS_SRCS) -o $@ \
 	      $(GUEST_LIB) $(STATIC) -lcriterion $(LDLIBS) $(SAN_LDFLAGS)
+
+# tests/uapi: layout_gen prints what <gmem/kvm.h> alone says of each name in shared.def;
+# system_header.c compares that, with _Static_assert, to what <linux/kvm.h> says.
+UAPI_LAYOUT  := $(BUILD)/gen/uapi/own_layout.h
+$(BUILD)/gen/uapi/layout_gen: tests/uapi/layout_gen.c tests/uapi/shared.def include/gmem/kvm.h
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -Wall -Wextra $(WERROR) -Iinclude $< -o $@
+
+$(UAPI_LAYOUT): $(BUILD)/gen/uapi/layout_gen
+	$< > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/tests/uapi: $(wildcard tests/uapi/*.c) tests/uapi/shared.def $(UAPI_LAYOUT) $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests/uapi -I$(dir $(UAPI_LAYOUT)) $(filter-out %/layout_gen.c,$(wildcard tests/uapi/*.c)) \
+	      -o $@ $(STATIC) -lcriterion $(LDLIBS) $(SAN_LDFLAGS)
 
 $(BUILD)/tests/stress-%: tests/stress/%.c $(wildcard tests/stress/*.h) $(STATIC)
 	@mkdir -p $(dir $@)

@@ -14,6 +14,9 @@
 
 #define GM_EXPORT __attribute__((visibility("default")))
 
+/* The hypercalls KVM_CAP_EXIT_HYPERCALL can route to userspace: KVM keeps this mask internal too. */
+#define KVM_EXIT_HYPERCALL_VALID_MASK (1 << KVM_HC_MAP_GPA_RANGE)
+
 #define GM_PAGE_SHIFT 12
 #define GM_PAGE_SIZE (1ULL << GM_PAGE_SHIFT)
 #define GM_HUGE_2M_SHIFT 21
