@@ -44,6 +44,11 @@ LIB_SRCS     := $(wildcard src/*.c src/kvm/*.c src/platform/*.c)
 LIB_OBJS     := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 SHARED       := $(BUILD)/libgmem.so.$(VERSION)
 STATIC       := $(BUILD)/libgmem.a
+# The same sources with the test hooks (GM_TEST_HOOKS: injected allocation and mmap
+# failures, the backing store's fd) and every internal symbol global, for the tests that
+# use them; the installed libraries have neither.
+TEST_OBJS    := $(LIB_SRCS:%.c=$(BUILD)/test-obj/%.o)
+TEST_STATIC  := $(BUILD)/libgmem-test.a
 
 TOOL_SRCS    := $(wildcard tools/*.c)
 TOOLS        := $(TOOL_SRCS:tools/%.c=$(BUILD)/bin/%)
@@ -149,6 +154,14 @@ $(STATIC): $(LIB_OBJS)
 	rm -f $@
 	ar rcs $@ $(LIB_OBJS)
 
+$(BUILD)/test-obj/%.o: %.c $(wildcard include/gmem/*.h src/*.h src/*/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(LIB_CFLAGS) -DGM_TEST_HOOKS -Isrc -c $< -o $@
+
+$(TEST_STATIC): $(TEST_OBJS)
+	rm -f $@
+	ar rcs $@ $(TEST_OBJS)
+
 $(BUILD)/bin/%: tools/%.c $(GUEST_LIB) $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -I. $< -o $@ $(GUEST_LIB) $(STATIC) $(LDLIBS) $(SAN_LDFLAGS)
@@ -164,12 +177,12 @@ $(BUILD)/tests/conformance-kernel: $(CONF_SRCS) $(HARNESS_SRCS) $(wildcard tests
 	      -lcriterion -lpthread $(SAN_LDFLAGS)
 
 # The unit tests also run gmem-vm as a program.
-$(BUILD)/tests/unit: $(UNIT_SRCS) $(HARNESS_SRCS) $(wildcard tests/harness/*.h) $(GUEST_LIB) $(STATIC) \
-		     $(BUILD)/bin/gmem-vm
+$(BUILD)/tests/unit: $(UNIT_SRCS) $(HARNESS_SRCS) $(wildcard tests/harness/*.h) $(GUEST_LIB) \
+		     $(TEST_STATIC) $(BUILD)/bin/gmem-vm
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -DGM_TARGET_LIBGMEM -DGMEM_VM_BIN='"$(BUILD)/bin/gmem-vm"' -Isrc -Itests -I. \
-	      $(UNIT_SRCS) $(HARNESS_SRCS) -o $@ \
-	      $(GUEST_LIB) $(STATIC) -lcriterion $(LDLIBS) $(SAN_LDFLAGS)
+	$(CC) $(ALL_CFLAGS) -DGM_TARGET_LIBGMEM -DGM_TEST_HOOKS -DGMEM_VM_BIN='"$(BUILD)/bin/gmem-vm"' \
+	      -Isrc -Itests -I. $(UNIT_SRCS) $(HARNESS_SRCS) -o $@ \
+	      $(GUEST_LIB) $(TEST_STATIC) -lcriterion $(LDLIBS) $(SAN_LDFLAGS)
 
 # tests/uapi: layout_gen prints what <gmem/kvm.h> alone says of each name in shared.def;
 # system_header.c compares that, with _Static_assert, to what <linux/kvm.h> says.
@@ -193,10 +206,10 @@ $(BUILD)/tests/stress-%: tests/stress/%.c $(wildcard tests/stress/*.h) $(STATIC)
 # gmem-stress (make stress): every backend at once under load, checked as it runs.
 GMEM_STRESS     := $(BUILD)/tests/gmem-stress
 GMEM_STRESS_SRCS := $(wildcard tests/stress/vm/*.c)
-$(GMEM_STRESS): $(GMEM_STRESS_SRCS) $(wildcard tests/stress/vm/*.h) $(GUEST_LIB) $(STATIC)
+$(GMEM_STRESS): $(GMEM_STRESS_SRCS) $(wildcard tests/stress/vm/*.h) $(GUEST_LIB) $(TEST_STATIC)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Isrc -Itests -I. $(GMEM_STRESS_SRCS) -o $@ $(GUEST_LIB) $(STATIC) \
-	      $(LDLIBS) $(SAN_LDFLAGS)
+	$(CC) $(ALL_CFLAGS) -DGM_TEST_HOOKS -Isrc -Itests -I. $(GMEM_STRESS_SRCS) -o $@ $(GUEST_LIB) \
+	      $(TEST_STATIC) $(LDLIBS) $(SAN_LDFLAGS)
 
 $(BUILD)/bench/%: bench/%.c $(wildcard bench/*.h) $(STATIC)
 	@mkdir -p $(dir $@)
@@ -242,11 +255,15 @@ run: deps
 	@$(MAKE) --no-print-directory all
 	$(BUILD)/bin/gmem-vm
 
-# Only libgmem's own symbols may leave the shared library.
-check-exports: $(SHARED)
+# Only libgmem's own symbols may leave the shared library, and the test hooks
+# (GM_TEST_HOOKS) are in neither installed library, not even as local symbols.
+TEST_HOOKS   := gm_heap_fail_after gm_hostmap_fail gmem_backing_fd
+check-exports: $(SHARED) $(STATIC)
 	@bad=$$(nm -D --defined-only $(SHARED) | awk '$$2 ~ /[TDB]/ && $$3 !~ /^gm_/ {print $$3}'); \
-	if [ -n "$$bad" ]; then echo "unexpected exported symbols: $$bad"; exit 1; fi; \
-	echo "exports: only gm_* symbols"
+	if [ -n "$$bad" ]; then echo "unexpected exported symbols in $(SHARED): $$bad"; exit 1; fi; \
+	bad=$$(nm $(SHARED) $(STATIC) | awk 'NF == 3 {print $$3}' | grep -Fx $(TEST_HOOKS:%=-e %) | sort -u | tr "\n" " "); \
+	if [ -n "$$bad" ]; then echo "test hooks in the installed libraries: $$bad"; exit 1; fi; \
+	echo "exports: only gm_* symbols; no test hooks"
 
 # make install into a scratch prefix, then build and run a program against it with pkg-config.
 check-install: lib tools
