@@ -71,6 +71,8 @@ ifeq ($(VARIANT),tsan)
 TEST_BINS    :=
 endif
 TEST_BINS    += $(STRESS_BINS)
+# A program with functions named as libgmem's internals, linked with libgmem.a.
+TEST_BINS    += $(BUILD)/tests/link-own-symbols
 
 BENCH_SRCS   := $(wildcard bench/*.c)
 BENCHES      := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
@@ -149,10 +151,18 @@ $(SHARED): $(LIB_OBJS) src/libgmem.map
 	ln -sf libgmem.so.$(VERSION) $(BUILD)/libgmem.so.$(SOVERSION)
 	ln -sf libgmem.so.$(VERSION) $(BUILD)/libgmem.so
 
-$(STATIC): $(LIB_OBJS)
+# The static library is one relocatable object in which only the exported gm_* calls stay
+# global (the rest is hidden, and made local): a VMM with its own kvm_check_extension or
+# vm_create links with it.
+$(BUILD)/obj/libgmem-static.o: $(LIB_OBJS)
+	$(LD) -r -o $@.all $(LIB_OBJS)
+	$(OBJCOPY) --localize-hidden $@.all $@
+	rm -f $@.all
+
+$(STATIC): $(BUILD)/obj/libgmem-static.o
 	@mkdir -p $(dir $@)
 	rm -f $@
-	ar rcs $@ $(LIB_OBJS)
+	ar rcs $@ $<
 
 $(BUILD)/test-obj/%.o: %.c $(wildcard include/gmem/*.h src/*.h src/*/*.h)
 	@mkdir -p $(dir $@)
@@ -198,6 +208,10 @@ $(BUILD)/tests/uapi: $(wildcard tests/uapi/*.c) tests/uapi/shared.def $(UAPI_LAY
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests/uapi -I$(dir $(UAPI_LAYOUT)) $(filter-out %/layout_gen.c,$(wildcard tests/uapi/*.c)) \
 	      -o $@ $(STATIC) -lcriterion $(LDLIBS) $(SAN_LDFLAGS)
+
+$(BUILD)/tests/link-own-symbols: tests/link/own_symbols.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $< -o $@ $(STATIC) $(LDLIBS) $(SAN_LDFLAGS)
 
 $(BUILD)/tests/stress-%: tests/stress/%.c $(wildcard tests/stress/*.h) $(STATIC)
 	@mkdir -p $(dir $@)
@@ -255,15 +269,17 @@ run: deps
 	@$(MAKE) --no-print-directory all
 	$(BUILD)/bin/gmem-vm
 
-# Only libgmem's own symbols may leave the shared library, and the test hooks
-# (GM_TEST_HOOKS) are in neither installed library, not even as local symbols.
+# Only libgmem's own symbols may leave the shared or the static library, and the test hooks
+# (GM_TEST_HOOKS) are in neither, not even as local symbols.
 TEST_HOOKS   := gm_heap_fail_after gm_hostmap_fail gmem_backing_fd
 check-exports: $(SHARED) $(STATIC)
 	@bad=$$(nm -D --defined-only $(SHARED) | awk '$$2 ~ /[TDB]/ && $$3 !~ /^gm_/ {print $$3}'); \
 	if [ -n "$$bad" ]; then echo "unexpected exported symbols in $(SHARED): $$bad"; exit 1; fi; \
+	bad=$$(nm -g --defined-only $(STATIC) | awk 'NF == 3 && $$3 !~ /^gm_/ {print $$3}'); \
+	if [ -n "$$bad" ]; then echo "unexpected global symbols in $(STATIC): $$bad"; exit 1; fi; \
 	bad=$$(nm $(SHARED) $(STATIC) | awk 'NF == 3 {print $$3}' | grep -Fx $(TEST_HOOKS:%=-e %) | sort -u | tr "\n" " "); \
 	if [ -n "$$bad" ]; then echo "test hooks in the installed libraries: $$bad"; exit 1; fi; \
-	echo "exports: only gm_* symbols; no test hooks"
+	echo "exports: only gm_* symbols, in $(SHARED) and $(STATIC); no test hooks"
 
 # make install into a scratch prefix, then build and run a program against it with pkg-config.
 check-install: lib tools
@@ -281,7 +297,7 @@ test-build: lib $(TEST_BINS) tools
 test-run: test-build
 	@status=0; for t in $(TEST_BINS); do \
 		echo "== $$t"; \
-		case $$t in */stress-*|*/fuzz-replay-*) $$t ;; \
+		case $$t in */stress-*|*/fuzz-replay-*|*/link-*) $$t ;; \
 		*) ASAN_OPTIONS="detect_leaks=0:$$ASAN_OPTIONS" $$t --jobs 2 ;; esac || status=1; \
 	done; exit $$status
 
