@@ -44,6 +44,11 @@ LIB_SRCS     := $(wildcard src/*.c src/kvm/*.c src/mmu/*.c src/platform/*.c)
 LIB_OBJS     := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 SHARED       := $(BUILD)/libgmem.so.$(VERSION)
 STATIC       := $(BUILD)/libgmem.a
+# The same sources with the test hooks (GM_TEST_HOOKS: injected allocation and mmap
+# failures, the backing store's fd) and every internal symbol global, for the tests that
+# use them; the installed libraries have neither.
+TEST_OBJS    := $(LIB_SRCS:%.c=$(BUILD)/test-obj/%.o)
+TEST_STATIC  := $(BUILD)/libgmem-test.a
 
 TOOL_SRCS    := $(wildcard tools/*.c)
 TOOLS        := $(TOOL_SRCS:tools/%.c=$(BUILD)/bin/%)
@@ -56,6 +61,8 @@ TEST_BINS    := $(BUILD)/tests/conformance-libgmem $(BUILD)/tests/conformance-ke
 ifneq ($(UNIT_SRCS),)
 TEST_BINS    += $(BUILD)/tests/unit
 endif
+# <gmem/kvm.h> against the system's <linux/kvm.h>, and alone as the kernel's selftests use it.
+TEST_BINS    += $(BUILD)/tests/uapi
 
 # Stress programs check themselves: they also run under TSan, where Criterion cannot.
 STRESS_SRCS  := $(wildcard tests/stress/*.c)
@@ -64,6 +71,8 @@ ifeq ($(VARIANT),tsan)
 TEST_BINS    :=
 endif
 TEST_BINS    += $(STRESS_BINS)
+# A program with functions named as libgmem's internals, linked with libgmem.a.
+TEST_BINS    += $(BUILD)/tests/link-own-symbols
 
 BENCH_SRCS   := $(wildcard bench/*.c)
 BENCHES      := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
@@ -142,10 +151,26 @@ $(SHARED): $(LIB_OBJS) src/libgmem.map
 	ln -sf libgmem.so.$(VERSION) $(BUILD)/libgmem.so.$(SOVERSION)
 	ln -sf libgmem.so.$(VERSION) $(BUILD)/libgmem.so
 
-$(STATIC): $(LIB_OBJS)
+# The static library is one relocatable object in which only the exported gm_* calls stay
+# global (the rest is hidden, and made local): a VMM with its own kvm_check_extension or
+# vm_create links with it.
+$(BUILD)/obj/libgmem-static.o: $(LIB_OBJS)
+	$(LD) -r -o $@.all $(LIB_OBJS)
+	$(OBJCOPY) --localize-hidden $@.all $@
+	rm -f $@.all
+
+$(STATIC): $(BUILD)/obj/libgmem-static.o
 	@mkdir -p $(dir $@)
 	rm -f $@
-	ar rcs $@ $(LIB_OBJS)
+	ar rcs $@ $<
+
+$(BUILD)/test-obj/%.o: %.c $(wildcard include/gmem/*.h src/*.h src/*/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(LIB_CFLAGS) -DGM_TEST_HOOKS -Isrc -c $< -o $@
+
+$(TEST_STATIC): $(TEST_OBJS)
+	rm -f $@
+	ar rcs $@ $(TEST_OBJS)
 
 $(BUILD)/bin/%: tools/%.c $(GUEST_LIB) $(STATIC)
 	@mkdir -p $(dir $@)
@@ -162,12 +187,31 @@ $(BUILD)/tests/conformance-kernel: $(CONF_SRCS) $(HARNESS_SRCS) $(wildcard tests
 	      -lcriterion -lpthread $(SAN_LDFLAGS)
 
 # The unit tests also run gmem-vm as a program.
-$(BUILD)/tests/unit: $(UNIT_SRCS) $(HARNESS_SRCS) $(wildcard tests/harness/*.h) $(GUEST_LIB) $(STATIC) \
-		     $(BUILD)/bin/gmem-vm
+$(BUILD)/tests/unit: $(UNIT_SRCS) $(HARNESS_SRCS) $(wildcard tests/harness/*.h) $(GUEST_LIB) \
+		     $(TEST_STATIC) $(BUILD)/bin/gmem-vm
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -DGM_TARGET_LIBGMEM -DGMEM_VM_BIN='"$(BUILD)/bin/gmem-vm"' -Isrc -Itests -I. \
-	      $(UNIT_SRCS) $(HARNESS_SRCS) -o $@ \
-	      $(GUEST_LIB) $(STATIC) -lcriterion $(LDLIBS) $(SAN_LDFLAGS)
+	$(CC) $(ALL_CFLAGS) -DGM_TARGET_LIBGMEM -DGM_TEST_HOOKS -DGMEM_VM_BIN='"$(BUILD)/bin/gmem-vm"' \
+	      -Isrc -Itests -I. $(UNIT_SRCS) $(HARNESS_SRCS) -o $@ \
+	      $(GUEST_LIB) $(TEST_STATIC) -lcriterion $(LDLIBS) $(SAN_LDFLAGS)
+
+# tests/uapi: layout_gen prints what <gmem/kvm.h> alone says of each name in shared.def;
+# system_header.c compares that, with _Static_assert, to what <linux/kvm.h> says.
+UAPI_LAYOUT  := $(BUILD)/gen/uapi/own_layout.h
+$(BUILD)/gen/uapi/layout_gen: tests/uapi/layout_gen.c tests/uapi/shared.def include/gmem/kvm.h
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -Wall -Wextra $(WERROR) -Iinclude $< -o $@
+
+$(UAPI_LAYOUT): $(BUILD)/gen/uapi/layout_gen
+	$< > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/tests/uapi: $(wildcard tests/uapi/*.c) tests/uapi/shared.def $(UAPI_LAYOUT) $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests/uapi -I$(dir $(UAPI_LAYOUT)) $(filter-out %/layout_gen.c,$(wildcard tests/uapi/*.c)) \
+	      -o $@ $(STATIC) -lcriterion $(LDLIBS) $(SAN_LDFLAGS)
+
+$(BUILD)/tests/link-own-symbols: tests/link/own_symbols.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $< -o $@ $(STATIC) $(LDLIBS) $(SAN_LDFLAGS)
 
 $(BUILD)/tests/stress-%: tests/stress/%.c $(wildcard tests/stress/*.h) $(STATIC)
 	@mkdir -p $(dir $@)
@@ -176,10 +220,10 @@ $(BUILD)/tests/stress-%: tests/stress/%.c $(wildcard tests/stress/*.h) $(STATIC)
 # gmem-stress (make stress): every backend at once under load, checked as it runs.
 GMEM_STRESS     := $(BUILD)/tests/gmem-stress
 GMEM_STRESS_SRCS := $(wildcard tests/stress/vm/*.c)
-$(GMEM_STRESS): $(GMEM_STRESS_SRCS) $(wildcard tests/stress/vm/*.h) $(GUEST_LIB) $(STATIC)
+$(GMEM_STRESS): $(GMEM_STRESS_SRCS) $(wildcard tests/stress/vm/*.h) $(GUEST_LIB) $(TEST_STATIC)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Isrc -Itests -I. $(GMEM_STRESS_SRCS) -o $@ $(GUEST_LIB) $(STATIC) \
-	      $(LDLIBS) $(SAN_LDFLAGS)
+	$(CC) $(ALL_CFLAGS) -DGM_TEST_HOOKS -Isrc -Itests -I. $(GMEM_STRESS_SRCS) -o $@ $(GUEST_LIB) \
+	      $(TEST_STATIC) $(LDLIBS) $(SAN_LDFLAGS)
 
 $(BUILD)/bench/%: bench/%.c $(wildcard bench/*.h) $(STATIC)
 	@mkdir -p $(dir $@)
@@ -225,11 +269,17 @@ run: deps
 	@$(MAKE) --no-print-directory all
 	$(BUILD)/bin/gmem-vm
 
-# Only libgmem's own symbols may leave the shared library.
-check-exports: $(SHARED)
+# Only libgmem's own symbols may leave the shared or the static library, and the test hooks
+# (GM_TEST_HOOKS) are in neither, not even as local symbols.
+TEST_HOOKS   := gm_heap_fail_after gm_hostmap_fail gmem_backing_fd
+check-exports: $(SHARED) $(STATIC)
 	@bad=$$(nm -D --defined-only $(SHARED) | awk '$$2 ~ /[TDB]/ && $$3 !~ /^gm_/ {print $$3}'); \
-	if [ -n "$$bad" ]; then echo "unexpected exported symbols: $$bad"; exit 1; fi; \
-	echo "exports: only gm_* symbols"
+	if [ -n "$$bad" ]; then echo "unexpected exported symbols in $(SHARED): $$bad"; exit 1; fi; \
+	bad=$$(nm -g --defined-only $(STATIC) | awk 'NF == 3 && $$3 !~ /^gm_/ {print $$3}'); \
+	if [ -n "$$bad" ]; then echo "unexpected global symbols in $(STATIC): $$bad"; exit 1; fi; \
+	bad=$$(nm $(SHARED) $(STATIC) | awk 'NF == 3 {print $$3}' | grep -Fx $(TEST_HOOKS:%=-e %) | sort -u | tr "\n" " "); \
+	if [ -n "$$bad" ]; then echo "test hooks in the installed libraries: $$bad"; exit 1; fi; \
+	echo "exports: only gm_* symbols, in $(SHARED) and $(STATIC); no test hooks"
 
 # src/'s objects depend on each other one way only (scripts/layering.sh prints the graph).
 check-layering: lib
@@ -252,7 +302,7 @@ test-build: lib $(TEST_BINS) tools
 test-run: test-build
 	@status=0; for t in $(TEST_BINS); do \
 		echo "== $$t"; \
-		case $$t in */stress-*|*/fuzz-replay-*) $$t ;; \
+		case $$t in */stress-*|*/fuzz-replay-*|*/link-*) $$t ;; \
 		*) ASAN_OPTIONS="detect_leaks=0:$$ASAN_OPTIONS" $$t --jobs 2 ;; esac || status=1; \
 	done; exit $$status
 

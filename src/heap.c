@@ -11,6 +11,8 @@ struct heap_header {
 };
 
 static atomic_ullong heap_bytes;
+
+#ifdef GM_TEST_HOOKS
 /* Test hook: the allocation this many calls from now fails (0 = never). */
 static atomic_long fail_countdown;
 
@@ -28,6 +30,13 @@ static bool heap_should_fail(void)
 			return n == 1;
 	return false;
 }
+#else
+/* The installed library has no hook, and nothing on the allocation path for one. */
+static inline bool heap_should_fail(void)
+{
+	return false;
+}
+#endif
 
 void *gm_zalloc(size_t size)
 {

@@ -37,6 +37,7 @@ static int map_hole(uintptr_t addr, size_t len, int prot, uint64_t off)
 	return p == MAP_FAILED ? -errno : 0;
 }
 
+#ifdef GM_TEST_HOOKS
 /* Test hook: mmaps of host mappings fail from the after-th from now, times in a row. */
 static atomic_long fail_countdown, fail_times;
 
@@ -61,6 +62,7 @@ static bool map_should_fail(void)
 		atomic_store(&fail_countdown, 0);
 	return left >= 1;
 }
+#endif
 
 /*
  * Lays the file's current attributes (or, hiding, the hole) over pages
@@ -89,9 +91,12 @@ static int hostmap_apply(struct hostmap *m, pgoff_t first, pgoff_t last, bool hi
 
 		stop = run_end < last ? run_end : last;
 		len = (stop - idx) << GM_PAGE_SHIFT;
+#ifdef GM_TEST_HOOKS
 		if (map_should_fail())
 			err = -ENOMEM;
-		else if (hide || (attrs & KVM_MEMORY_ATTRIBUTE_PRIVATE))
+		else
+#endif
+		if (hide || (attrs & KVM_MEMORY_ATTRIBUTE_PRIVATE))
 			err = map_hole(addr, len, m->prot, idx << GM_PAGE_SHIFT);
 		else
 			err = backing_map_at(&g->backing, (void *)addr, len, m->prot,

@@ -14,6 +14,9 @@
 
 #define GM_EXPORT __attribute__((visibility("default")))
 
+/* The hypercalls KVM_CAP_EXIT_HYPERCALL can route to userspace: KVM keeps this mask internal too. */
+#define KVM_EXIT_HYPERCALL_VALID_MASK (1 << KVM_HC_MAP_GPA_RANGE)
+
 #define GM_PAGE_SHIFT 12
 #define GM_PAGE_SIZE (1ULL << GM_PAGE_SHIFT)
 #define GM_HUGE_2M_SHIFT 21
@@ -37,10 +40,13 @@ void *gm_zalloc(size_t size);
 void *gm_realloc(void *ptr, size_t size);
 void gm_free(void *ptr);
 uint64_t gm_heap_bytes(void);
-/* For tests: the n-th allocation from now fails. */
+#ifdef GM_TEST_HOOKS
+/* Test hooks, only in the test build of the library (libgmem-test.a). */
+/* The n-th allocation from now fails. */
 void gm_heap_fail_after(long n);
-/* For tests: host-mapping mmaps fail from the after-th from now (1 = the next), times in a row. */
+/* Host-mapping mmaps fail from the after-th from now (1 = the next), times in a row. */
 void gm_hostmap_fail(long after, long times);
+#endif
 
 /* Copies to and from caller memory that fail with -EFAULT instead of crashing. */
 int gm_copy_from_user(void *dst, const void *src, size_t n);

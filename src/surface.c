@@ -316,6 +316,7 @@ GM_EXPORT int gm_gmem_info(int fd, struct gm_gmem_info *info)
 	return ret;
 }
 
+#ifdef GM_TEST_HOOKS
 int gmem_backing_fd(int fd)
 {
 	int ret;
@@ -327,6 +328,7 @@ int gmem_backing_fd(int fd)
 	gm_object_put(obj);
 	return ret;
 }
+#endif
 
 GM_EXPORT int gm_stats(struct gm_stats *stats)
 {
