@@ -19,6 +19,7 @@ static void guest_access_page(struct vcpu *v, gpa_t gpa, void *buf, size_t len, 
 		uint64_t spte;
 		char *hva;
 
+		vcpu_check_kick(v);
 		mmu_access_begin(&v->mmu);
 		spte = mmu_tlb_lookup(&v->mmu, gpa, write);
 		hva = spte ? mmu_spte_addr(spte, gpa) : mmu_translate(&v->mmu, gpa, write);
@@ -55,6 +56,7 @@ static void guest_access_page(struct vcpu *v, gpa_t gpa, void *buf, size_t len, 
 
 static void guest_access(struct vcpu *v, gpa_t gpa, void *buf, size_t len, bool write)
 {
+	vcpu_check_kick(v);
 	while (len) {
 		size_t n = GM_PAGE_SIZE - (gpa & (GM_PAGE_SIZE - 1));
 
@@ -71,6 +73,7 @@ GM_EXPORT void gm_guest_set_access(struct gm_guest *guest, enum gm_access access
 {
 	struct vcpu *v = guest_vcpu(guest);
 
+	vcpu_check_kick(v);
 	v->access = access;
 	/* An explicit kind on a VM with private memory must match the leaf's. */
 	mmu_vcpu_set_kind(&v->mmu, v->private_vm && access != GM_ACCESS_AUTO,
@@ -94,6 +97,7 @@ static __attribute__((noinline)) void guest_access_slow(struct vcpu *v, gpa_t gp
 	{                                                                                   \
 		struct vcpu *v = guest_vcpu(guest);                                         \
 		uint##bits##_t val;                                                         \
+		vcpu_check_kick(v);                                                         \
 		if (__builtin_expect((gpa & (GM_PAGE_SIZE - 1)) <= GM_PAGE_SIZE - sizeof(val), 1)) { \
 			mmu_access_begin(&v->mmu);                                          \
 			uint64_t spte = mmu_tlb_lookup(&v->mmu, gpa, false);                \
@@ -111,6 +115,7 @@ static __attribute__((noinline)) void guest_access_slow(struct vcpu *v, gpa_t gp
 					    uint##bits##_t val)                             \
 	{                                                                                   \
 		struct vcpu *v = guest_vcpu(guest);                                         \
+		vcpu_check_kick(v);                                                         \
 		if (__builtin_expect((gpa & (GM_PAGE_SIZE - 1)) <= GM_PAGE_SIZE - sizeof(val), 1)) { \
 			mmu_access_begin(&v->mmu);                                          \
 			uint64_t spte = mmu_tlb_lookup(&v->mmu, gpa, true);                 \
@@ -149,6 +154,7 @@ GM_EXPORT uint64_t gm_guest_hypercall(struct gm_guest *guest, uint64_t nr, uint6
 	struct vcpu *v = guest_vcpu(guest);
 	uint64_t mask = atomic_load(&v->vm->exit_hypercall_mask);
 
+	vcpu_check_kick(v);
 	if (nr != KVM_HC_MAP_GPA_RANGE || !(mask & (1ULL << KVM_HC_MAP_GPA_RANGE)))
 		return (uint64_t)-KVM_ENOSYS;
 	/* KVM checks the range itself; the attributes go to userspace unchecked. */
@@ -163,6 +169,7 @@ GM_EXPORT void gm_guest_ucall(struct gm_guest *guest, uint64_t cmd, int nargs, .
 	struct vcpu *v = guest_vcpu(guest);
 	va_list ap;
 
+	vcpu_check_kick(v);
 	memset(&v->ucall, 0, sizeof(v->ucall));
 	v->ucall.cmd = cmd;
 	va_start(ap, nargs);
@@ -176,6 +183,7 @@ GM_EXPORT void gm_guest_abort(struct gm_guest *guest, const char *file, int line
 {
 	struct vcpu *v = guest_vcpu(guest);
 
+	vcpu_check_kick(v);
 	memset(&v->ucall, 0, sizeof(v->ucall));
 	v->ucall.cmd = GM_UCALL_ABORT;
 	v->ucall.args[0] = (uint64_t)line;

@@ -1,4 +1,4 @@
-/* vCPUs: the object, KVM_RUN and its exits; on the soft backend a thread runs the guest function. */
+/* vCPUs: the object, KVM_RUN and its exits; on the soft backend KVM_RUN runs the guest function. */
 #define _GNU_SOURCE
 #include <string.h>
 #include <sys/ioctl.h>
@@ -14,20 +14,12 @@ static void vcpu_release(struct gm_object *obj)
 
 	/* Invalidations stop waiting for this vCPU. */
 	mmu_vcpu_leave(&v->mmu);
-	if (v->thread_started) {
-		/* A guest parked at an exit is told to end, and ends on its own thread. */
-		pthread_mutex_lock(&v->lock);
-		v->dying = true;
-		v->turn = VCPU_TURN_GUEST;
-		pthread_cond_broadcast(&v->cond);
-		pthread_mutex_unlock(&v->lock);
-		pthread_join(v->thread, NULL);
-	}
+	/* A guest stopped at an exit holds nothing of the library's but its stack. */
+	fiber_destroy(&v->fiber);
 	if (v->run)
 		munmap(v->run, VCPU_MMAP_PAGES * GM_PAGE_SIZE);
 	if (v->host.fd >= 0)
 		close(v->host.fd);
-	pthread_cond_destroy(&v->cond);
 	pthread_mutex_destroy(&v->lock);
 	atomic_fetch_sub(&v->vm->nr_vcpus, 1);
 	pthread_mutex_lock(&v->vm->slots.lock);
@@ -59,7 +51,6 @@ int vcpu_create(struct vm *vm, unsigned long id)
 	v->id = id;
 	v->host.fd = -1;
 	pthread_mutex_init(&v->lock, NULL);
-	pthread_cond_init(&v->cond, NULL);
 	vm_get(vm);
 	v->vm = vm;
 	v->private_vm = vm_has_private_mem(vm);
@@ -102,87 +93,77 @@ err:
 	return fd;
 }
 
-static void *guest_thread(void *arg);
+/* The guest's stack: as large as a thread's default, reserved, touched pages only cost memory. */
+#define VCPU_STACK_SIZE (8ULL << 20)
 
-/* Runs the guest until its next exit. */
+/* The bottom of the guest's stack: the guest function, then a halt for good. */
+static void guest_main(void *arg)
+{
+	struct vcpu *v = arg;
+
+	v->fn((struct gm_guest *)v, v->arg);
+	v->guest_done = true;
+	v->run->exit_reason = KVM_EXIT_HLT;
+	v->exit_errno = 0;
+	fiber_exit(&v->fiber);
+}
+
+/* Whether KVM_RUN may enter the guest; else the run area holds the exit to return at once. */
+static long vcpu_run_check(struct vcpu *v)
+{
+	if (!v->fn) {
+		/* Nothing to run: the entry fails, as a vCPU with no valid state would. */
+		v->run->exit_reason = KVM_EXIT_FAIL_ENTRY;
+		v->run->fail_entry.hardware_entry_failure_reason = 0;
+		v->run->fail_entry.cpu = 0;
+		return 0;
+	}
+	if (v->guest_done) {
+		v->run->exit_reason = KVM_EXIT_HLT;
+		return 0;
+	}
+	/* As the kernel, which leaves exit_reason as it was. */
+	if (__atomic_load_n(&v->run->immediate_exit, __ATOMIC_RELAXED))
+		return -EINTR;
+	if (!v->started) {
+		if (fiber_init(&v->fiber, VCPU_STACK_SIZE, guest_main, v))
+			return -ENOMEM;
+		v->started = true;
+	}
+	return 1;
+}
+
+/* Runs the guest on the calling thread until its next exit. */
 static long vcpu_run(struct vcpu *v)
 {
-	long ret = 0;
+	long ret;
 
 	pthread_mutex_lock(&v->lock);
 	if (v->in_run) {
 		pthread_mutex_unlock(&v->lock);
 		return -EBUSY;
 	}
-	if (!v->fn) {
-		/* Nothing to run: the entry fails, as a vCPU with no valid state would. */
-		v->run->exit_reason = KVM_EXIT_FAIL_ENTRY;
-		v->run->fail_entry.hardware_entry_failure_reason = 0;
-		v->run->fail_entry.cpu = 0;
+	ret = vcpu_run_check(v);
+	if (ret <= 0) {
 		pthread_mutex_unlock(&v->lock);
-		return 0;
-	}
-	if (v->guest_done) {
-		v->run->exit_reason = KVM_EXIT_HLT;
-		pthread_mutex_unlock(&v->lock);
-		return 0;
+		return ret;
 	}
 	v->in_run = true;
-	if (!v->thread_started) {
-		if (pthread_create(&v->thread, NULL, guest_thread, v)) {
-			v->in_run = false;
-			pthread_mutex_unlock(&v->lock);
-			return -EAGAIN;
-		}
-		v->thread_started = true;
-	}
-	v->turn = VCPU_TURN_GUEST;
-	pthread_cond_broadcast(&v->cond);
-	while (v->turn != VCPU_TURN_HOST)
-		pthread_cond_wait(&v->cond, &v->lock);
-	ret = -v->exit_errno;
+	pthread_mutex_unlock(&v->lock);
+	fiber_resume(&v->fiber);
+	pthread_mutex_lock(&v->lock);
 	v->in_run = false;
+	ret = -v->exit_errno;
 	pthread_mutex_unlock(&v->lock);
 	return ret;
 }
 
-/* Guest thread: hands the exit to KVM_RUN's caller and waits to be resumed. */
+/* On the guest's stack: back to KVM_RUN's frame, until the next KVM_RUN resumes here. */
 void vcpu_exit(struct vcpu *v, uint32_t reason, int err)
 {
-	pthread_mutex_lock(&v->lock);
 	v->run->exit_reason = reason;
 	v->exit_errno = err;
-	v->turn = VCPU_TURN_HOST;
-	pthread_cond_broadcast(&v->cond);
-	while (v->turn != VCPU_TURN_GUEST)
-		pthread_cond_wait(&v->cond, &v->lock);
-	if (v->dying) {
-		pthread_mutex_unlock(&v->lock);
-		pthread_exit(NULL);
-	}
-	pthread_mutex_unlock(&v->lock);
-}
-
-static void *guest_thread(void *arg)
-{
-	struct vcpu *v = arg;
-
-	pthread_mutex_lock(&v->lock);
-	while (v->turn != VCPU_TURN_GUEST)
-		pthread_cond_wait(&v->cond, &v->lock);
-	pthread_mutex_unlock(&v->lock);
-	if (v->dying)
-		return NULL;
-	v->fn((struct gm_guest *)v, v->arg);
-	/* Returning from the guest function halts the vCPU. */
-	pthread_mutex_lock(&v->lock);
-	v->guest_done = true;
-	v->run->exit_reason = KVM_EXIT_HLT;
-	v->exit_errno = 0;
-	v->turn = VCPU_TURN_HOST;
-	pthread_cond_broadcast(&v->cond);
-	pthread_mutex_unlock(&v->lock);
-	return NULL;
+	fiber_yield(&v->fiber);
 }
 
 long vcpu_ioctl(struct vcpu *v, unsigned long request, unsigned long arg)
@@ -236,7 +217,7 @@ GM_EXPORT int gm_vcpu_set_guest(int vcpu_fd, gm_guest_fn fn, void *arg)
 	/* A hardware vCPU runs real code, not guest functions; one guest per vCPU, before it runs. */
 	if (!fn || v->host.fd >= 0) {
 		ret = -EINVAL;
-	} else if (v->thread_started) {
+	} else if (v->started) {
 		ret = -EBUSY;
 	} else {
 		v->fn = fn;
@@ -259,7 +240,7 @@ GM_EXPORT int gm_vcpu_get_ucall(int vcpu_fd, struct gm_ucall *uc)
 		return ret;
 	v = gm_container_of(obj, struct vcpu, obj);
 	pthread_mutex_lock(&v->lock);
-	if (v->turn == VCPU_TURN_HOST && v->run->exit_reason == KVM_EXIT_IO &&
+	if (!v->in_run && v->run->exit_reason == KVM_EXIT_IO &&
 	    v->run->io.port == GM_UCALL_PORT)
 		out = v->ucall;
 	pthread_mutex_unlock(&v->lock);

@@ -1,14 +1,13 @@
-/* The vCPU: KVM_RUN, its exits, and on the soft backend the thread that runs the guest function. */
+/* The vCPU: KVM_RUN and its exits; on the soft backend, the guest function's stack. */
 #ifndef GMEM_VCPU_H
 #define GMEM_VCPU_H
 
+#include "fiber.h"
 #include "kvm/host.h"
 #include "vm.h"
 
 #define VCPU_MMAP_PAGES 3 /* kvm_run, the PIO data page, the coalesced MMIO page, as on x86 */
 #define GM_MAX_VCPU_IDS 4096
-
-enum vcpu_turn { VCPU_TURN_HOST, VCPU_TURN_GUEST };
 
 struct vcpu {
 	struct gm_object obj;
@@ -21,13 +20,11 @@ struct vcpu {
 	gm_guest_fn fn;
 	void *arg;
 	enum gm_access access;
-	/* lock and cond hand control between KVM_RUN's caller and the guest thread. */
+	/* lock guards in_run (one KVM_RUN at a time), started and the guest function. */
 	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	enum vcpu_turn turn;
-	bool thread_started, guest_done, dying, in_run;
-	pthread_t thread;
-	int exit_errno;         /* what KVM_RUN returns with the exit: 0 or EFAULT */
+	bool started, guest_done, in_run;
+	struct fiber fiber;     /* the guest function's stack, switched to by KVM_RUN */
+	int exit_errno;         /* what KVM_RUN returns with the exit: 0, EFAULT, EINTR... */
 	struct gm_ucall ucall;
 
 	struct mmu_vcpu mmu;    /* the guest's cached view of the stage-2 */
@@ -44,10 +41,21 @@ long vcpu_ioctl(struct vcpu *v, unsigned long request, unsigned long arg);
 int vcpu_mmap(struct vcpu *v, void *addr, size_t len, int prot, int flags, int64_t off, void **out);
 
 /*
- * Exits, called on the guest's side: each fills kvm_run, hands control to
- * KVM_RUN's caller, and returns when the next KVM_RUN resumes the guest.
+ * Exits, called on the guest's side: each fills kvm_run, returns from
+ * KVM_RUN, and returns here when the next KVM_RUN resumes the guest.
  */
 void vcpu_exit(struct vcpu *v, uint32_t reason, int err);
+
+/*
+ * How a VMM kicks a vCPU: a signal whose handler sets immediate_exit. The
+ * guest checks it at each accessor call, before it touches memory, and
+ * leaves KVM_RUN with EINTR; the next KVM_RUN resumes at the same call.
+ */
+static inline void vcpu_check_kick(struct vcpu *v)
+{
+	if (__builtin_expect(__atomic_load_n(&v->run->immediate_exit, __ATOMIC_RELAXED), 0))
+		vcpu_exit(v, KVM_EXIT_INTR, EINTR);
+}
 /* KVM_EXIT_MEMORY_FAULT for the page of gpa; KVM_RUN fails with EFAULT. */
 void vcpu_exit_memory_fault(struct vcpu *v, gpa_t gpa, bool private);
 /* KVM_EXIT_MMIO of up to 8 bytes; a read gets the data userspace put in kvm_run. */
