@@ -69,7 +69,7 @@ BENCH_SRCS   := $(wildcard bench/*.c)
 BENCHES      := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all lib tools run test test-run test-build bench install uninstall clean deps check-exports \
-	check-install stress
+	check-install stress deps-test check-deps check-valgrind
 all: lib tools
 
 lib: $(SHARED) $(STATIC)
@@ -213,13 +213,21 @@ $(BUILD)/tests/fuzz-replay-%: fuzz/%.c fuzz/replay.c fuzz/fuzz.h $(STATIC)
 
 # Each target in turn for FUZZ_SECONDS; corpora in build/fuzz/corpus/, crashes in build/fuzz/crash/.
 .PHONY: fuzz
-fuzz: deps
+fuzz: deps-test
 	@$(MAKE) --no-print-directory $(FUZZ_BINS)
 	@scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 # ---- end of fuzz/ ----------------------------------------------------------------------------
 
+# make run needs only the build set; make test and make fuzz the test set (scripts/setup.sh).
 deps:
-	@scripts/setup.sh
+	@scripts/setup.sh build
+
+deps-test:
+	@scripts/setup.sh test
+
+# Which set each target installs, and what each set holds.
+check-deps:
+	@scripts/check-deps.sh
 
 run: deps
 	@$(MAKE) --no-print-directory all
@@ -230,6 +238,13 @@ check-exports: $(SHARED)
 	@bad=$$(nm -D --defined-only $(SHARED) | awk '$$2 ~ /[TDB]/ && $$3 !~ /^gm_/ {print $$3}'); \
 	if [ -n "$$bad" ]; then echo "unexpected exported symbols: $$bad"; exit 1; fi; \
 	echo "exports: only gm_* symbols"
+
+# valgrind follows none of the library's copies through process_vm_readv/writev: src/uaccess.c
+# tells it what they copied. Both backends (the default one is kvm where /dev/kvm works).
+check-valgrind: tools
+	valgrind --error-exitcode=1 $(BUILD)/bin/gmem-vm
+	valgrind -q --error-exitcode=1 $(BUILD)/bin/gmem-vm -q --backend soft --vcpus 2
+	@echo "valgrind: gmem-vm runs clean"
 
 # make install into a scratch prefix, then build and run a program against it with pkg-config.
 check-install: lib tools
@@ -251,7 +266,9 @@ test-run: test-build
 		*) ASAN_OPTIONS="detect_leaks=0:$$ASAN_OPTIONS" $$t --jobs 2 ;; esac || status=1; \
 	done; exit $$status
 
-test: deps
+test: deps-test
+	@$(MAKE) --no-print-directory check-deps
+	@$(MAKE) --no-print-directory check-valgrind
 	@$(MAKE) --no-print-directory check-exports
 	@$(MAKE) --no-print-directory check-install
 	@$(MAKE) --no-print-directory test-run
