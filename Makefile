@@ -6,7 +6,7 @@
 #   make bench    build and run the benchmarks (results under build/bench/)
 #   make stress   gmem-stress: everything at once on one VM, checked (STRESS_SECONDS, default 180)
 #   make fuzz     the libFuzzer targets, FUZZ_SECONDS each (default 60)
-#   make install  library, headers and pkg-config file under $(PREFIX)
+#   make install  library, headers, pkg-config file, man pages and gmem-vm under $(PREFIX)
 
 VERSION      := 0.1.0
 SOVERSION    := 0
@@ -14,6 +14,7 @@ PREFIX       ?= /usr/local
 LIBDIR       ?= $(PREFIX)/lib
 INCLUDEDIR   ?= $(PREFIX)/include
 BINDIR       ?= $(PREFIX)/bin
+MANDIR       ?= $(PREFIX)/share/man
 DESTDIR      ?=
 
 # VARIANT selects a build tree: release (build/), asan (build/asan/), tsan (build/tsan/).
@@ -246,12 +247,10 @@ check-valgrind: tools
 	valgrind -q --error-exitcode=1 $(BUILD)/bin/gmem-vm -q --backend soft --vcpus 2
 	@echo "valgrind: gmem-vm runs clean"
 
-# make install into a scratch prefix, then build and run a program against it with pkg-config.
-check-install: lib tools
-	@d=$$(mktemp -d) && $(MAKE) --no-print-directory install PREFIX=$$d >/dev/null && \
-	pc="env PKG_CONFIG_PATH=$$d/lib/pkgconfig pkg-config" && \
-	$(CC) tests/install/consumer.c -o $$d/consumer $$($$pc --cflags --libs libgmem) \
-	      -Wl,-rpath,$$d/lib && $$d/consumer && rm -rf $$d
+# make install from a copy of the sources with no build tree, into scratch prefixes: what it
+# installs, all or nothing, uninstall, and programs built against it, shared and static.
+check-install:
+	@tests/install/check.sh
 
 test-build: lib $(TEST_BINS) tools
 
@@ -291,23 +290,32 @@ bench: deps
 	@mkdir -p build/bench
 	@scripts/bench.sh $(BENCHES)
 
-install: lib
-	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)/gmem
-	install -m 644 include/gmem/gmem.h include/gmem/kvm.h $(DESTDIR)$(INCLUDEDIR)/gmem/
-	install -m 755 $(SHARED) $(DESTDIR)$(LIBDIR)/
-	ln -sf libgmem.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libgmem.so.$(SOVERSION)
-	ln -sf libgmem.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libgmem.so
-	install -m 644 $(STATIC) $(DESTDIR)$(LIBDIR)/
-	install -d $(DESTDIR)$(BINDIR)
-	install -m 755 $(BUILD)/bin/gmem-vm $(DESTDIR)$(BINDIR)/
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
-	    -e 's|@VERSION@|$(VERSION)|' src/libgmem.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/libgmem.pc
+# Everything is staged under $(INSTALL_STAGE) first; scripts/install.sh then moves it under
+# $(DESTDIR), all or nothing. gmem-vm is installed (it links libgmem statically); the other
+# tools are not.
+INSTALL_STAGE := $(BUILD)/install-stage
+MAN_PAGES    := $(wildcard man/man3/*.3)
+install: lib tools
+	@rm -rf $(INSTALL_STAGE)
+	@install -d $(INSTALL_STAGE)$(LIBDIR)/pkgconfig $(INSTALL_STAGE)$(INCLUDEDIR)/gmem \
+	    $(INSTALL_STAGE)$(BINDIR) $(INSTALL_STAGE)$(MANDIR)/man3
+	@install -m 644 include/gmem/gmem.h include/gmem/kvm.h $(INSTALL_STAGE)$(INCLUDEDIR)/gmem/
+	@install -m 755 $(SHARED) $(INSTALL_STAGE)$(LIBDIR)/
+	@ln -sf libgmem.so.$(VERSION) $(INSTALL_STAGE)$(LIBDIR)/libgmem.so.$(SOVERSION)
+	@ln -sf libgmem.so.$(VERSION) $(INSTALL_STAGE)$(LIBDIR)/libgmem.so
+	@install -m 644 $(STATIC) $(INSTALL_STAGE)$(LIBDIR)/
+	@install -m 755 $(BUILD)/bin/gmem-vm $(INSTALL_STAGE)$(BINDIR)/
+	@$(if $(MAN_PAGES),install -m 644 $(MAN_PAGES) $(INSTALL_STAGE)$(MANDIR)/man3/)
+	@sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
+	    -e 's|@VERSION@|$(VERSION)|' src/libgmem.pc.in > $(INSTALL_STAGE)$(LIBDIR)/pkgconfig/libgmem.pc
+	@scripts/install.sh $(INSTALL_STAGE) $(DESTDIR)
 
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/libgmem.so* $(DESTDIR)$(LIBDIR)/libgmem.a \
 	      $(DESTDIR)$(LIBDIR)/pkgconfig/libgmem.pc
 	rm -rf $(DESTDIR)$(INCLUDEDIR)/gmem
 	rm -f $(DESTDIR)$(BINDIR)/gmem-vm
+	rm -f $(MAN_PAGES:man/man3/%=$(DESTDIR)$(MANDIR)/man3/%)
 
 clean:
 	rm -rf build
