@@ -70,7 +70,7 @@ BENCH_SRCS   := $(wildcard bench/*.c)
 BENCHES      := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all lib tools run test test-run test-build bench install uninstall clean deps check-exports \
-	check-install stress deps-test check-deps check-valgrind
+	check-install stress deps-test check-deps check-valgrind check-version
 all: lib tools
 
 lib: $(SHARED) $(STATIC)
@@ -247,6 +247,10 @@ check-valgrind: tools
 	valgrind -q --error-exitcode=1 $(BUILD)/bin/gmem-vm -q --backend soft --vcpus 2
 	@echo "valgrind: gmem-vm runs clean"
 
+# The Makefile's VERSION, gmem.h's GM_VERSION_* and gm_version() agree.
+check-version: $(STATIC)
+	@scripts/check-version.sh $(BUILD)
+
 # make install from a copy of the sources with no build tree, into scratch prefixes: what it
 # installs, all or nothing, uninstall, and programs built against it, shared and static.
 check-install:
@@ -269,6 +273,7 @@ test: deps-test
 	@$(MAKE) --no-print-directory check-deps
 	@$(MAKE) --no-print-directory check-valgrind
 	@$(MAKE) --no-print-directory check-exports
+	@$(MAKE) --no-print-directory check-version
 	@$(MAKE) --no-print-directory check-install
 	@$(MAKE) --no-print-directory test-run
 	@$(MAKE) --no-print-directory VARIANT=asan test-run
