@@ -70,7 +70,7 @@ BENCH_SRCS   := $(wildcard bench/*.c)
 BENCHES      := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all lib tools run test test-run test-build bench install uninstall clean deps check-exports \
-	check-install stress deps-test check-deps check-valgrind check-version
+	check-install stress deps-test check-deps check-valgrind check-version check-docs
 all: lib tools
 
 lib: $(SHARED) $(STATIC)
@@ -247,6 +247,10 @@ check-valgrind: tools
 	valgrind -q --error-exitcode=1 $(BUILD)/bin/gmem-vm -q --backend soft --vcpus 2
 	@echo "valgrind: gmem-vm runs clean"
 
+# Every relative link and repository path named in README.md and docs/*.md exists.
+check-docs:
+	@scripts/check-docs.py
+
 # The Makefile's VERSION, gmem.h's GM_VERSION_* and gm_version() agree.
 check-version: $(STATIC)
 	@scripts/check-version.sh $(BUILD)
@@ -271,6 +275,7 @@ test-run: test-build
 
 test: deps-test
 	@$(MAKE) --no-print-directory check-deps
+	@$(MAKE) --no-print-directory check-docs
 	@$(MAKE) --no-print-directory check-valgrind
 	@$(MAKE) --no-print-directory check-exports
 	@$(MAKE) --no-print-directory check-version
