@@ -47,6 +47,10 @@ if readelf -d "$work/static" 2>/dev/null | grep -q 'libgmem\.so'; then
 	fail "the static consumer needs libgmem.so"
 fi
 
+# The api.md example, built against the installed library as api.md says.
+$CC examples/vmm_loop.c -o "$work/vmm_loop" $($pc --static --cflags --libs libgmem)
+"$work/vmm_loop" >/dev/null || fail "examples/vmm_loop.c built against the installed library failed"
+
 # Uninstall leaves no file behind.
 $MAKE -C "$work/src" --no-print-directory uninstall PREFIX="$prefix" >/dev/null
 left=$(find "$prefix" \( -type f -o -type l \))
@@ -61,4 +65,4 @@ if $MAKE -C "$work/src" --no-print-directory install PREFIX="$bad" >"$work/bad.l
 fi
 left=$(cd "$bad" && find . -mindepth 1 | sort | tr '\n' ' ')
 [ "$left" = "./include ./include/gmem " ] || fail "a failed install left: $left"
-echo "install: clean-tree make install, uninstall, all-or-nothing, shared and static consumers: ok"
+echo "install: clean-tree make install, uninstall, all-or-nothing, shared and static consumers, the example: ok"
