@@ -70,7 +70,7 @@ BENCH_SRCS   := $(wildcard bench/*.c)
 BENCHES      := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all lib tools run test test-run test-build bench install uninstall clean deps check-exports \
-	check-install stress deps-test check-deps check-valgrind check-version check-docs
+	check-install stress deps-test check-deps check-valgrind check-version check-docs check-man check-examples
 all: lib tools
 
 lib: $(SHARED) $(STATIC)
@@ -251,6 +251,14 @@ check-valgrind: tools
 check-docs:
 	@scripts/check-docs.py
 
+# Every gm_* call has a man page (man/man3/), and each formats without a groff warning.
+check-man:
+	@scripts/check-man.sh
+
+# examples/vmm_loop.c is docs/api.md's example: the same text, built and run, the same output.
+check-examples: $(STATIC)
+	@scripts/check-examples.py $(BUILD)
+
 # The Makefile's VERSION, gmem.h's GM_VERSION_* and gm_version() agree.
 check-version: $(STATIC)
 	@scripts/check-version.sh $(BUILD)
@@ -276,9 +284,11 @@ test-run: test-build
 test: deps-test
 	@$(MAKE) --no-print-directory check-deps
 	@$(MAKE) --no-print-directory check-docs
+	@$(MAKE) --no-print-directory check-man
 	@$(MAKE) --no-print-directory check-valgrind
 	@$(MAKE) --no-print-directory check-exports
 	@$(MAKE) --no-print-directory check-version
+	@$(MAKE) --no-print-directory check-examples
 	@$(MAKE) --no-print-directory check-install
 	@$(MAKE) --no-print-directory test-run
 	@$(MAKE) --no-print-directory VARIANT=asan test-run

@@ -14,6 +14,13 @@ fail=0
 [ "$header" = "$version" ] || { echo "check-version: gmem.h's GM_VERSION_MAJOR/MINOR/PATCH say $header, the Makefile $version"; fail=1; }
 [ "$string" = "$version" ] || { echo "check-version: gmem.h's GM_VERSION_STRING says $string, the Makefile $version"; fail=1; }
 
+# The man pages' headers name the version too.
+for page in man/man3/*.3; do
+	th=$(grep '^\.TH' "$page" || true)
+	[ -z "$th" ] || echo "$th" | grep -q "\"libgmem $version\"" ||
+		{ echo "check-version: $page says: $th, not libgmem $version"; fail=1; }
+done
+
 prog=$(mktemp)
 trap 'rm -f "$prog"' EXIT
 printf '#include <stdio.h>\n#include <gmem/gmem.h>\nint main(void) { puts(gm_version()); return 0; }\n' |
