@@ -148,8 +148,9 @@ static void help(void)
 }
 
 /*
- * The one number parser: a plain unsigned number (decimal, or 0x hex for sizes), no sign,
- * no blanks, no wrap. False for anything else, including a value past UINT64_MAX.
+ * The one number parser: a plain unsigned number, decimal (a leading 0 is not octal) or,
+ * for sizes, 0x hex; no sign, no blanks, no wrap. False for anything else, including a
+ * value past UINT64_MAX.
  */
 static bool parse_u64(const char *s, int base, uint64_t *v, const char **end)
 {
@@ -184,7 +185,9 @@ static uint64_t parse_size(const char *s)
 	unsigned shift = 0;
 	uint64_t v;
 
-	if (!parse_u64(s, 0, &v, &end)) {
+	bool hex = s[0] == '0' && (s[1] == 'x' || s[1] == 'X');
+
+	if (!parse_u64(s, hex ? 16 : 10, &v, &end)) {
 		/* parse_u64 refuses a number that starts with a digit only when it overflows. */
 		if (isdigit((unsigned char)*s))
 			usage_error("--memory %s is out of range: give 8M to 4G", s);

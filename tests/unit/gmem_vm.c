@@ -150,6 +150,8 @@ Test(gmem_vm, bad_arguments)
 		{ "-c 2x", "bad --vcpus '2x'" },
 		{ "-m -64M", "bad --memory '-64M'" },
 		{ "-m ' 64M'", "bad --memory ' 64M'" },
+		/* Decimal, not octal: 010000M is 10000M (too much), not 4096M. */
+		{ "-m 010000M", "--memory 010000M is out of range" },
 		{ "--image-timeout 0", "bad --image-timeout '0'" },
 		{ "--image-timeout 4294967297", "bad --image-timeout" },
 	};
