@@ -240,6 +240,16 @@ check-exports: $(SHARED)
 	if [ -n "$$bad" ]; then echo "unexpected exported symbols: $$bad"; exit 1; fi; \
 	echo "exports: only gm_* symbols"
 
+# src/uaccess.c uses <valgrind/memcheck.h> when it exists. make test installs valgrind after
+# make run may have built the library without it: the stamp's name changes with the header's
+# presence, so uaccess.o is rebuilt then (for every VARIANT).
+MEMCHECK_STAMP := $(BUILD)/have-memcheck-h.$(if $(wildcard /usr/include/valgrind/memcheck.h),yes,no)
+$(BUILD)/obj/src/uaccess.o: $(MEMCHECK_STAMP)
+$(MEMCHECK_STAMP):
+	@mkdir -p $(dir $@)
+	@rm -f $(BUILD)/have-memcheck-h.*
+	@touch $@
+
 # valgrind follows none of the library's copies through process_vm_readv/writev: src/uaccess.c
 # tells it what they copied. Both backends (the default one is kvm where /dev/kvm works).
 check-valgrind: tools
