@@ -6,7 +6,7 @@
 #   make bench    build and run the benchmarks (results under build/bench/)
 #   make stress   gmem-stress: everything at once on one VM, checked (STRESS_SECONDS, default 180)
 #   make fuzz     the libFuzzer targets, FUZZ_SECONDS each (default 60)
-#   make install  library, headers and pkg-config file under $(PREFIX)
+#   make install  library, headers, pkg-config file, man pages and gmem-vm under $(PREFIX)
 
 VERSION      := 0.1.0
 SOVERSION    := 0
@@ -14,6 +14,7 @@ PREFIX       ?= /usr/local
 LIBDIR       ?= $(PREFIX)/lib
 INCLUDEDIR   ?= $(PREFIX)/include
 BINDIR       ?= $(PREFIX)/bin
+MANDIR       ?= $(PREFIX)/share/man
 DESTDIR      ?=
 
 # VARIANT selects a build tree: release (build/), asan (build/asan/), tsan (build/tsan/).
@@ -78,7 +79,8 @@ BENCH_SRCS   := $(wildcard bench/*.c)
 BENCHES      := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all lib tools run test test-run test-build bench install uninstall clean deps check-exports \
-	check-install check-layering stress
+	check-install check-layering stress deps-test check-deps check-valgrind check-version check-docs \
+	check-man check-examples
 all: lib tools
 
 lib: $(SHARED) $(STATIC)
@@ -257,13 +259,21 @@ $(BUILD)/tests/fuzz-replay-%: fuzz/%.c fuzz/replay.c fuzz/fuzz.h $(STATIC)
 
 # Each target in turn for FUZZ_SECONDS; corpora in build/fuzz/corpus/, crashes in build/fuzz/crash/.
 .PHONY: fuzz
-fuzz: deps
+fuzz: deps-test
 	@$(MAKE) --no-print-directory $(FUZZ_BINS)
 	@scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 # ---- end of fuzz/ ----------------------------------------------------------------------------
 
+# make run needs only the build set; make test and make fuzz the test set (scripts/setup.sh).
 deps:
-	@scripts/setup.sh
+	@scripts/setup.sh build
+
+deps-test:
+	@scripts/setup.sh test
+
+# Which set each target installs, and what each set holds.
+check-deps:
+	@scripts/check-deps.sh
 
 run: deps
 	@$(MAKE) --no-print-directory all
@@ -286,12 +296,43 @@ check-layering: lib
 	@scripts/layering.sh $(BUILD) >$(BUILD)/layering.txt || { cat $(BUILD)/layering.txt; exit 1; }
 	@tail -1 $(BUILD)/layering.txt
 
-# make install into a scratch prefix, then build and run a program against it with pkg-config.
-check-install: lib tools
-	@d=$$(mktemp -d) && $(MAKE) --no-print-directory install PREFIX=$$d >/dev/null && \
-	pc="env PKG_CONFIG_PATH=$$d/lib/pkgconfig pkg-config" && \
-	$(CC) tests/install/consumer.c -o $$d/consumer $$($$pc --cflags --libs libgmem) \
-	      -Wl,-rpath,$$d/lib && $$d/consumer && rm -rf $$d
+# src/uaccess.c uses <valgrind/memcheck.h> when it exists. make test installs valgrind after
+# make run may have built the library without it: the stamp's name changes with the header's
+# presence, so uaccess.o is rebuilt then (for every VARIANT).
+MEMCHECK_STAMP := $(BUILD)/have-memcheck-h.$(if $(wildcard /usr/include/valgrind/memcheck.h),yes,no)
+$(BUILD)/obj/src/uaccess.o: $(MEMCHECK_STAMP)
+$(MEMCHECK_STAMP):
+	@mkdir -p $(dir $@)
+	@rm -f $(BUILD)/have-memcheck-h.*
+	@touch $@
+
+# valgrind follows none of the library's copies through process_vm_readv/writev: src/uaccess.c
+# tells it what they copied. Both backends (the default one is kvm where /dev/kvm works).
+check-valgrind: tools
+	valgrind --error-exitcode=1 $(BUILD)/bin/gmem-vm
+	valgrind -q --error-exitcode=1 $(BUILD)/bin/gmem-vm -q --backend soft --vcpus 2
+	@echo "valgrind: gmem-vm runs clean"
+
+# Every relative link and repository path named in README.md and docs/*.md exists.
+check-docs:
+	@scripts/check-docs.py
+
+# Every gm_* call has a man page (man/man3/), and each formats without a groff warning.
+check-man:
+	@scripts/check-man.sh
+
+# examples/vmm_loop.c is docs/api.md's example: the same text, built and run, the same output.
+check-examples: $(STATIC)
+	@scripts/check-examples.py $(BUILD)
+
+# The Makefile's VERSION, gmem.h's GM_VERSION_* and gm_version() agree.
+check-version: $(STATIC)
+	@scripts/check-version.sh $(BUILD)
+
+# make install from a copy of the sources with no build tree, into scratch prefixes: what it
+# installs, all or nothing, uninstall, and programs built against it, shared and static.
+check-install:
+	@tests/install/check.sh
 
 test-build: lib $(TEST_BINS) tools
 
@@ -306,9 +347,15 @@ test-run: test-build
 		*) ASAN_OPTIONS="detect_leaks=0:$$ASAN_OPTIONS" $$t --jobs 2 ;; esac || status=1; \
 	done; exit $$status
 
-test: deps
+test: deps-test
+	@$(MAKE) --no-print-directory check-deps
+	@$(MAKE) --no-print-directory check-docs
+	@$(MAKE) --no-print-directory check-man
+	@$(MAKE) --no-print-directory check-valgrind
 	@$(MAKE) --no-print-directory check-exports
 	@$(MAKE) --no-print-directory check-layering
+	@$(MAKE) --no-print-directory check-version
+	@$(MAKE) --no-print-directory check-examples
 	@$(MAKE) --no-print-directory check-install
 	@$(MAKE) --no-print-directory test-run
 	@$(MAKE) --no-print-directory VARIANT=asan test-run
@@ -330,23 +377,32 @@ bench: deps
 	@mkdir -p build/bench
 	@scripts/bench.sh $(BENCHES)
 
-install: lib
-	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)/gmem
-	install -m 644 include/gmem/gmem.h include/gmem/kvm.h $(DESTDIR)$(INCLUDEDIR)/gmem/
-	install -m 755 $(SHARED) $(DESTDIR)$(LIBDIR)/
-	ln -sf libgmem.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libgmem.so.$(SOVERSION)
-	ln -sf libgmem.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libgmem.so
-	install -m 644 $(STATIC) $(DESTDIR)$(LIBDIR)/
-	install -d $(DESTDIR)$(BINDIR)
-	install -m 755 $(BUILD)/bin/gmem-vm $(DESTDIR)$(BINDIR)/
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
-	    -e 's|@VERSION@|$(VERSION)|' src/libgmem.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/libgmem.pc
+# Everything is staged under $(INSTALL_STAGE) first; scripts/install.sh then moves it under
+# $(DESTDIR), all or nothing. gmem-vm is installed (it links libgmem statically); the other
+# tools are not.
+INSTALL_STAGE := $(BUILD)/install-stage
+MAN_PAGES    := $(wildcard man/man3/*.3)
+install: lib tools
+	@rm -rf $(INSTALL_STAGE)
+	@install -d $(INSTALL_STAGE)$(LIBDIR)/pkgconfig $(INSTALL_STAGE)$(INCLUDEDIR)/gmem \
+	    $(INSTALL_STAGE)$(BINDIR) $(INSTALL_STAGE)$(MANDIR)/man3
+	@install -m 644 include/gmem/gmem.h include/gmem/kvm.h $(INSTALL_STAGE)$(INCLUDEDIR)/gmem/
+	@install -m 755 $(SHARED) $(INSTALL_STAGE)$(LIBDIR)/
+	@ln -sf libgmem.so.$(VERSION) $(INSTALL_STAGE)$(LIBDIR)/libgmem.so.$(SOVERSION)
+	@ln -sf libgmem.so.$(VERSION) $(INSTALL_STAGE)$(LIBDIR)/libgmem.so
+	@install -m 644 $(STATIC) $(INSTALL_STAGE)$(LIBDIR)/
+	@install -m 755 $(BUILD)/bin/gmem-vm $(INSTALL_STAGE)$(BINDIR)/
+	@$(if $(MAN_PAGES),install -m 644 $(MAN_PAGES) $(INSTALL_STAGE)$(MANDIR)/man3/)
+	@sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
+	    -e 's|@VERSION@|$(VERSION)|' src/libgmem.pc.in > $(INSTALL_STAGE)$(LIBDIR)/pkgconfig/libgmem.pc
+	@scripts/install.sh $(INSTALL_STAGE) $(DESTDIR)
 
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/libgmem.so* $(DESTDIR)$(LIBDIR)/libgmem.a \
 	      $(DESTDIR)$(LIBDIR)/pkgconfig/libgmem.pc
 	rm -rf $(DESTDIR)$(INCLUDEDIR)/gmem
 	rm -f $(DESTDIR)$(BINDIR)/gmem-vm
+	rm -f $(MAN_PAGES:man/man3/%=$(DESTDIR)$(MANDIR)/man3/%)
 
 clean:
 	rm -rf build

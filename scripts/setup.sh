@@ -1,10 +1,33 @@
 #!/bin/sh
-# Installs the Debian packages libgmem needs to build, test and benchmark.
-# Run as root it installs what is missing; otherwise it names what to install.
+# Installs the Debian packages one use of libgmem needs: building and running (make run),
+# or everything make test runs. Run as root it installs what is missing; otherwise it names
+# what to install.
+#
+#   scripts/setup.sh [build|test]   install the set (default: build)
+#   scripts/setup.sh --list SET     print the set's packages, one a line
 set -eu
 
-# clang and libclang-rt-14-dev (libFuzzer) serve make fuzz only.
-PACKAGES="gcc make pkg-config liburcu-dev libcriterion-dev binutils clang libclang-rt-14-dev"
+# Building the library and the tools, and running gmem-vm.
+BUILD_PACKAGES="gcc libc6-dev make pkg-config liburcu-dev binutils"
+# make test on top of that: Criterion for the unit and conformance tests, clang and
+# libFuzzer (libclang-rt-14-dev) for the fuzz targets, valgrind (which also ships
+# <valgrind/memcheck.h>, used by src/uaccess.c) for the valgrind run, groff for the man
+# page check, python3 for the docs check.
+TEST_PACKAGES="$BUILD_PACKAGES libcriterion-dev clang libclang-rt-14-dev valgrind groff-base python3"
+
+packages_of() {
+	case "$1" in
+	build) echo "$BUILD_PACKAGES" ;;
+	test) echo "$TEST_PACKAGES" ;;
+	*) echo "setup: unknown set '$1': give build or test" >&2; exit 2 ;;
+	esac
+}
+
+if [ "${1:-}" = "--list" ]; then
+	for p in $(packages_of "${2:-build}"); do echo "$p"; done
+	exit 0
+fi
+PACKAGES=$(packages_of "${1:-build}")
 
 missing=""
 for p in $PACKAGES; do

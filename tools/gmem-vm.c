@@ -1,9 +1,12 @@
 /* gmem-vm: a microVM runner that boots a guest on libgmem's guest_memfd and converts its memory in place. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <ctype.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <linux/falloc.h>
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -14,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -34,6 +38,8 @@
 #define PUNCH_PER_VCPU (64 * KIB)
 #define IMAGE_MAGIC "GMEMIMG1"
 #define EXIT_BAD_USAGE 2
+#define DEFAULT_IMAGE_TIMEOUT 10  /* seconds without data from a pipe or FIFO image */
+#define MAX_IMAGE_TIMEOUT 3600
 
 enum backend { BACKEND_AUTO, BACKEND_KVM, BACKEND_SOFT };
 enum verbosity { QUIET, NORMAL, VERBOSE };
@@ -45,6 +51,7 @@ struct options {
 	bool huge;
 	const char *image_path;
 	const char *write_image;
+	unsigned image_timeout; /* seconds */
 	enum verbosity verbosity;
 };
 
@@ -129,35 +136,75 @@ static void help(void)
 	       "                        where /dev/kvm works, soft otherwise)\n"
 	       "      --huge            2 MiB folios (hugetlbfs where huge pages are reserved)\n"
 	       "  -i, --image FILE      run FILE instead of the built-in guest (kvm backend only)\n"
+	       "      --image-timeout S  give up on an image (pipe, FIFO) that sends nothing for S\n"
+	       "                        seconds (default %d, 1 to %d)\n"
 	       "      --write-image FILE  write the built-in guest as an image file and exit\n"
 	       "  -v, --verbose         also print every exit and conversion\n"
 	       "  -q, --quiet           print nothing but errors\n"
 	       "  -h, --help            this text\n\n"
 	       "Exit status: 0 when every vCPU halted normally with its checks passed, 1 when the\n"
 	       "guest failed or the VM could not run, 2 for a bad argument or an unusable image.\n",
-	       prog, GUEST_MAX_VCPUS);
+	       prog, GUEST_MAX_VCPUS, DEFAULT_IMAGE_TIMEOUT, MAX_IMAGE_TIMEOUT);
+}
+
+/*
+ * The one number parser: a plain unsigned number, decimal (a leading 0 is not octal) or,
+ * for sizes, 0x hex; no sign, no blanks, no wrap. False for anything else, including a
+ * value past UINT64_MAX.
+ */
+static bool parse_u64(const char *s, int base, uint64_t *v, const char **end)
+{
+	char *stop;
+	unsigned long long n;
+
+	if (!isdigit((unsigned char)*s))
+		return false;
+	errno = 0;
+	n = strtoull(s, &stop, base);
+	if (errno || stop == s)
+		return false;
+	*v = n;
+	*end = stop;
+	return true;
+}
+
+/* A whole-string number in [min, max], or exit status 2 naming the option and the range. */
+static uint64_t parse_number(const char *opt, const char *s, uint64_t min, uint64_t max)
+{
+	const char *end;
+	uint64_t v;
+
+	if (!parse_u64(s, 10, &v, &end) || *end || v < min || v > max)
+		usage_error("bad %s '%s': give a number from %" PRIu64 " to %" PRIu64, opt, s, min, max);
+	return v;
 }
 
 static uint64_t parse_size(const char *s)
 {
-	char *end;
-	unsigned long long v;
+	const char *end;
+	unsigned shift = 0;
+	uint64_t v;
 
-	errno = 0;
-	v = strtoull(s, &end, 0);
-	if (errno || end == s || *s == '-')
+	bool hex = s[0] == '0' && (s[1] == 'x' || s[1] == 'X');
+
+	if (!parse_u64(s, hex ? 16 : 10, &v, &end)) {
+		/* parse_u64 refuses a number that starts with a digit only when it overflows. */
+		if (isdigit((unsigned char)*s))
+			usage_error("--memory %s is out of range: give 8M to 4G", s);
 		usage_error("bad --memory '%s': give a size such as 64M or 1G", s);
+	}
 	switch (*end) {
-	case 'k': case 'K': v <<= 10; end++; break;
-	case 'm': case 'M': v <<= 20; end++; break;
-	case 'g': case 'G': v <<= 30; end++; break;
+	case 'k': case 'K': shift = 10; end++; break;
+	case 'm': case 'M': shift = 20; end++; break;
+	case 'g': case 'G': shift = 30; end++; break;
 	}
 	if (*end == 'i' || *end == 'B')
 		end += (*end == 'i' && end[1] == 'B') ? 2 : 1;
 	if (*end)
 		usage_error("bad --memory '%s': give a size such as 64M or 1G", s);
-	if (v < MIN_MEMORY || v > MAX_MEMORY)
+	if (v > MAX_MEMORY >> shift || v << shift < MIN_MEMORY)
 		usage_error("--memory %s is out of range: give 8M to 4G", s);
+	v <<= shift;
 	if (v % SZ_2M)
 		usage_error("--memory %s is not a multiple of 2M: round it, e.g. to %lluM", s,
 			    (unsigned long long)((v + SZ_2M - 1) / SZ_2M * 2));
@@ -173,15 +220,16 @@ static void parse_options(int argc, char **argv, struct options *o)
 		{ "huge", no_argument, NULL, 'H' },
 		{ "image", required_argument, NULL, 'i' },
 		{ "write-image", required_argument, NULL, 'W' },
+		{ "image-timeout", required_argument, NULL, 'T' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	char *end;
 	int c;
 
-	*o = (struct options){ .memory = 64 * MIB, .vcpus = 1, .verbosity = NORMAL };
+	*o = (struct options){ .memory = 64 * MIB, .vcpus = 1, .verbosity = NORMAL,
+			       .image_timeout = DEFAULT_IMAGE_TIMEOUT };
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":m:c:b:i:vqh", longopts, NULL)) != -1) {
 		switch (c) {
@@ -189,11 +237,7 @@ static void parse_options(int argc, char **argv, struct options *o)
 			o->memory = parse_size(optarg);
 			break;
 		case 'c':
-			errno = 0;
-			o->vcpus = (unsigned)strtoul(optarg, &end, 10);
-			if (errno || *end || end == optarg || o->vcpus < 1 || o->vcpus > GUEST_MAX_VCPUS)
-				usage_error("bad --vcpus '%s': give a number from 1 to %d", optarg,
-					    GUEST_MAX_VCPUS);
+			o->vcpus = (unsigned)parse_number("--vcpus", optarg, 1, GUEST_MAX_VCPUS);
 			break;
 		case 'b':
 			if (!strcmp(optarg, "kvm"))
@@ -213,6 +257,10 @@ static void parse_options(int argc, char **argv, struct options *o)
 			break;
 		case 'W':
 			o->write_image = optarg;
+			break;
+		case 'T':
+			o->image_timeout = (unsigned)parse_number("--image-timeout", optarg, 1,
+								  MAX_IMAGE_TIMEOUT);
 			break;
 		case 'v':
 			o->verbosity = VERBOSE;
@@ -249,37 +297,90 @@ static void write_image(const char *path)
 		usage_error("cannot write '%s': %s: choose a writable path", path, strerror(errno));
 }
 
-static void load_image(const char *path, struct image *img)
+/*
+ * Reads up to n bytes, fewer only at end of file. The image may be a pipe or a FIFO: it was
+ * opened O_NONBLOCK, so an absent writer cannot block the open, and every wait for data is
+ * a poll bounded by the timeout.
+ */
+static size_t read_image_bytes(int fd, void *buf, size_t n, const char *path, unsigned timeout)
 {
-	FILE *f = fopen(path, "rb");
-	struct image_header h;
-	long len;
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	size_t done = 0;
 
-	if (!f)
+	while (done < n) {
+		ssize_t got = read(fd, (char *)buf + done, n - done);
+
+		if (got > 0) {
+			done += (size_t)got;
+			continue;
+		}
+		if (got == 0)
+			break;
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN)
+			usage_error("cannot read image '%s': %s: check the file", path, strerror(errno));
+		int ready = poll(&p, 1, (int)timeout * 1000);
+
+		if (ready == 0)
+			usage_error("image '%s' sent nothing for %u s: start its writer first, or raise "
+				    "--image-timeout", path, timeout);
+		if (ready < 0 && errno != EINTR)
+			usage_error("cannot wait for image '%s': %s", path, strerror(errno));
+	}
+	return done;
+}
+
+/* A FIFO without a writer reads as end of file at once: wait (bounded) for a writer first. */
+static void wait_for_writer(int fd, const char *path, unsigned timeout)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	struct stat st;
+
+	if (fstat(fd, &st) || !S_ISFIFO(st.st_mode))
+		return;
+	while (true) {
+		int ready = poll(&p, 1, (int)timeout * 1000);
+
+		if (ready > 0)
+			return;
+		if (ready == 0)
+			usage_error("image '%s' sent nothing for %u s: start its writer first, or raise "
+				    "--image-timeout", path, timeout);
+		if (errno != EINTR)
+			usage_error("cannot wait for image '%s': %s", path, strerror(errno));
+	}
+}
+
+static void load_image(const char *path, unsigned timeout, struct image *img)
+{
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	struct image_header h;
+	size_t got;
+
+	if (fd < 0)
 		usage_error("cannot open image '%s': %s: check the path", path, strerror(errno));
-	fseek(f, 0, SEEK_END);
-	len = ftell(f);
-	rewind(f);
-	if (len == 0)
+	wait_for_writer(fd, path, timeout);
+	got = read_image_bytes(fd, &h, sizeof(h), path, timeout);
+	if (got == 0)
 		usage_error("image '%s' is empty: write one with --write-image FILE", path);
-	if (len < (long)sizeof(h) || fread(&h, sizeof(h), 1, f) != 1 ||
-	    memcmp(h.magic, IMAGE_MAGIC, sizeof(h.magic)))
+	if (got < sizeof(h) || memcmp(h.magic, IMAGE_MAGIC, sizeof(h.magic)))
 		usage_error("'%s' is not a gmem-vm image (no " IMAGE_MAGIC " header): write one with "
 			    "--write-image FILE", path);
 	if (h.size == 0 || h.size > MAX_MEMORY)
 		usage_error("image '%s' declares %" PRIu64 " bytes of code: write it again with "
 			    "--write-image FILE", path, h.size);
-	if ((uint64_t)len - sizeof(h) < h.size)
-		usage_error("image '%s' is truncated: its header says %" PRIu64 " bytes of code, the "
-			    "file has %ld: write it again with --write-image FILE", path, h.size,
-			    len - (long)sizeof(h));
 	if (h.entry >= h.size)
 		usage_error("image '%s' has its entry point (%#" PRIx64 ") outside its %" PRIu64
 			    " bytes: fix the image", path, h.entry, h.size);
 	img->owned = malloc(h.size);
-	if (!img->owned || fread(img->owned, h.size, 1, f) != 1)
-		usage_error("cannot read image '%s': %s: check the file", path, strerror(errno));
-	fclose(f);
+	if (!img->owned)
+		usage_error("cannot hold image '%s' (%" PRIu64 " bytes) in memory", path, h.size);
+	got = read_image_bytes(fd, img->owned, h.size, path, timeout);
+	if (got < h.size)
+		usage_error("image '%s' is truncated: its header says %" PRIu64 " bytes of code, the "
+			    "file has %zu: write it again with --write-image FILE", path, h.size, got);
+	close(fd);
 	img->code = img->owned;
 	img->size = h.size;
 	img->entry = h.entry;
@@ -354,6 +455,37 @@ static void count_conversion(struct vm *vm, uint64_t size, bool private)
 	}
 }
 
+/* Free 2 MiB huge pages in the pool now, or -1 when the pool cannot be read. */
+static long free_huge_pages(void)
+{
+	FILE *f = fopen("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages", "r");
+	long n = -1;
+
+	if (f) {
+		if (fscanf(f, "%ld", &n) != 1)
+			n = -1;
+		fclose(f);
+	}
+	return n;
+}
+
+/* Why --huge did not get hugetlbfs: the backend, or a pool smaller than the file. */
+static void explain_no_hugetlb(struct vm *vm, const struct gm_gmem_info *info)
+{
+	long free_pages = free_huge_pages();
+	uint64_t needed = vm->opt.memory / SZ_2M;
+
+	if (vm->kvm)
+		say(vm, VERBOSE, "note: 2 MiB folios on %s: the kvm backend does not use hugetlbfs\n",
+		    info->backing == GM_BACKING_HOST_GMEM ? "the host's guest_memfd" : "a plain memfd");
+	else if (free_pages < 0)
+		say(vm, VERBOSE, "note: no 2 MiB huge page pool on this host: 2 MiB folios on a plain "
+			"memfd\n");
+	else
+		say(vm, VERBOSE, "note: %ld free 2 MiB huge pages, %" PRIu64 " needed: 2 MiB folios on a "
+			"plain memfd\n", free_pages, needed);
+}
+
 static void create_vm(struct vm *vm)
 {
 	unsigned long backend = vm->opt.backend == BACKEND_KVM ? GM_VM_BACKEND_KVM
@@ -398,7 +530,7 @@ static void create_vm(struct vm *vm)
 		fatal("mapping guest memory", errno);
 	gm_gmem_info(vm->gmem, &info);
 	if (vm->opt.huge && info.backing != GM_BACKING_HUGETLB)
-		say(vm, VERBOSE, "note: no huge pages reserved: 2 MiB folios on a plain memfd\n");
+		explain_no_hugetlb(vm, &info);
 }
 
 /* Loads everything while memory is shared, then makes all of it private: the launch. */
@@ -781,7 +913,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (vm.opt.image_path) {
-		load_image(vm.opt.image_path, &vm.img);
+		load_image(vm.opt.image_path, vm.opt.image_timeout, &vm.img);
 	} else {
 		vm.img.code = guest_image_start;
 		vm.img.size = (uint64_t)(guest_image_end - guest_image_start);

@@ -14,6 +14,18 @@ extern "C" {
 #endif
 
 /*
+ * The version of this header (the Makefile's VERSION: make check-version keeps them equal).
+ * gm_version() gives the version of the library the program runs with.
+ */
+#define GM_VERSION_MAJOR 0
+#define GM_VERSION_MINOR 1
+#define GM_VERSION_PATCH 0
+#define GM_VERSION_STRING "0.1.0"
+
+/* "MAJOR.MINOR.PATCH" of the running library; a static string. */
+const char *gm_version(void);
+
+/*
  * The kernel-compatible surface. Each call acts on a libgmem fd exactly as the
  * Linux syscall acts on the kernel's fd (same arguments, return value, errno).
  * On any other fd it is the plain syscall.

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,14 +18,12 @@ struct result {
 	char out[MAX_OUTPUT];   /* stdout and stderr together */
 };
 
-/* Runs gmem-vm with args (a shell-quoted string) and collects its output and exit status. */
-static void run_vm(struct result *r, const char *args)
+/* Runs a shell command line and collects its output and exit status. */
+static void run_shell(struct result *r, const char *cmd)
 {
-	char cmd[1024];
 	FILE *p;
 	size_t n = 0;
 
-	snprintf(cmd, sizeof(cmd), "%s %s 2>&1", GMEM_VM_BIN, args);
 	p = popen(cmd, "r");
 	cr_assert_not_null(p);
 	while (n < sizeof(r->out) - 1) {
@@ -37,6 +36,15 @@ static void run_vm(struct result *r, const char *args)
 	r->out[n] = 0;
 	int st = pclose(p);
 	r->status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Runs gmem-vm with args (a shell-quoted string) and collects its output and exit status. */
+static void run_vm(struct result *r, const char *args)
+{
+	char cmd[1024];
+
+	snprintf(cmd, sizeof(cmd), "%s %s 2>&1", GMEM_VM_BIN, args);
+	run_shell(r, cmd);
 }
 
 static bool kvm_usable(void)
@@ -131,6 +139,21 @@ Test(gmem_vm, bad_arguments)
 		{ "extra", "unexpected argument 'extra'" },
 		{ "--vcpus 8 --memory 8M", "use --memory 14M or more" },
 		{ "--image /nonexistent/guest.img", "cannot open image" },
+		/* Numbers that used to wrap into a valid value. */
+		{ "-m 17179869185G", "--memory 17179869185G is out of range" },
+		{ "-m 18446744073709551617", "is out of range" },
+		{ "-m 99999999999999999999999M", "is out of range" },
+		{ "-c 4294967297", "bad --vcpus '4294967297'" },
+		{ "-c 18446744073709551617", "bad --vcpus" },
+		{ "-c -1", "bad --vcpus '-1'" },
+		{ "-c ' 2'", "bad --vcpus ' 2'" },
+		{ "-c 2x", "bad --vcpus '2x'" },
+		{ "-m -64M", "bad --memory '-64M'" },
+		{ "-m ' 64M'", "bad --memory ' 64M'" },
+		/* Decimal, not octal: 010000M is 10000M (too much), not 4096M. */
+		{ "-m 010000M", "--memory 010000M is out of range" },
+		{ "--image-timeout 0", "bad --image-timeout '0'" },
+		{ "--image-timeout 4294967297", "bad --image-timeout" },
 	};
 	static struct result r;
 
@@ -195,4 +218,59 @@ Test(gmem_vm, bad_images)
 	}
 	snprintf(args, sizeof(args), "rm -rf %s", dir);
 	cr_assert_eq(system(args), 0);
+}
+
+/* An image need not be a regular file: a pipe on /dev/stdin loads like the file itself. */
+Test(gmem_vm, image_through_pipe, .timeout = 300)
+{
+	static struct result r;
+	char dir[] = "/tmp/gmem-vm-test-XXXXXX";
+	char cmd[1024];
+
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(cmd, sizeof(cmd), "%s --write-image %s/good.img 2>&1", GMEM_VM_BIN, dir);
+	run_shell(&r, cmd);
+	cr_assert_eq(r.status, 0, "%s", r.out);
+	snprintf(cmd, sizeof(cmd), "cat %s/good.img | %s --image /dev/stdin --backend kvm 2>&1; "
+		 "rm -rf %s", dir, GMEM_VM_BIN, dir);
+	run_shell(&r, cmd);
+	cr_expect(!strstr(r.out, "not a gmem-vm image"), "%s", r.out);
+	if (kvm_usable()) {
+		expect_normal_run(&r, 1);
+	} else {
+		/* Loaded, then refused for the backend only. */
+		cr_expect_eq(r.status, 2);
+		cr_expect(strstr(r.out, "needs a usable /dev/kvm"), "%s", r.out);
+	}
+}
+
+/* A FIFO that no one writes to: a bounded wait and a one-line error, not a hang. */
+Test(gmem_vm, fifo_without_writer, .timeout = 30)
+{
+	static struct result r;
+	char dir[] = "/tmp/gmem-vm-test-XXXXXX";
+	char path[256], args[512];
+
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/fifo", dir);
+	cr_assert_eq(mkfifo(path, 0600), 0);
+	snprintf(args, sizeof(args), "--image %s --image-timeout 1 --backend kvm", path);
+	run_vm(&r, args);
+	unlink(path);
+	rmdir(dir);
+	cr_expect_eq(r.status, 2, "status %d: %s", r.status, r.out);
+	cr_expect(strstr(r.out, "sent nothing for 1 s"), "%s", r.out);
+}
+
+/* --huge on the kvm backend never uses hugetlbfs: -v says so, whatever the pool holds. */
+Test(gmem_vm, huge_verbose_names_the_reason, .timeout = 300)
+{
+	static struct result r;
+
+	if (!kvm_usable())
+		cr_skip_test("/dev/kvm is missing or not usable here");
+	run_vm(&r, "--backend kvm --huge -v");
+	cr_expect_eq(r.status, 0, "%s", r.out);
+	cr_expect(!strstr(r.out, "no huge pages reserved"), "%s", r.out);
+	cr_expect(strstr(r.out, "the kvm backend does not use hugetlbfs"), "%s", r.out);
 }
