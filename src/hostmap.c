@@ -62,6 +62,12 @@ static struct hostmap *hostmaps;
 static struct hostmap *spares;      /* records allocated before a call that may cut one */
 static struct fault *faults;
 static size_t nr_faults, faults_cap;
+/* Poison markers laid on the last turn, zapped on the next. */
+static struct poisoned {
+	uintptr_t addr;
+	size_t len;
+} *poisoned;
+static size_t nr_poisoned, poisoned_cap;
 /* Our own mremap over [start, end): its unmap event is not the VMM's munmap. */
 static uintptr_t self_start, self_end;
 /* Set whenever events change the list: a walk that drained must start again. */
@@ -425,6 +431,49 @@ static void drain_locked(struct hostmap **dropped)
 	gm_free(msgs);
 }
 
+static bool push_poisoned(uintptr_t addr, size_t len)
+{
+	if (nr_poisoned == poisoned_cap) {
+		size_t cap = poisoned_cap ? 2 * poisoned_cap : 8;
+		struct poisoned *p = gm_realloc(poisoned, cap * sizeof(*p));
+
+		if (!p)
+			return false;
+		poisoned = p;
+		poisoned_cap = cap;
+	}
+	poisoned[nr_poisoned++] = (struct poisoned){ addr, len };
+	return true;
+}
+
+/* Zaps last turn's markers where they are still in a mapping of ours (records are current). */
+static void unpoison_locked(void)
+{
+	for (size_t i = 0; i < nr_poisoned; i++)
+		if (find_locked(poisoned[i].addr))
+			madvise((void *)poisoned[i].addr, poisoned[i].len, MADV_DONTNEED);
+	gm_free(poisoned);
+	poisoned = NULL;
+	nr_poisoned = poisoned_cap = 0;
+}
+
+/* Whether tid faulted in user mode: outside a syscall, where a signal is the kernel's answer. */
+static bool in_user_mode(pid_t tid)
+{
+	char path[64];
+	long nr = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)tid);
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	if (fscanf(f, "%ld", &nr) != 1)
+		nr = 0;
+	fclose(f);
+	return nr == -1;
+}
+
 /* Whether a SIGBUS queued to tid reaches a handler or the default action; false if it would be lost. */
 static bool sigbus_deliverable(pid_t tid)
 {
@@ -434,7 +483,7 @@ static bool sigbus_deliverable(pid_t tid)
 	bool ok = true;
 	FILE *f;
 
-	if (sigaction(SIGBUS, NULL, &sa) || sa.sa_handler == SIG_IGN)
+	if (sigaction(SIGBUS, NULL, &sa) || sa.sa_handler == SIG_IGN || !in_user_mode(tid))
 		return false;
 	snprintf(path, sizeof(path), "/proc/self/task/%d/status", (int)tid);
 	f = fopen(path, "re");
@@ -454,6 +503,8 @@ static bool sigbus_deliverable(pid_t tid)
  * kernel's SIGBUS (BUS_ADRERR at the address). Where a signal cannot do it
  * (a kernel-mode access, SIGBUS blocked or ignored), a poison marker makes
  * the kernel fail the access itself: EFAULT for a syscall, a forced SIGBUS.
+ * The marker is zapped on the reader's next turn, once the woken thread has
+ * met it, so that later accesses fault to us again.
  */
 static void deliver_sigbus(const struct fault *f, uintptr_t page, size_t len)
 {
@@ -465,7 +516,7 @@ static void deliver_sigbus(const struct fault *f, uintptr_t page, size_t len)
 		userfault_wake((void *)page, len);
 		return;
 	}
-	if (userfault_poison((void *)page, len))
+	if (userfault_poison((void *)page, len) || !push_poisoned(page, len))
 		userfault_wake((void *)page, len);
 }
 
@@ -537,12 +588,13 @@ bool hostmap_service(void)
 	if (pthread_mutex_trylock(&hostmap_lock))
 		return true;
 	drain_locked(&dropped);
+	unpoison_locked();
 	for (size_t i = 0; i < nr_faults; i++)
 		if (!serve_locked(&faults[i]))
 			faults[kept++] = faults[i];
 	nr_faults = kept;
-	waiting = kept > 0;
-	if (!waiting) {
+	waiting = kept > 0 || nr_poisoned > 0;
+	if (!kept) {
 		/* Faults come in bursts; between them the array is metadata for nothing. */
 		gm_free(faults);
 		faults = NULL;
