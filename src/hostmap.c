@@ -720,6 +720,16 @@ static int relay_folios(struct hostmap *m, pgoff_t first, pgoff_t last, struct h
 	return 0;
 }
 
+/* The part of m that maps the store, before any past the end of the file. */
+static size_t store_len(const struct hostmap *m)
+{
+	uint64_t size = m->gmem->size, len = m->end - m->start;
+
+	if (m->off >= size)
+		return 0;
+	return len < size - m->off ? len : size - m->off;
+}
+
 /*
  * Takes a faulting mapping's pages away: a zap, and on hugetlbfs, when
  * refreshing, folios laid again from the store that now holds them. A zap
@@ -732,10 +742,10 @@ static int update_faulting(struct hostmap *m, pgoff_t first, pgoff_t last, bool 
 	int ret = 0, err;
 
 	if (m->sealed) {
-		ret = zap(m->start, m->end - m->start);
+		ret = zap(m->start, store_len(m));
 		if (ret)
 			return hide ? 0 : ret;
-		if (!mprotect((void *)m->start, m->end - m->start, m->prot))
+		if (!mprotect((void *)m->start, store_len(m), m->prot))
 			m->sealed = false;
 	}
 	if (!clamp(m, &first, &last))
@@ -753,7 +763,7 @@ static int update_faulting(struct hostmap *m, pgoff_t first, pgoff_t last, bool 
 	if (!clamp(m, &first, &last))
 		return ret;
 	err = zap(page_addr(m, first), (last - first) << GM_PAGE_SHIFT);
-	if (err && hide && !mprotect((void *)m->start, m->end - m->start, PROT_NONE))
+	if (err && hide && !mprotect((void *)m->start, store_len(m), PROT_NONE))
 		m->sealed = true;
 	return err ? -ENOMEM : ret;
 }
@@ -777,6 +787,8 @@ static int map_faulting(struct hostmap *m, struct hostmap **dropped)
 	p = mmap((void *)m->start, len, PROT_NONE, MAP_SHARED | MAP_FIXED, b->fd, (off_t)m->off);
 	if (p == MAP_FAILED)
 		return -errno;
+	/* Before it is registered: a child forked meanwhile would get it unregistered. */
+	madvise(p, len, MADV_DONTFORK);
 	ret = userfault_register(p, len);
 	if (ret)
 		return ret;
