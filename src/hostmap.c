@@ -70,6 +70,8 @@ static struct poisoned {
 static size_t nr_poisoned, poisoned_cap;
 /* Our own mremap over [start, end): its unmap event is not the VMM's munmap. */
 static uintptr_t self_start, self_end;
+/* A mapping was registered once: from then on there may be events to apply. */
+static bool registered;
 /* Set whenever events change the list: a walk that drained must start again. */
 static bool list_changed;
 static pthread_once_t hole_once = PTHREAD_ONCE_INIT;
@@ -403,7 +405,8 @@ static void drain_locked(struct hostmap **dropped)
 	struct uffd_msg *msgs;
 	size_t nr;
 
-	if (userfault_init())
+	/* Nothing was ever registered: no events, and no reader to start. */
+	if (!registered)
 		return;
 	userfault_take(&msgs, &nr);
 	for (size_t i = 0; i < nr; i++) {
@@ -789,6 +792,7 @@ static int map_faulting(struct hostmap *m, struct hostmap **dropped)
 		return -errno;
 	/* Before it is registered: a child forked meanwhile would get it unregistered. */
 	madvise(p, len, MADV_DONTFORK);
+	registered = true;
 	ret = userfault_register(p, len);
 	if (ret)
 		return ret;
@@ -954,7 +958,9 @@ int hostmap_unmap(void *addr, size_t len)
 	if (munmap(addr, len) < 0) {
 		int err = -errno;
 
+		spare_put_locked(&dropped);
 		pthread_mutex_unlock(&hostmap_lock);
+		drop_all(dropped);
 		return err;
 	}
 	for (struct hostmap *m = hostmaps; m; m = m->next)
