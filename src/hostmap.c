@@ -553,6 +553,9 @@ static int resolve(struct hostmap *m, const struct fault *f, uintptr_t *page, si
 			return ret;
 	}
 	ret = userfault_continue((void *)*page, *len);
+	/* The page was there at the fault and punched before we held the file: a hole now. */
+	if (ret == -EFAULT && f->minor && !backing_allocate(&g->backing, off, *len))
+		ret = userfault_continue((void *)*page, *len);
 	if (ret == -EEXIST) {
 		/* Another thread's fault mapped it first. */
 		userfault_wake((void *)*page, *len);
@@ -701,28 +704,6 @@ static int replace_registered(struct hostmap *m, uintptr_t addr, size_t len, int
 	return ret;
 }
 
-/* Lays each folio of [first, last) from the store that holds it now (hugetlbfs splits). */
-static int relay_folios(struct hostmap *m, pgoff_t first, pgoff_t last, struct hostmap **dropped)
-{
-	const struct backing *b = &m->gmem->backing;
-	uint64_t off = (first << GM_PAGE_SHIFT) & ~(b->page_size - 1);
-
-	for (; off < (last << GM_PAGE_SHIFT) && !m->dead; off += b->page_size) {
-		bool split = backing_is_split(b, off);
-		uintptr_t addr = m->start + (off - m->off);
-		int ret;
-
-		if (split == laid_small(m, off) || off < m->off || addr + b->page_size > m->end)
-			continue;
-		ret = replace_registered(m, addr, b->page_size, split ? b->small_fd : b->fd, off,
-					 dropped);
-		if (ret)
-			return ret;
-		set_laid_small(m, off, split);
-	}
-	return 0;
-}
-
 /* The part of m that maps the store, before any past the end of the file. */
 static size_t store_len(const struct hostmap *m)
 {
@@ -731,6 +712,50 @@ static size_t store_len(const struct hostmap *m)
 	if (m->off >= size)
 		return 0;
 	return len < size - m->off ? len : size - m->off;
+}
+
+/*
+ * The run of folios around off that belong on the huge store, within the
+ * store part of m: laid again as one mapping, so that a file whose folios
+ * all merged back is one kernel mapping again.
+ */
+static void huge_run(const struct hostmap *m, uint64_t off, uint64_t *lo, uint64_t *hi)
+{
+	const struct backing *b = &m->gmem->backing;
+	uint64_t end = m->off + store_len(m);
+
+	*lo = off;
+	*hi = off + b->page_size;
+	while (*lo > m->off && !backing_is_split(b, *lo - b->page_size))
+		*lo -= b->page_size;
+	while (*hi < end && !backing_is_split(b, *hi))
+		*hi += b->page_size;
+}
+
+/* Lays each folio of [first, last) from the store that holds it now (hugetlbfs splits). */
+static int relay_folios(struct hostmap *m, pgoff_t first, pgoff_t last, struct hostmap **dropped)
+{
+	const struct backing *b = &m->gmem->backing;
+	uint64_t off = (first << GM_PAGE_SHIFT) & ~(b->page_size - 1), lo, hi;
+
+	for (; off < (last << GM_PAGE_SHIFT) && !m->dead; off += b->page_size) {
+		bool split = backing_is_split(b, off);
+		int ret;
+
+		if (split == laid_small(m, off) || off < m->off || off + b->page_size > m->off + store_len(m))
+			continue;
+		lo = off;
+		hi = off + b->page_size;
+		if (!split)
+			huge_run(m, off, &lo, &hi);
+		ret = replace_registered(m, m->start + (lo - m->off), hi - lo,
+					 split ? b->small_fd : b->fd, lo, dropped);
+		if (ret)
+			return ret;
+		for (; lo < hi; lo += b->page_size)
+			set_laid_small(m, lo, split);
+	}
+	return 0;
 }
 
 /*
