@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -380,7 +381,7 @@ static bool push_fault(const struct uffd_msg *msg)
 {
 	if (nr_faults == faults_cap) {
 		size_t cap = faults_cap ? 2 * faults_cap : 16;
-		struct fault *f = gm_realloc(faults, cap * sizeof(*f));
+		struct fault *f = realloc(faults, cap * sizeof(*f));
 
 		if (!f)
 			return false;
@@ -431,14 +432,14 @@ static void drain_locked(struct hostmap **dropped)
 			break;
 		}
 	}
-	gm_free(msgs);
+	free(msgs);
 }
 
 static bool push_poisoned(uintptr_t addr, size_t len)
 {
 	if (nr_poisoned == poisoned_cap) {
 		size_t cap = poisoned_cap ? 2 * poisoned_cap : 8;
-		struct poisoned *p = gm_realloc(poisoned, cap * sizeof(*p));
+		struct poisoned *p = realloc(poisoned, cap * sizeof(*p));
 
 		if (!p)
 			return false;
@@ -455,7 +456,7 @@ static void unpoison_locked(void)
 	for (size_t i = 0; i < nr_poisoned; i++)
 		if (find_locked(poisoned[i].addr))
 			madvise((void *)poisoned[i].addr, poisoned[i].len, MADV_DONTNEED);
-	gm_free(poisoned);
+	free(poisoned);
 	poisoned = NULL;
 	nr_poisoned = poisoned_cap = 0;
 }
@@ -602,7 +603,7 @@ bool hostmap_service(void)
 	waiting = kept > 0 || nr_poisoned > 0;
 	if (!kept) {
 		/* Faults come in bursts; between them the array is metadata for nothing. */
-		gm_free(faults);
+		free(faults);
 		faults = NULL;
 		faults_cap = 0;
 	}

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
@@ -22,7 +23,9 @@ static int uffd = -1, uffd_err;
 /*
  * Messages read but not yet handled. The reader holds queue_lock across its
  * read and the append, so that a munmap that has returned (its event was
- * read) finds its event here when anyone takes the queue afterwards.
+ * read) finds its event here when anyone takes the queue afterwards. Plain
+ * malloc: the reader's scratch is no object's metadata, and the library's
+ * allocation-failure hook must not reach a thread the caller cannot see.
  */
 static pthread_mutex_t queue_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct uffd_msg *queue;
@@ -61,7 +64,7 @@ static void queue_fill(void)
 
 		if (queue_nr == queue_cap) {
 			size_t cap = queue_cap ? 2 * queue_cap : 64;
-			struct uffd_msg *q = gm_realloc(queue, cap * sizeof(*q));
+			struct uffd_msg *q = realloc(queue, cap * sizeof(*q));
 
 			/* The kernel keeps the rest; the loop comes back for it. */
 			if (!q)

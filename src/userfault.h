@@ -30,7 +30,7 @@ int userfault_poison(void *addr, size_t len);
 void userfault_wake(void *addr, size_t len);
 /*
  * Moves the messages read so far to *msgs (the caller frees it with
- * gm_free); their number in *nr. Every event that a munmap or mremap has
+ * free(3)); their number in *nr. Every event that a munmap or mremap has
  * waited for is among them once that call has returned.
  */
 void userfault_take(struct uffd_msg **msgs, size_t *nr);
