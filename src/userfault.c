@@ -19,6 +19,8 @@
 
 static pthread_once_t uffd_once = PTHREAD_ONCE_INIT;
 static int uffd = -1, uffd_err;
+/* A forked child inherits the fd, but it acts on its creator's address space, without a reader. */
+static pid_t uffd_pid;
 
 /*
  * Messages read but not yet handled. The reader holds queue_lock across its
@@ -130,6 +132,7 @@ static void uffd_init(void)
 	if (ioctl(fd, UFFDIO_API, &api) < 0)
 		goto err_close;
 	uffd = fd;
+	uffd_pid = getpid();
 	/* The reader takes no signal: a VMM's handlers must not run on it. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -150,6 +153,8 @@ err_close:
 int userfault_init(void)
 {
 	pthread_once(&uffd_once, uffd_init);
+	if (uffd >= 0 && uffd_pid != getpid())
+		return -EOPNOTSUPP;
 	return uffd >= 0 ? 0 : uffd_err ? uffd_err : -EOPNOTSUPP;
 }
 

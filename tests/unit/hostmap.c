@@ -326,3 +326,42 @@ Test(hostmap, sigbus_is_the_kernels)
 	gm_close(gmem);
 	vmm_destroy(&m);
 }
+
+/*
+ * On hugetlbfs, a conversion that splits a folio first hides it from the
+ * host. When that hide fails, the conversion says so (ENOMEM) and changes
+ * nothing; no page of the folio is readable meanwhile.
+ */
+Test(hostmap, split_hide_failure_is_reported)
+{
+	struct vmm m;
+
+	vmm_init(&m, KVM_X86_SW_PROTECTED_VM);
+	int gmem = vmm_gmem(&m, 2 * SZ_2M, SHARED_FLAGS | GM_GUEST_MEMFD_FOLIO_2M);
+
+	if (info_of(gmem).backing != GM_BACKING_HUGETLB) {
+		gm_close(gmem);
+		vmm_destroy(&m);
+		cr_skip_test("no free 2 MiB huge pages: the file is on a memfd");
+	}
+	char *p = gm_mmap(NULL, 2 * SZ_2M, PROT_READ | PROT_WRITE, MAP_SHARED, gmem, 0);
+
+	cr_assert_neq(p, MAP_FAILED);
+	memset(p, 0x6b, 2 * SZ_2M);
+	gm_hostmap_fail(1, 1);
+	cr_expect_eq(convert(gmem, 5 * PAGE, PAGE, PRIVATE), ENOMEM,
+		     "a conversion whose hide failed reported success");
+	gm_hostmap_fail(0, 0);
+	cr_expect_eq(info_of(gmem).shared_bytes, 2 * SZ_2M);
+	cr_expect_not(inaccessible(p + 5 * PAGE), "the failed conversion left the page hidden");
+	cr_expect_eq(p[5 * PAGE], 0x6b);
+	cr_expect_eq(info_of(gmem).split_folios, 0, "the folio stayed split");
+	/* Without the failure the same conversion works, and the page is the guest's. */
+	cr_assert_eq(convert(gmem, 5 * PAGE, PAGE, PRIVATE), 0);
+	cr_expect(inaccessible(p + 5 * PAGE));
+	cr_expect_eq(p[6 * PAGE], 0x6b);
+	cr_expect_eq(p[SZ_2M], 0x6b);
+	gm_munmap(p, 2 * SZ_2M);
+	gm_close(gmem);
+	vmm_destroy(&m);
+}
