@@ -1,11 +1,8 @@
 /* Host mappings of guest_memfd files: one mapping of the store each, whose faults the library answers from the attributes. */
 #define _GNU_SOURCE
-#include <signal.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "gmem.h"
@@ -461,47 +458,6 @@ static void unpoison_locked(void)
 	nr_poisoned = poisoned_cap = 0;
 }
 
-/* Whether tid faulted in user mode: outside a syscall, where a signal is the kernel's answer. */
-static bool in_user_mode(pid_t tid)
-{
-	char path[64];
-	long nr = 0;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)tid);
-	f = fopen(path, "re");
-	if (!f)
-		return false;
-	if (fscanf(f, "%ld", &nr) != 1)
-		nr = 0;
-	fclose(f);
-	return nr == -1;
-}
-
-/* Whether a SIGBUS queued to tid reaches a handler or the default action; false if it would be lost. */
-static bool sigbus_deliverable(pid_t tid)
-{
-	struct sigaction sa;
-	char path[64], line[128];
-	unsigned long long mask;
-	bool ok = true;
-	FILE *f;
-
-	if (sigaction(SIGBUS, NULL, &sa) || sa.sa_handler == SIG_IGN || !in_user_mode(tid))
-		return false;
-	snprintf(path, sizeof(path), "/proc/self/task/%d/status", (int)tid);
-	f = fopen(path, "re");
-	if (!f)
-		return false;
-	/* Blocked, or still pending from the last fault: the thread is in the kernel or ignores it. */
-	while (ok && fgets(line, sizeof(line), f))
-		if ((sscanf(line, "SigPnd: %llx", &mask) == 1 || sscanf(line, "SigBlk: %llx", &mask) == 1) &&
-		    (mask & (1ULL << (SIGBUS - 1))))
-			ok = false;
-	fclose(f);
-	return ok;
-}
-
 /*
  * A private page or a page that is not ours: the faulting thread gets the
  * kernel's SIGBUS (BUS_ADRERR at the address). Where a signal cannot do it
@@ -512,11 +468,7 @@ static bool sigbus_deliverable(pid_t tid)
  */
 static void deliver_sigbus(const struct fault *f, uintptr_t page, size_t len)
 {
-	siginfo_t si = { .si_signo = SIGBUS, .si_code = BUS_ADRERR };
-
-	si.si_addr = (void *)f->addr;
-	if (f->tid && sigbus_deliverable(f->tid) &&
-	    !syscall(SYS_rt_tgsigqueueinfo, getpid(), f->tid, SIGBUS, &si)) {
+	if (f->tid && userfault_sigbus(f->tid, (void *)f->addr)) {
 		userfault_wake((void *)page, len);
 		return;
 	}

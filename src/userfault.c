@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <poll.h>
+#include <stdio.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,6 +157,56 @@ int userfault_init(void)
 	if (uffd >= 0 && uffd_pid != getpid())
 		return -EOPNOTSUPP;
 	return uffd >= 0 ? 0 : uffd_err ? uffd_err : -EOPNOTSUPP;
+}
+
+/* Whether tid faulted in user mode: outside a syscall, where a signal is the kernel's answer. */
+static bool in_user_mode(pid_t tid)
+{
+	char path[64];
+	long nr = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)tid);
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	if (fscanf(f, "%ld", &nr) != 1)
+		nr = 0;
+	fclose(f);
+	return nr == -1;
+}
+
+/* Whether a SIGBUS queued to tid reaches a handler or the default action; false if it would be lost. */
+static bool sigbus_deliverable(pid_t tid)
+{
+	struct sigaction sa;
+	char path[64], line[128];
+	unsigned long long mask;
+	bool ok = true;
+	FILE *f;
+
+	if (sigaction(SIGBUS, NULL, &sa) || sa.sa_handler == SIG_IGN || !in_user_mode(tid))
+		return false;
+	snprintf(path, sizeof(path), "/proc/self/task/%d/status", (int)tid);
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	/* Blocked, or still pending from the last fault: the thread is in the kernel or ignores it. */
+	while (ok && fgets(line, sizeof(line), f))
+		if ((sscanf(line, "SigPnd: %llx", &mask) == 1 || sscanf(line, "SigBlk: %llx", &mask) == 1) &&
+		    (mask & (1ULL << (SIGBUS - 1))))
+			ok = false;
+	fclose(f);
+	return ok;
+}
+
+bool userfault_sigbus(pid_t tid, void *addr)
+{
+	siginfo_t si = { .si_signo = SIGBUS, .si_code = BUS_ADRERR };
+
+	si.si_addr = addr;
+	return sigbus_deliverable(tid) &&
+	       !syscall(SYS_rt_tgsigqueueinfo, getpid(), tid, SIGBUS, &si);
 }
 
 int userfault_register(void *addr, size_t len)

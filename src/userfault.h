@@ -3,6 +3,7 @@
 #define GMEM_USERFAULT_H
 
 #include <linux/userfaultfd.h>
+#include <sys/types.h>
 
 #include "internal.h"
 
@@ -26,6 +27,12 @@ int userfault_register(void *addr, size_t len);
 int userfault_continue(void *addr, size_t len);
 /* Makes [addr, addr + len) raise SIGBUS in the kernel itself (a poison marker, gone with the next zap). */
 int userfault_poison(void *addr, size_t len);
+/*
+ * Queues the kernel's SIGBUS for a fault at addr (BUS_ADRERR) to thread tid;
+ * false where a signal would not do what the kernel's does: a fault taken in
+ * kernel mode (inside a syscall), or SIGBUS blocked, ignored or pending.
+ */
+bool userfault_sigbus(pid_t tid, void *addr);
 /* Wakes the threads waiting on [addr, addr + len) to fault again. */
 void userfault_wake(void *addr, size_t len);
 /*
