@@ -58,8 +58,12 @@ static void merge_folios(struct gmem *g, pgoff_t start, pgoff_t end)
 		if (!backing_is_split(&g->backing, f << GM_PAGE_SHIFT) ||
 		    !attr_uniform(&g->attrs, f, f + n, NULL) || first_pinned(g, f, f + n) < f + n)
 			continue;
-		/* The host briefly loses the folio while it moves; without a huge page it stays split. */
-		hostmap_hide(g, f, f + n);
+		/*
+		 * The host briefly loses the folio while it moves; without a huge page it
+		 * stays split. A folio the host cannot lose (left inaccessible) is not moved.
+		 */
+		if (hostmap_hide(g, f, f + n))
+			continue;
 		backing_merge(&g->backing, f << GM_PAGE_SHIFT);
 		hostmap_refresh(g, f, f + n);
 	}
@@ -82,6 +86,7 @@ static int convert_locked(struct gmem *g, pgoff_t start, pgoff_t end, uint64_t a
 	uint64_t current;
 	size_t nr_saved, cap_before = 0;
 	unsigned nr_inval;
+	bool host_failed = false;
 	int ret;
 
 	*error_offset = start << GM_PAGE_SHIFT;
@@ -152,12 +157,13 @@ static int convert_locked(struct gmem *g, pgoff_t start, pgoff_t end, uint64_t a
 		for (int i = 0; i < 2; i++) {
 			if (split[i] == (pgoff_t)-1)
 				continue;
-			hostmap_hide(g, split[i], split[i] + folio);
+			/* Left inaccessible if it cannot be hidden; the call then fails below. */
+			host_failed |= hostmap_hide(g, split[i], split[i] + folio) != 0;
 			backing_split(&g->backing, split[i] << GM_PAGE_SHIFT);
 		}
 	}
 	attr_set(&g->attrs, start, end, attrs);
-	if ((!to_private || huge_store) && hostmap_refresh(g, host_start, host_end)) {
+	if (host_failed || ((!to_private || huge_store) && hostmap_refresh(g, host_start, host_end))) {
 		/* The host cannot see the pages: undo, so that the call changed nothing. */
 		attr_restore(&g->attrs, saved, nr_saved, end);
 		hostmap_undo(g, host_start, host_end);

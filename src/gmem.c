@@ -275,7 +275,11 @@ int gmem_fstat(struct gmem *g, int fd, struct stat *st)
 
 int gmem_info(struct gmem *g, struct gm_gmem_info *info)
 {
-	struct gm_gmem_info out = {
+	struct gm_gmem_info out;
+
+	/* A plain munmap of a host mapping counts once its event is applied. */
+	hostmap_sync();
+	out = (struct gm_gmem_info){
 		.size = g->size,
 		.flags = g->flags,
 		.folio_size = 1ULL << g->folio_shift,

@@ -114,15 +114,26 @@ int hostmap_unmap(void *addr, size_t len);
 void hostmap_forget(void *addr, size_t len);
 /* mmap(2)'s generic checks of the arguments, without mapping anything: 0 or -errno. */
 int hostmap_check_generic(void *addr, size_t len, int prot, int flags, int64_t off);
-/* Re-applies the attributes of pages [start, end) to every host mapping of g. */
+/*
+ * Re-applies the attributes of pages [start, end) to every host mapping of g:
+ * their page-table entries go, and faults consult the attributes again.
+ */
 int hostmap_refresh(struct gmem *g, pgoff_t start, pgoff_t end);
-/* Makes pages [start, end) fault (SIGBUS) in every host mapping of g, whatever their kind. */
+/*
+ * Makes pages [start, end) fault in every host mapping of g until the next
+ * refresh. A mapping it cannot do this for is left inaccessible (PROT_NONE)
+ * and the call returns -ENOMEM.
+ */
 int hostmap_hide(struct gmem *g, pgoff_t start, pgoff_t end);
 /*
  * After a failed conversion, with the attributes restored: the mappings as
- * they say, or, if even that fails, [start, end) hidden (SIGBUS) rather than
- * a private page left readable.
+ * they say, or, if even that fails, [start, end) hidden; -ENOMEM when a
+ * mapping had to be left inaccessible.
  */
-void hostmap_undo(struct gmem *g, pgoff_t start, pgoff_t end);
+int hostmap_undo(struct gmem *g, pgoff_t start, pgoff_t end);
+/* The fault reader's turn: events and faults read so far; true while some must wait. */
+bool hostmap_service(void);
+/* Applies the VMM's own munmap and mremap of host mappings read so far (counts, references). */
+void hostmap_sync(void);
 
 #endif

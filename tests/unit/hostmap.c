@@ -1,0 +1,367 @@
+/* Host mappings behind the library's back: plain munmap and mremap, failed allocations and hides, mapping count. */
+#define _GNU_SOURCE
+#include <linux/falloc.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdio.h>
+
+#include "internal.h"
+#include "unit/vmm.h"
+
+#define PAGE 4096ULL
+#define SZ_2M (2ULL << 20)
+#define PRIVATE KVM_MEMORY_ATTRIBUTE_PRIVATE
+#define SHARED_FLAGS (GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED)
+
+static int convert(int gmem, uint64_t offset, uint64_t size, uint64_t attrs)
+{
+	struct kvm_memory_attributes2 a = { .offset = offset, .size = size, .attributes = attrs };
+
+	return gm_ioctl(gmem, KVM_SET_MEMORY_ATTRIBUTES2, &a) ? errno : 0;
+}
+
+static struct gm_gmem_info info_of(int fd)
+{
+	struct gm_gmem_info info;
+
+	cr_assert_eq(gm_gmem_info(fd, &info), 0);
+	return info;
+}
+
+static sigjmp_buf fault_jmp;
+
+static void on_fault(int sig)
+{
+	siglongjmp(fault_jmp, sig);
+}
+
+/* Whether a read of p faults in any way (SIGBUS, or SIGSEGV on a mapping left PROT_NONE). */
+static bool inaccessible(volatile char *p)
+{
+	struct sigaction sa = { .sa_handler = on_fault }, old_bus, old_segv;
+	bool faulted = false;
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGBUS, &sa, &old_bus);
+	sigaction(SIGSEGV, &sa, &old_segv);
+	if (sigsetjmp(fault_jmp, 1) == 0)
+		(void)*p;
+	else
+		faulted = true;
+	sigaction(SIGBUS, &old_bus, NULL);
+	sigaction(SIGSEGV, &old_segv, NULL);
+	return faulted;
+}
+
+/* The kernel mappings of the process that overlap [p, p + len). */
+static long kernel_mappings(const char *p, uint64_t len)
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	uintptr_t start = (uintptr_t)p, end = start + len, lo, hi;
+	char line[512];
+	long n = 0;
+
+	cr_assert_not_null(f);
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%lx-%lx", &lo, &hi) == 2 && lo < end && start < hi)
+			n++;
+	fclose(f);
+	return n;
+}
+
+/*
+ * A plain munmap, then the address reused by unrelated memory: no later
+ * conversion or punch may touch the new occupant, and the record is gone.
+ */
+Test(hostmap, plain_munmap_then_reuse)
+{
+	struct vmm m;
+
+	vmm_init(&m, KVM_X86_SW_PROTECTED_VM);
+	int gmem = vmm_gmem(&m, 8 * PAGE, SHARED_FLAGS);
+	char *p = gm_mmap(NULL, 8 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, gmem, 0);
+
+	cr_assert_neq(p, MAP_FAILED);
+	memset(p, 0x11, 8 * PAGE);
+	cr_assert_eq(munmap(p, 8 * PAGE), 0);
+	char *q = mmap(p, 8 * PAGE, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	cr_assert_eq(q, p, "the address was not free after munmap");
+	memset(q, 0x77, 8 * PAGE);
+	cr_expect_eq(info_of(gmem).host_mappings, 0, "the stale record is still counted");
+
+	for (int round = 0; round < 2; round++) {
+		cr_assert_eq(convert(gmem, 0, 8 * PAGE, PRIVATE), 0);
+		cr_assert_eq(convert(gmem, 2 * PAGE, 2 * PAGE, 0), 0);
+		cr_assert_eq(gm_fallocate(gmem, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, 0, PAGE), 0);
+		cr_assert_eq(convert(gmem, 0, 8 * PAGE, 0), 0);
+	}
+	for (int i = 0; i < 8; i++) {
+		cr_assert_not(inaccessible(q + i * PAGE), "page %d of the new occupant unmapped", i);
+		cr_expect_eq(q[i * PAGE], 0x77, "page %d of the new occupant changed", i);
+		cr_expect_eq(q[i * PAGE + PAGE - 1], 0x77, "page %d of the new occupant changed", i);
+	}
+	munmap(q, 8 * PAGE);
+	gm_close(gmem);
+	vmm_destroy(&m);
+}
+
+/* Growing a one-page shared mapping must not show the private page after it. */
+Test(hostmap, mremap_grow_hides_private)
+{
+	struct vmm m;
+
+	vmm_init(&m, KVM_X86_SW_PROTECTED_VM);
+	int gmem = vmm_gmem(&m, 4 * PAGE, SHARED_FLAGS);
+	char *p = gm_mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, gmem, 0);
+
+	cr_assert_neq(p, MAP_FAILED);
+	cr_assert_eq(convert(gmem, PAGE, PAGE, PRIVATE), 0);
+	p[0] = 1;
+	char *q = mremap(p, PAGE, 2 * PAGE, MREMAP_MAYMOVE);
+
+	cr_assert_neq(q, MAP_FAILED, "mremap: %s", strerror(errno));
+	cr_expect(inaccessible(q + PAGE), "the private page is readable through a grown mapping");
+	cr_expect_not(inaccessible(q), "the shared page went with the move");
+	cr_expect_eq(q[0], 1);
+	munmap(q, 2 * PAGE);
+	gm_close(gmem);
+	vmm_destroy(&m);
+}
+
+/* A moved mapping follows later conversions at its new address. */
+Test(hostmap, mremap_move_follows_conversions)
+{
+	struct vmm m;
+
+	vmm_init(&m, KVM_X86_SW_PROTECTED_VM);
+	int gmem = vmm_gmem(&m, 4 * PAGE, SHARED_FLAGS);
+	char *p = gm_mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, gmem, 0);
+	char *target = mmap(NULL, 4 * PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	cr_assert_neq(p, MAP_FAILED);
+	cr_assert_neq(target, MAP_FAILED);
+	for (int i = 0; i < 4; i++)
+		p[i * PAGE] = (char)(i + 1);
+	char *q = mremap(p, 4 * PAGE, 4 * PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, target);
+
+	cr_assert_eq(q, target, "mremap: %s", strerror(errno));
+	cr_assert_eq(q[PAGE], 2);
+	cr_assert_eq(convert(gmem, PAGE, 2 * PAGE, PRIVATE), 0);
+	cr_expect(inaccessible(q + PAGE), "a page made private after the move is readable");
+	cr_expect(inaccessible(q + 2 * PAGE), "a page made private after the move is readable");
+	cr_expect_eq(q[0], 1);
+	cr_expect_eq(q[3 * PAGE], 4);
+	cr_assert_eq(convert(gmem, PAGE, 2 * PAGE, 0), 0);
+	cr_expect_not(inaccessible(q + PAGE), "shared again, the page must come back");
+	cr_expect_eq(info_of(gmem).host_mappings, 1);
+	/* The old address is free again: a new occupant there is never touched. */
+	char *r = mmap(p, 4 * PAGE, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+
+	cr_assert_eq(r, p);
+	memset(r, 0x33, 4 * PAGE);
+	cr_assert_eq(convert(gmem, 0, 4 * PAGE, PRIVATE), 0);
+	cr_expect_eq(r[PAGE], 0x33);
+	cr_expect(inaccessible(q), "private after the move");
+	cr_expect_eq(gm_munmap(q, 4 * PAGE), 0);
+	cr_expect_eq(info_of(gmem).host_mappings, 0);
+	munmap(r, 4 * PAGE);
+	gm_close(gmem);
+	vmm_destroy(&m);
+}
+
+/*
+ * A fixed mapping into the middle of another needs a record for the right
+ * part. Whichever allocation fails, either the call fails with ENOMEM and
+ * nothing changed, or the right part still follows conversions.
+ */
+Test(hostmap, fixed_middle_allocation_failure)
+{
+	struct vmm m;
+	int failed = 0;
+
+	vmm_init(&m, KVM_X86_SW_PROTECTED_VM);
+	int gmem = vmm_gmem(&m, 8 * PAGE, SHARED_FLAGS);
+
+	for (long after = 1; after <= 6; after++) {
+		char *p = gm_mmap(NULL, 8 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, gmem, 0);
+		char *q;
+
+		cr_assert_neq(p, MAP_FAILED);
+		memset(p, 0x42, 8 * PAGE);
+		gm_heap_fail_after(after);
+		q = gm_mmap(p + 3 * PAGE, PAGE, PROT_READ, MAP_SHARED | MAP_FIXED, gmem, 3 * PAGE);
+		gm_heap_fail_after(0);
+		if (q == MAP_FAILED) {
+			cr_expect_eq(errno, ENOMEM, "after %ld: %s", after, strerror(errno));
+			cr_expect_eq(p[3 * PAGE], 0x42, "after %ld: a failed call changed the mapping", after);
+			failed++;
+		}
+		cr_assert_eq(convert(gmem, 6 * PAGE, PAGE, PRIVATE), 0);
+		cr_expect(inaccessible(p + 6 * PAGE), "after %ld: the right part shows a private page",
+			  after);
+		cr_expect_not(inaccessible(p + 5 * PAGE), "after %ld: a shared page was lost", after);
+		cr_assert_eq(convert(gmem, 6 * PAGE, PAGE, 0), 0);
+		cr_expect_eq(p[6 * PAGE], 0x42, "after %ld", after);
+		cr_assert_eq(gm_munmap(p, 8 * PAGE), 0);
+		cr_expect_eq(info_of(gmem).host_mappings, 0, "after %ld", after);
+	}
+	cr_expect_gt(failed, 0, "no allocation failure reached the call");
+	gm_close(gmem);
+	vmm_destroy(&m);
+}
+
+/*
+ * The kernel uses one VMA whatever the attributes: 100,000 private islands
+ * in a mapped 1 GiB file must not cost the process its mappings.
+ */
+Test(hostmap, private_islands_cost_no_mappings, .timeout = 120)
+{
+	const uint64_t size = 1ULL << 30, islands = 100000;
+	struct vmm m;
+	long before, after;
+
+	vmm_init(&m, KVM_X86_SW_PROTECTED_VM);
+	int gmem = vmm_gmem(&m, size, SHARED_FLAGS);
+	char *p = gm_mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, gmem, 0);
+
+	cr_assert_neq(p, MAP_FAILED);
+	before = kernel_mappings(p, size);
+	cr_expect_eq(before, 1, "a fresh mapping of a shared file is %ld kernel mappings", before);
+	for (uint64_t i = 0; i < islands; i++)
+		cr_assert_eq(convert(gmem, (2 * i + 1) * PAGE, PAGE, PRIVATE), 0, "island %llu",
+			     (unsigned long long)i);
+	after = kernel_mappings(p, size);
+	cr_expect_eq(after, before, "%ld kernel mappings before the islands, %ld after", before, after);
+	cr_expect(inaccessible(p + PAGE));
+	cr_expect(inaccessible(p + (2 * islands - 1) * PAGE));
+	cr_expect_not(inaccessible(p + 2 * islands * PAGE));
+	p[4 * PAGE] = 9;
+	cr_expect_eq(p[4 * PAGE], 9);
+	/* The process can still map as before. */
+	for (int i = 0; i < 64; i++) {
+		void *a = mmap(NULL, PAGE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+		cr_assert_neq(a, MAP_FAILED, "mmap %d after the islands: %s", i, strerror(errno));
+		mprotect(a, PAGE, PROT_NONE);
+		munmap(a, PAGE);
+	}
+	cr_expect_eq(gm_munmap(p, size), 0);
+	gm_close(gmem);
+	vmm_destroy(&m);
+}
+
+/*
+ * A hide that cannot be done leaves the range inaccessible, and the
+ * conversion says it failed: here the zap, the undo's zap and the hide's
+ * own zap all fail.
+ */
+Test(hostmap, failed_hide_leaves_range_inaccessible)
+{
+	struct vmm m;
+
+	vmm_init(&m, KVM_X86_SW_PROTECTED_VM);
+	int gmem = vmm_gmem(&m, 8 * PAGE, SHARED_FLAGS);
+	char *p = gm_mmap(NULL, 8 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, gmem, 0);
+
+	cr_assert_neq(p, MAP_FAILED);
+	memset(p, 0x5a, 8 * PAGE);
+	gm_hostmap_fail(1, 3);
+	cr_expect_eq(convert(gmem, 0, 8 * PAGE, PRIVATE), ENOMEM);
+	gm_hostmap_fail(0, 0);
+	cr_expect_eq(info_of(gmem).shared_bytes, 8 * PAGE, "a failed conversion changed attributes");
+	for (int i = 0; i < 8; i++)
+		cr_expect(inaccessible(p + i * PAGE), "page %d readable after a failed hide", i);
+	/* The next conversion that can reach the mapping lays it again. */
+	cr_assert_eq(convert(gmem, 7 * PAGE, PAGE, PRIVATE), 0);
+	cr_expect_not(inaccessible(p), "the shared page did not come back");
+	cr_expect_eq(p[0], 0x5a);
+	cr_expect(inaccessible(p + 7 * PAGE));
+	gm_munmap(p, 8 * PAGE);
+	gm_close(gmem);
+	vmm_destroy(&m);
+}
+
+/* A SIGBUS on a private page is the kernel's: BUS_ADRERR at the faulting address. */
+static siginfo_t bus_info;
+
+static void on_bus_info(int sig, siginfo_t *si, void *uc)
+{
+	(void)uc;
+	bus_info = *si;
+	siglongjmp(fault_jmp, sig);
+}
+
+Test(hostmap, sigbus_is_the_kernels)
+{
+	struct sigaction sa = { .sa_sigaction = on_bus_info, .sa_flags = SA_SIGINFO }, old;
+	struct vmm m;
+
+	vmm_init(&m, KVM_X86_SW_PROTECTED_VM);
+	int gmem = vmm_gmem(&m, 4 * PAGE, SHARED_FLAGS);
+	volatile char *p = gm_mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, gmem, 0);
+
+	cr_assert_neq(p, MAP_FAILED);
+	cr_assert_eq(convert(gmem, 2 * PAGE, PAGE, PRIVATE), 0);
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGBUS, &sa, &old);
+	if (sigsetjmp(fault_jmp, 1) == 0) {
+		(void)p[2 * PAGE + 123];
+		cr_expect_fail("no SIGBUS");
+	}
+	sigaction(SIGBUS, &old, NULL);
+	cr_expect_eq(bus_info.si_signo, SIGBUS);
+	cr_expect_eq(bus_info.si_code, BUS_ADRERR);
+	cr_expect_eq(bus_info.si_addr, (void *)(p + 2 * PAGE + 123));
+	/* A syscall that reads the private page fails, as copy_to_user would. */
+	int pipefd[2];
+
+	cr_assert_eq(pipe(pipefd), 0);
+	cr_expect_eq(write(pipefd[1], (const void *)(p + 2 * PAGE), 16), -1);
+	cr_expect_eq(errno, EFAULT);
+	close(pipefd[0]);
+	close(pipefd[1]);
+	gm_munmap((void *)p, 4 * PAGE);
+	gm_close(gmem);
+	vmm_destroy(&m);
+}
+
+/*
+ * On hugetlbfs, a conversion that splits a folio first hides it from the
+ * host. When that hide fails, the conversion says so (ENOMEM) and changes
+ * nothing; no page of the folio is readable meanwhile.
+ */
+Test(hostmap, split_hide_failure_is_reported)
+{
+	struct vmm m;
+
+	vmm_init(&m, KVM_X86_SW_PROTECTED_VM);
+	int gmem = vmm_gmem(&m, 2 * SZ_2M, SHARED_FLAGS | GM_GUEST_MEMFD_FOLIO_2M);
+
+	if (info_of(gmem).backing != GM_BACKING_HUGETLB) {
+		gm_close(gmem);
+		vmm_destroy(&m);
+		cr_skip_test("no free 2 MiB huge pages: the file is on a memfd");
+	}
+	char *p = gm_mmap(NULL, 2 * SZ_2M, PROT_READ | PROT_WRITE, MAP_SHARED, gmem, 0);
+
+	cr_assert_neq(p, MAP_FAILED);
+	memset(p, 0x6b, 2 * SZ_2M);
+	gm_hostmap_fail(1, 1);
+	cr_expect_eq(convert(gmem, 5 * PAGE, PAGE, PRIVATE), ENOMEM,
+		     "a conversion whose hide failed reported success");
+	gm_hostmap_fail(0, 0);
+	cr_expect_eq(info_of(gmem).shared_bytes, 2 * SZ_2M);
+	cr_expect_not(inaccessible(p + 5 * PAGE), "the failed conversion left the page hidden");
+	cr_expect_eq(p[5 * PAGE], 0x6b);
+	cr_expect_eq(info_of(gmem).split_folios, 0, "the folio stayed split");
+	/* Without the failure the same conversion works, and the page is the guest's. */
+	cr_assert_eq(convert(gmem, 5 * PAGE, PAGE, PRIVATE), 0);
+	cr_expect(inaccessible(p + 5 * PAGE));
+	cr_expect_eq(p[6 * PAGE], 0x6b);
+	cr_expect_eq(p[SZ_2M], 0x6b);
+	gm_munmap(p, 2 * SZ_2M);
+	gm_close(gmem);
+	vmm_destroy(&m);
+}
