@@ -34,6 +34,16 @@ uint64_t backing_allocated_bytes(const struct backing *b);
 /* Maps [off, off + len) of the store at addr (MAP_FIXED, shared). */
 int backing_map_at(const struct backing *b, void *addr, size_t len, int prot, uint64_t off);
 
+/*
+ * A mapping of its own for a device pin of [off, off + len): those pages
+ * (whole huge pages on hugetlbfs, where an unsplit folio is of one kind and
+ * a pinned one cannot split) between inaccessible guard pages, never inherited
+ * by a child nor dumped. *addr is the address of off. -errno on failure.
+ */
+int backing_map_pin(const struct backing *b, uint64_t off, uint64_t len, void **addr);
+/* Unmaps what backing_map_pin(b, off, len) returned at addr. */
+void backing_unmap_pin(const struct backing *b, void *addr, uint64_t off, uint64_t len);
+
 /* Whether the folio holding off lives in the split store. */
 bool backing_is_split(const struct backing *b, uint64_t off);
 /* The library's address of off, in whichever store holds it (NULL without a mapping). */

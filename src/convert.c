@@ -232,37 +232,92 @@ static int pin_range(const struct gmem *g, uint64_t offset, uint64_t len, pgoff_
 	return 0;
 }
 
-int gmem_pin(struct gmem *g, uint64_t offset, uint64_t len, void **dma)
-{
-	struct gmem_pin *p;
-	pgoff_t start, end;
-	uint64_t attrs;
-	int ret = pin_range(g, offset, len, &start, &end);
+/* A pin and the device's own mapping of its pages (NULL when the caller asked for none). */
+struct pin_mapping {
+	struct gmem_pin pin;
+	void *dma;
+};
 
+static struct pin_mapping *pin_mapping(struct gmem_pin *p)
+{
+	return gm_container_of(p, struct pin_mapping, pin);
+}
+
+static void pin_free(struct gmem *g, struct gmem_pin *p)
+{
+	struct pin_mapping *pm = pin_mapping(p);
+
+	if (pm->dma)
+		backing_unmap_pin(&g->backing, pm->dma, p->start << GM_PAGE_SHIFT,
+				  (p->end - p->start) << GM_PAGE_SHIFT);
+	gm_free(pm);
+}
+
+/* Whether the caller's dma pointer can take an address, checked without changing it. */
+static int dma_writable(void **dma)
+{
+	void *old;
+
+	if (!dma)
+		return 0;
+	if (gm_copy_from_user(&old, dma, sizeof(old)) || gm_copy_to_user(dma, &old, sizeof(old)))
+		return -EFAULT;
+	return 0;
+}
+
+/* Allocates and maps the pinned pages; the invalidate lock is held. */
+static int pin_prepare(struct gmem *g, struct pin_mapping *pm, uint64_t offset, uint64_t len,
+		       void **dma)
+{
+	uint64_t attrs;
+	int ret;
+
+	/* Only shared memory can be handed to a device, as get_user_pages on a mapping. */
+	if (!attr_uniform(&g->attrs, pm->pin.start, pm->pin.end, &attrs) ||
+	    (attrs & KVM_MEMORY_ATTRIBUTE_PRIVATE))
+		return -EFAULT;
+	/* Without the library's own mapping there is no address to give a device. */
+	if (dma && !g->backing.map)
+		return -EOPNOTSUPP;
+	ret = backing_allocate(&g->backing, offset, len);
+	if (ret || !dma)
+		return ret;
+	ret = backing_map_pin(&g->backing, offset, len, &pm->dma);
 	if (ret)
 		return ret;
-	p = gm_zalloc(sizeof(*p));
-	if (!p)
+	if (gm_copy_to_user(dma, &pm->dma, sizeof(pm->dma))) {
+		backing_unmap_pin(&g->backing, pm->dma, offset, len);
+		pm->dma = NULL;
+		return -EFAULT;
+	}
+	return 0;
+}
+
+int gmem_pin(struct gmem *g, uint64_t offset, uint64_t len, void **dma)
+{
+	struct pin_mapping *pm;
+	pgoff_t start, end;
+	int ret = pin_range(g, offset, len, &start, &end);
+
+	if (!ret)
+		ret = dma_writable(dma);
+	if (ret)
+		return ret;
+	pm = gm_zalloc(sizeof(*pm));
+	if (!pm)
 		return -ENOMEM;
+	pm->pin.start = start;
+	pm->pin.end = end;
 	pthread_rwlock_wrlock(&g->invalidate_lock);
-	/* Only shared memory can be handed to a device, as get_user_pages on a mapping. */
-	if (!attr_uniform(&g->attrs, start, end, &attrs) || (attrs & KVM_MEMORY_ATTRIBUTE_PRIVATE)) {
-		ret = -EFAULT;
-	} else {
-		/* Without the library's own mapping there is no address to give a device. */
-		ret = dma && !g->backing.map ? -EOPNOTSUPP : backing_allocate(&g->backing, offset, len);
-		if (!ret) {
-			p->start = start;
-			p->end = end;
-			p->next = g->pins;
-			g->pins = p;
-			p = NULL;
-			if (dma)
-				*dma = backing_addr(&g->backing, offset);
-		}
+	/* Linked only once nothing can fail: a failed pin leaves no trace. */
+	ret = pin_prepare(g, pm, offset, len, dma);
+	if (!ret) {
+		pm->pin.next = g->pins;
+		g->pins = &pm->pin;
+		pm = NULL;
 	}
 	pthread_rwlock_unlock(&g->invalidate_lock);
-	gm_free(p);
+	gm_free(pm);
 	return ret;
 }
 
@@ -282,11 +337,11 @@ int gmem_unpin(struct gmem *g, uint64_t offset, uint64_t len)
 			break;
 		}
 	}
+	/* The device loses the pages with the pin, before they can become private. */
+	if (p)
+		pin_free(g, p);
 	pthread_rwlock_unlock(&g->invalidate_lock);
-	if (!p)
-		return -ENOENT;
-	gm_free(p);
-	return 0;
+	return p ? 0 : -ENOENT;
 }
 
 void gmem_pins_destroy(struct gmem *g)
@@ -295,6 +350,6 @@ void gmem_pins_destroy(struct gmem *g)
 		struct gmem_pin *p = g->pins;
 
 		g->pins = p->next;
-		gm_free(p);
+		pin_free(g, p);
 	}
 }
