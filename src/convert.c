@@ -170,6 +170,9 @@ out:
 	/* A failed call leaves nothing behind, not even room in the range map. */
 	if (ret && cap_before)
 		attr_trim(&g->attrs, cap_before);
+	/* A file made uniform again gives back the room its fragments needed. */
+	if (!ret)
+		attr_shrink(&g->attrs);
 	gm_free(saved);
 	return ret;
 }
