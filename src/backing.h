@@ -21,6 +21,13 @@ struct backing {
 	uint64_t nr_split;
 };
 
+/*
+ * The largest store: the library maps a store whole, so it must fit in the
+ * process's address space (128 TiB with 4-level paging). Half of it leaves
+ * room for everything else, so the limit does not depend on what else is mapped.
+ */
+#define BACKING_MAX_SIZE (1ULL << 46)
+
 int backing_init(struct backing *b, uint64_t size, unsigned folio_shift);
 /*
  * The host kernel's guest_memfd of host_vm_fd. The library maps it whole only
