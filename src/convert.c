@@ -49,7 +49,12 @@ static pgoff_t folio_to_split(const struct gmem *g, pgoff_t edge, pgoff_t start,
 	return current == attrs ? (pgoff_t)-1 : first;
 }
 
-/* Split folios in [start, end) that are of one kind again go back to huge pages. */
+/*
+ * Split folios in [start, end) that are of one kind again go back to huge
+ * pages. Nothing here may leave the host's view inconsistent with the
+ * attributes: a folio that cannot be hidden is not moved, and a folio that
+ * cannot be shown again stays hidden.
+ */
 static void merge_folios(struct gmem *g, pgoff_t start, pgoff_t end)
 {
 	pgoff_t n = 1ULL << (g->folio_shift - GM_PAGE_SHIFT);
@@ -58,10 +63,21 @@ static void merge_folios(struct gmem *g, pgoff_t start, pgoff_t end)
 		if (!backing_is_split(&g->backing, f << GM_PAGE_SHIFT) ||
 		    !attr_uniform(&g->attrs, f, f + n, NULL) || first_pinned(g, f, f + n) < f + n)
 			continue;
-		/* The host briefly loses the folio while it moves; without a huge page it stays split. */
-		hostmap_hide(g, f, f + n);
-		backing_merge(&g->backing, f << GM_PAGE_SHIFT);
-		hostmap_refresh(g, f, f + n);
+		/* The host loses the folio while it moves; where it cannot, the folio stays split. */
+		if (hostmap_hide(g, f, f + n)) {
+			hostmap_undo(g, f, f + n);
+			continue;
+		}
+		/*
+		 * Without a huge page the merge fails and the folio stays split,
+		 * which is allowed: the merge is an optimisation. Either way the
+		 * host sees the folio again from whichever store holds it now; a
+		 * remap that fails is tried once more, and what still cannot be
+		 * mapped stays hidden (SIGBUS), as after a failed conversion.
+		 */
+		(void)backing_merge(&g->backing, f << GM_PAGE_SHIFT);
+		if (hostmap_refresh(g, f, f + n))
+			hostmap_undo(g, f, f + n);
 	}
 }
 
