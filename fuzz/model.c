@@ -93,6 +93,7 @@ struct fz_map {
 	char *addr;
 	uint64_t len; /* page-rounded, as the library tracks it */
 	uint64_t off;
+	uint64_t unmap_unit; /* what munmap can cut: the huge page on hugetlbfs, else a page */
 	int prot;
 	int gmem;
 };
@@ -1167,6 +1168,7 @@ static void op_mmap(struct input *in)
 	uint64_t size = gi >= 0 ? st.gmem[gi].size : 0;
 	int prot = prots[psel % 8], flags = map_types[fsel % 8];
 	uint64_t len = pick_len(in), off = pick_off(in, size);
+	struct gm_gmem_info info;
 	char *p;
 
 	if (psel & 0x80)
@@ -1202,8 +1204,11 @@ static void op_mmap(struct input *in)
 		     (unsigned long long)len, prot, flags, (unsigned long long)off, fd, gi);
 	st.map[slot] = (struct fz_map){
 		.used = true, .addr = p, .len = (len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1),
-		.off = off, .prot = prot, .gmem = gi,
+		.off = off, .prot = prot, .gmem = gi, .unmap_unit = PAGE_SIZE,
 	};
+	/* docs/compat.md: a hugetlbfs-backed mapping is cut in whole huge pages only. */
+	if (!gm_gmem_info(fd, &info) && info.backing == GM_BACKING_HUGETLB)
+		st.map[slot].unmap_unit = info.folio_size;
 }
 
 static void op_munmap(struct input *in)
@@ -1234,6 +1239,13 @@ static void op_munmap(struct input *in)
 		/* No record for the right part: unmap to the end instead. */
 		if (!rest)
 			n = pages - first;
+	}
+	if ((first * PAGE_SIZE) % m->unmap_unit || (n * PAGE_SIZE) % m->unmap_unit) {
+		/* Part of a huge page: refused, and nothing unmapped (touches check the pages). */
+		ret = gm_munmap(m->addr + first * PAGE_SIZE, n * PAGE_SIZE);
+		if (ret != -1 || errno != EINVAL)
+			fail("gm_munmap of part of a huge page: %d errno %d", ret, errno);
+		return;
 	}
 	ret = gm_munmap(m->addr + first * PAGE_SIZE, n * PAGE_SIZE);
 	if (ret)
