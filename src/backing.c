@@ -16,6 +16,18 @@
  * Guest memory the library maps for itself must not reach a forked child,
  * which the library cannot take converted pages away from, nor a core dump.
  */
+/*
+ * Sizes a store and seals the size: the fd is in /proc/self/fd, and a plain
+ * ftruncate of it would make every later access of the library's fault.
+ */
+static int size_and_seal(int fd, uint64_t size)
+{
+	if (ftruncate(fd, (off_t)size) < 0 ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
+		return -errno;
+	return 0;
+}
+
 static int keep_from_children_and_dumps(void *addr, size_t len)
 {
 	if (madvise(addr, len, MADV_DONTFORK) < 0 || madvise(addr, len, MADV_DONTDUMP) < 0)
@@ -25,7 +37,7 @@ static int keep_from_children_and_dumps(void *addr, size_t len)
 
 static int backing_open(struct backing *b, uint64_t size, unsigned huge_shift)
 {
-	unsigned flags = MFD_CLOEXEC;
+	unsigned flags = MFD_CLOEXEC | MFD_ALLOW_SEALING;
 	int fd;
 
 	if (huge_shift)
@@ -33,7 +45,7 @@ static int backing_open(struct backing *b, uint64_t size, unsigned huge_shift)
 	fd = memfd_create("kvm-gmem-backing", flags);
 	if (fd < 0)
 		return -errno;
-	if (ftruncate(fd, (off_t)size) < 0)
+	if (size_and_seal(fd, size) < 0)
 		goto err_close;
 	/*
 	 * The library's own view of the store. On hugetlbfs the mapping reserves
@@ -269,11 +281,11 @@ int backing_split_prepare(struct backing *b, uint64_t off)
 {
 	off &= ~(b->page_size - 1);
 	if (b->small_fd < 0) {
-		int fd = memfd_create("kvm-gmem-split", MFD_CLOEXEC);
+		int fd = memfd_create("kvm-gmem-split", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 
 		if (fd < 0)
 			return -errno;
-		if (ftruncate(fd, (off_t)b->size) < 0) {
+		if (size_and_seal(fd, b->size) < 0) {
 			close(fd);
 			return -ENOMEM;
 		}

@@ -1,7 +1,10 @@
 /* Plain syscalls made on library fds behind the library's back change nothing it relies on. */
-#include <linux/falloc.h>
-
 #include "unit/vmm.h"
+
+#include <dirent.h>
+#include <linux/falloc.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 #define PAGE 4096ULL
 
@@ -74,5 +77,54 @@ Test(plain_syscalls, run_area_survives_ftruncate_punch_and_write)
 	m.run->request_interrupt_window = 1;
 	cr_expect_eq(again->request_interrupt_window, 1);
 	gm_munmap(again, 3 * PAGE);
+	vmm_destroy(&m);
+}
+
+/* The library's own fds of a store, found in /proc/self/fd as any code in the process can. */
+static int store_fds(int *out, int max)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int n = 0;
+
+	cr_assert(d);
+	while ((e = readdir(d)) && n < max) {
+		char path[300], target[256];
+		ssize_t len;
+
+		snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
+		len = readlink(path, target, sizeof(target) - 1);
+		if (len <= 0)
+			continue;
+		target[len] = 0;
+		if (strstr(target, "kvm-gmem-backing") || strstr(target, "kvm-gmem-split"))
+			out[n++] = atoi(e->d_name);
+	}
+	closedir(d);
+	return n;
+}
+
+/* A truncated store made every later access of the library's fault (SIGBUS). */
+Test(plain_syscalls, store_size_is_sealed)
+{
+	struct vmm m;
+	int fds[8], n;
+
+	vmm_init(&m, KVM_X86_SW_PROTECTED_VM);
+	int gmem = vmm_gmem(&m, 16 * PAGE, GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED);
+	volatile char *host = gm_mmap(NULL, 16 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, gmem, 0);
+
+	cr_assert_neq(host, MAP_FAILED);
+	host[5 * PAGE] = 'x';
+	n = store_fds(fds, 8);
+	cr_assert_geq(n, 1, "no store fd found in /proc/self/fd");
+	for (int i = 0; i < n; i++) {
+		cr_expect_eq(plain_errno(ftruncate(fds[i], 0)), EPERM);
+		cr_expect_eq(plain_errno(ftruncate(fds[i], 1 << 30)), EPERM);
+	}
+	cr_assert_not(t_access_sigbus(host + 5 * PAGE, false), "the store lost its pages");
+	cr_expect_eq(host[5 * PAGE], 'x');
+	gm_munmap((void *)host, 16 * PAGE);
+	gm_close(gmem);
 	vmm_destroy(&m);
 }
