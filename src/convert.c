@@ -50,35 +50,44 @@ static pgoff_t folio_to_split(const struct gmem *g, pgoff_t edge, pgoff_t start,
 }
 
 /*
- * Split folios in [start, end) that are of one kind again go back to huge
- * pages. Nothing here may leave the host's view inconsistent with the
- * attributes: a folio that cannot be hidden is not moved, and a folio that
- * cannot be shown again stays hidden.
+ * Moves one split folio, of one kind again, back to a huge page. The host's
+ * view never contradicts the attributes: a folio that cannot be hidden is not
+ * moved, and one that cannot be shown again stays hidden.
  */
+static void merge_folio(struct gmem *g, pgoff_t f, pgoff_t n)
+{
+	uint64_t off = f << GM_PAGE_SHIFT;
+
+	if (hostmap_hide(g, f, f + n))
+		goto show;
+	/* Without a huge page the folio stays split: the merge is an optimisation. */
+	if (backing_merge(&g->backing, off))
+		goto show;
+	if (!hostmap_refresh(g, f, f + n))
+		return;
+	/*
+	 * A host mapping cut inside the folio cannot show a huge page (nor can
+	 * one short of mmaps): back to 4 KiB pages, which it can show.
+	 */
+	if (!backing_split_prepare(&g->backing, off)) {
+		hostmap_hide(g, f, f + n);
+		backing_split(&g->backing, off);
+	}
+show:
+	/* Laid again from whichever store holds it; tried twice, else hidden (SIGBUS). */
+	if (hostmap_refresh(g, f, f + n))
+		hostmap_undo(g, f, f + n);
+}
+
+/* Split folios in [start, end) that are of one kind again go back to huge pages. */
 static void merge_folios(struct gmem *g, pgoff_t start, pgoff_t end)
 {
 	pgoff_t n = 1ULL << (g->folio_shift - GM_PAGE_SHIFT);
 
-	for (pgoff_t f = start; f < end; f += n) {
-		if (!backing_is_split(&g->backing, f << GM_PAGE_SHIFT) ||
-		    !attr_uniform(&g->attrs, f, f + n, NULL) || first_pinned(g, f, f + n) < f + n)
-			continue;
-		/* The host loses the folio while it moves; where it cannot, the folio stays split. */
-		if (hostmap_hide(g, f, f + n)) {
-			hostmap_undo(g, f, f + n);
-			continue;
-		}
-		/*
-		 * Without a huge page the merge fails and the folio stays split,
-		 * which is allowed: the merge is an optimisation. Either way the
-		 * host sees the folio again from whichever store holds it now; a
-		 * remap that fails is tried once more, and what still cannot be
-		 * mapped stays hidden (SIGBUS), as after a failed conversion.
-		 */
-		(void)backing_merge(&g->backing, f << GM_PAGE_SHIFT);
-		if (hostmap_refresh(g, f, f + n))
-			hostmap_undo(g, f, f + n);
-	}
+	for (pgoff_t f = start; f < end; f += n)
+		if (backing_is_split(&g->backing, f << GM_PAGE_SHIFT) &&
+		    attr_uniform(&g->attrs, f, f + n, NULL) && first_pinned(g, f, f + n) == f + n)
+			merge_folio(g, f, n);
 }
 
 /*

@@ -188,6 +188,40 @@ static void check_merge_remap_failure(void)
 	gm_close(vm);
 }
 
+/*
+ * A mapping cut inside a split folio (private and split folios map in 4 KiB
+ * pieces) cannot show the folio as one huge page again: when it becomes
+ * uniform, it stays split and every shared page stays readable.
+ */
+static void check_merge_with_cut_mapping(void)
+{
+	int vm = t_create_vm(KVM_X86_SW_PROTECTED_VM);
+	int gmem = create_2m_gmem(vm);
+	char *p;
+
+	cr_assert_eq(info_of(gmem).backing, GM_BACKING_HUGETLB);
+	p = gm_mmap(NULL, FILE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, gmem, 0);
+	cr_assert_neq(p, MAP_FAILED, "%s", strerror(errno));
+	for (uint64_t i = 0; i < SZ_2M / PAGE_SIZE; i++)
+		p[i * PAGE_SIZE] = (char)(i + 1);
+	cr_assert_eq(convert(gmem, 7 * PAGE_SIZE, PAGE_SIZE, KVM_MEMORY_ATTRIBUTE_PRIVATE), 0);
+	cr_assert_eq(gm_munmap(p + 7 * PAGE_SIZE, PAGE_SIZE), 0, "%s", strerror(errno));
+	cr_assert_eq(convert(gmem, 7 * PAGE_SIZE, PAGE_SIZE, 0), 0);
+	for (uint64_t i = 0; i < SZ_2M / PAGE_SIZE; i++) {
+		volatile char *page = p + i * PAGE_SIZE;
+
+		if (i == 7)
+			continue;
+		cr_assert_not(t_access_sigbus(page, false), "shared page %llu hidden",
+			      (unsigned long long)i);
+		cr_expect_eq(*page, (char)(i + 1), "page %llu lost its data", (unsigned long long)i);
+	}
+	gm_munmap(p, 7 * PAGE_SIZE);
+	gm_munmap(p + 8 * PAGE_SIZE, FILE_SIZE - 8 * PAGE_SIZE);
+	gm_close(gmem);
+	gm_close(vm);
+}
+
 Test(hugetlb, backing_and_fallback, .fini = restore_nr)
 {
 	int vm;
@@ -225,6 +259,7 @@ Test(hugetlb, backing_and_fallback, .fini = restore_nr)
 		cr_skip_test("merge checks: could not reserve two 2M huge pages (%ld available)", avail);
 	}
 	check_merge_remap_failure();
+	check_merge_with_cut_mapping();
 	gm_close(vm);
 	restore_nr();
 }
