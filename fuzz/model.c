@@ -93,6 +93,7 @@ struct fz_map {
 	char *addr;
 	uint64_t len; /* page-rounded, as the library tracks it */
 	uint64_t off;
+	uint64_t unmap_unit; /* what munmap can always cut: the huge page on hugetlbfs, else a page */
 	int prot;
 	int gmem;
 };
@@ -724,6 +725,21 @@ static bool pin_overlaps(int gi, uint64_t off, uint64_t len)
 	return false;
 }
 
+/*
+ * Where an EAGAIN may point: inside the range, or (docs/compat.md) at a
+ * pinned page of a hugetlbfs folio at either edge that the conversion would split.
+ */
+static bool error_offset_ok(int gi, const struct kvm_memory_attributes2 *a)
+{
+	uint64_t lo = a->offset, hi = a->offset + a->size;
+
+	if (gi >= 0 && !st.gmem[gi].alloc_exact) {
+		lo -= lo % st.gmem[gi].folio;
+		hi += (st.gmem[gi].folio - hi % st.gmem[gi].folio) % st.gmem[gi].folio;
+	}
+	return a->error_offset >= lo && a->error_offset < hi;
+}
+
 static void op_set_attributes(struct input *in)
 {
 	int gi, fd = pick_target(in, &gi, false);
@@ -752,8 +768,7 @@ static void op_set_attributes(struct input *in)
 			fail("KVM_SET_MEMORY_ATTRIBUTES2 returned %d", ret);
 		check_errno("KVM_SET_MEMORY_ATTRIBUTES2", errno, EINVAL, EAGAIN, ENOMEM, EFAULT,
 			    ENOTTY, EBADF, 0);
-		if (errno == EAGAIN && (a.error_offset < a.offset ||
-					a.error_offset >= a.offset + a.size))
+		if (errno == EAGAIN && !error_offset_ok(gi, &a))
 			fail("EAGAIN with error_offset %#llx outside [%#llx, +%#llx)",
 			     (unsigned long long)a.error_offset, (unsigned long long)a.offset,
 			     (unsigned long long)a.size);
@@ -1167,6 +1182,7 @@ static void op_mmap(struct input *in)
 	uint64_t size = gi >= 0 ? st.gmem[gi].size : 0;
 	int prot = prots[psel % 8], flags = map_types[fsel % 8];
 	uint64_t len = pick_len(in), off = pick_off(in, size);
+	struct gm_gmem_info info;
 	char *p;
 
 	if (psel & 0x80)
@@ -1202,8 +1218,11 @@ static void op_mmap(struct input *in)
 		     (unsigned long long)len, prot, flags, (unsigned long long)off, fd, gi);
 	st.map[slot] = (struct fz_map){
 		.used = true, .addr = p, .len = (len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1),
-		.off = off, .prot = prot, .gmem = gi,
+		.off = off, .prot = prot, .gmem = gi, .unmap_unit = PAGE_SIZE,
 	};
+	/* docs/compat.md: a hugetlbfs-backed mapping is cut in whole huge pages only. */
+	if (!gm_gmem_info(fd, &info) && info.backing == GM_BACKING_HUGETLB)
+		st.map[slot].unmap_unit = info.folio_size;
 }
 
 static void op_munmap(struct input *in)
@@ -1236,6 +1255,15 @@ static void op_munmap(struct input *in)
 			n = pages - first;
 	}
 	ret = gm_munmap(m->addr + first * PAGE_SIZE, n * PAGE_SIZE);
+	/*
+	 * docs/compat.md: a cut inside a huge page that the mapping shows whole
+	 * (a shared, unsplit hugetlbfs folio) is refused and unmaps nothing
+	 * (touches check the pages); private and split folios are mapped in
+	 * 4 KiB pieces and can be cut anywhere.
+	 */
+	if (ret && errno == EINVAL &&
+	    ((first * PAGE_SIZE) % m->unmap_unit || (n * PAGE_SIZE) % m->unmap_unit))
+		return;
 	if (ret)
 		fail("gm_munmap of a mapping: %s", strerror(errno));
 	/* The library splits its record of the mapping the same way. */

@@ -3,9 +3,12 @@
 
 #include "attr.h"
 
+/* Room a map never goes below: a range and the two a first conversion adds. */
+#define ATTR_MIN_CAP 4
+
 int attr_map_init(struct attr_map *m, pgoff_t npages, uint64_t attrs)
 {
-	m->cap = 4;
+	m->cap = ATTR_MIN_CAP;
 	m->ranges = gm_zalloc(m->cap * sizeof(*m->ranges));
 	if (!m->ranges)
 		return -ENOMEM;
@@ -95,6 +98,15 @@ void attr_trim(struct attr_map *m, size_t cap)
 		m->ranges = r;
 		m->cap = cap;
 	}
+}
+
+void attr_shrink(struct attr_map *m)
+{
+	size_t want = 2 * m->nr > ATTR_MIN_CAP ? 2 * m->nr : ATTR_MIN_CAP;
+
+	/* Only a map at a quarter of its room shrinks, so alternating edits do not realloc each time. */
+	if (m->cap >= 2 * want)
+		attr_trim(m, want);
 }
 
 void attr_set(struct attr_map *m, pgoff_t start, pgoff_t end, uint64_t attrs)

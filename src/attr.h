@@ -28,6 +28,8 @@ int attr_reserve(struct attr_map *m);
 int attr_reserve_n(struct attr_map *m, size_t n);
 /* Gives back room beyond cap (reserved for a change that failed), as if never reserved. */
 void attr_trim(struct attr_map *m, size_t cap);
+/* Gives back room far beyond what the map holds now (after a file became uniform again). */
+void attr_shrink(struct attr_map *m);
 /* Copies the ranges over [start, end) into out (cap entries); returns how many there are. */
 size_t attr_snapshot(const struct attr_map *m, pgoff_t start, pgoff_t end, struct attr_range *out,
 		     size_t cap);

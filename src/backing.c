@@ -9,9 +9,35 @@
 #include "backing.h"
 #include "kvm/host.h"
 
+/* Inaccessible space on either side of a pin's mapping, so a device's overrun reaches nothing. */
+#define PIN_GUARD GM_PAGE_SIZE
+
+/*
+ * Guest memory the library maps for itself must not reach a forked child,
+ * which the library cannot take converted pages away from, nor a core dump.
+ */
+/*
+ * Sizes a store and seals the size: the fd is in /proc/self/fd, and a plain
+ * ftruncate of it would make every later access of the library's fault.
+ */
+static int size_and_seal(int fd, uint64_t size)
+{
+	if (ftruncate(fd, (off_t)size) < 0 ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
+		return -errno;
+	return 0;
+}
+
+static int keep_from_children_and_dumps(void *addr, size_t len)
+{
+	if (madvise(addr, len, MADV_DONTFORK) < 0 || madvise(addr, len, MADV_DONTDUMP) < 0)
+		return -errno;
+	return 0;
+}
+
 static int backing_open(struct backing *b, uint64_t size, unsigned huge_shift)
 {
-	unsigned flags = MFD_CLOEXEC;
+	unsigned flags = MFD_CLOEXEC | MFD_ALLOW_SEALING;
 	int fd;
 
 	if (huge_shift)
@@ -19,7 +45,7 @@ static int backing_open(struct backing *b, uint64_t size, unsigned huge_shift)
 	fd = memfd_create("kvm-gmem-backing", flags);
 	if (fd < 0)
 		return -errno;
-	if (ftruncate(fd, (off_t)size) < 0)
+	if (size_and_seal(fd, size) < 0)
 		goto err_close;
 	/*
 	 * The library's own view of the store. On hugetlbfs the mapping reserves
@@ -30,6 +56,13 @@ static int backing_open(struct backing *b, uint64_t size, unsigned huge_shift)
 		      MAP_SHARED | (huge_shift ? 0 : MAP_NORESERVE), fd, 0);
 	if (b->map == MAP_FAILED)
 		goto err_close;
+	if (keep_from_children_and_dumps(b->map, size) < 0) {
+		int err = -errno;
+
+		munmap(b->map, size);
+		close(fd);
+		return err;
+	}
 	b->fd = fd;
 	b->size = size;
 	b->kind = huge_shift ? GM_BACKING_HUGETLB : GM_BACKING_MEMFD;
@@ -84,8 +117,13 @@ int backing_init_host(struct backing *b, int host_vm_fd, uint64_t size, bool wit
 			return err;
 		}
 		/* Only the host's KVM reads through it: no core dumps, no children. */
-		madvise(b->map, size, MADV_DONTDUMP);
-		madvise(b->map, size, MADV_DONTFORK);
+		if (keep_from_children_and_dumps(b->map, size) < 0) {
+			int err = -errno;
+
+			munmap(b->map, size);
+			close(fd);
+			return err;
+		}
 	}
 	b->fd = fd;
 	b->size = size;
@@ -243,17 +281,23 @@ int backing_split_prepare(struct backing *b, uint64_t off)
 {
 	off &= ~(b->page_size - 1);
 	if (b->small_fd < 0) {
-		int fd = memfd_create("kvm-gmem-split", MFD_CLOEXEC);
+		int fd = memfd_create("kvm-gmem-split", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 
 		if (fd < 0)
 			return -errno;
-		if (ftruncate(fd, (off_t)b->size) < 0) {
+		if (size_and_seal(fd, b->size) < 0) {
 			close(fd);
 			return -ENOMEM;
 		}
 		b->small_map = mmap(NULL, b->size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
 				    fd, 0);
 		if (b->small_map == MAP_FAILED) {
+			b->small_map = NULL;
+			close(fd);
+			return -ENOMEM;
+		}
+		if (keep_from_children_and_dumps(b->small_map, b->size) < 0) {
+			munmap(b->small_map, b->size);
 			b->small_map = NULL;
 			close(fd);
 			return -ENOMEM;
@@ -296,4 +340,90 @@ int backing_merge(struct backing *b, uint64_t off)
 	set_split(b, off, false);
 	punch_in(b, b->small_fd, off, b->page_size);
 	return 0;
+}
+
+/*
+ * The store range a pin maps: its own pages, widened to whole huge pages on
+ * hugetlbfs, which cannot map less (an unsplit folio is all of one kind).
+ */
+static void pin_bounds(const struct backing *b, uint64_t off, uint64_t len, uint64_t *lo,
+		       uint64_t *hi)
+{
+	uint64_t unit = b->kind == GM_BACKING_HUGETLB ? b->page_size : GM_PAGE_SIZE;
+
+	*lo = off - off % unit;
+	*hi = off + len + (unit - (off + len) % unit) % unit;
+}
+
+/* Inaccessible address space: the span, a guard on each side, the span aligned to align. */
+static char *reserve_guarded(uint64_t span, uint64_t align)
+{
+	uint64_t total = span + 2 * PIN_GUARD + align;
+	char *p = mmap(NULL, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	uintptr_t body, start, end;
+
+	if (p == MAP_FAILED)
+		return NULL;
+	body = ((uintptr_t)p + PIN_GUARD + align - 1) & ~(uintptr_t)(align - 1);
+	start = body - PIN_GUARD;
+	end = body + span + PIN_GUARD;
+	if (start > (uintptr_t)p)
+		munmap(p, start - (uintptr_t)p);
+	if ((uintptr_t)p + total > end)
+		munmap((void *)end, (uintptr_t)p + total - end);
+	return (char *)body;
+}
+
+/* Lays the pinned pages of [lo, hi) at body: a split folio's pieces only as far as pinned. */
+static int map_pin_pieces(const struct backing *b, char *body, uint64_t lo, uint64_t hi,
+			  uint64_t off, uint64_t len)
+{
+	for (uint64_t at = lo, next; at < hi; at = next) {
+		uint64_t from = at, to;
+		int ret;
+
+		next = piece_end(b, at, hi);
+		to = next;
+		if (backing_is_split(b, at)) {
+			/* 4 KiB pages: the folio's other pages may be private. */
+			from = at > off ? at : off;
+			to = next < off + len ? next : off + len;
+			if (from >= to)
+				continue;
+		}
+		ret = map_in(b, backing_is_split(b, at) ? b->small_fd : b->fd, from, to - from,
+			     body + (from - lo), PROT_READ | PROT_WRITE);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+int backing_map_pin(const struct backing *b, uint64_t off, uint64_t len, void **addr)
+{
+	uint64_t lo, hi, align = b->kind == GM_BACKING_HUGETLB ? b->page_size : GM_PAGE_SIZE;
+	char *body;
+	int ret;
+
+	pin_bounds(b, off, len, &lo, &hi);
+	body = reserve_guarded(hi - lo, align);
+	if (!body)
+		return -ENOMEM;
+	ret = map_pin_pieces(b, body, lo, hi, off, len);
+	if (!ret)
+		ret = keep_from_children_and_dumps(body - PIN_GUARD, hi - lo + 2 * PIN_GUARD);
+	if (ret) {
+		munmap(body - PIN_GUARD, hi - lo + 2 * PIN_GUARD);
+		return ret;
+	}
+	*addr = body + (off - lo);
+	return 0;
+}
+
+void backing_unmap_pin(const struct backing *b, void *addr, uint64_t off, uint64_t len)
+{
+	uint64_t lo, hi;
+
+	pin_bounds(b, off, len, &lo, &hi);
+	munmap((char *)addr - (off - lo) - PIN_GUARD, hi - lo + 2 * PIN_GUARD);
 }

@@ -21,6 +21,13 @@ struct backing {
 	uint64_t nr_split;
 };
 
+/*
+ * The largest store: the library maps a store whole, so it must fit in the
+ * process's address space (128 TiB with 4-level paging). Half of it leaves
+ * room for everything else, so the limit does not depend on what else is mapped.
+ */
+#define BACKING_MAX_SIZE (1ULL << 46)
+
 int backing_init(struct backing *b, uint64_t size, unsigned folio_shift);
 /*
  * The host kernel's guest_memfd of host_vm_fd. The library maps it whole only
@@ -33,6 +40,16 @@ int backing_punch(struct backing *b, uint64_t off, uint64_t len);
 uint64_t backing_allocated_bytes(const struct backing *b);
 /* Maps [off, off + len) of the store at addr (MAP_FIXED, shared). */
 int backing_map_at(const struct backing *b, void *addr, size_t len, int prot, uint64_t off);
+
+/*
+ * A mapping of its own for a device pin of [off, off + len): those pages
+ * (whole huge pages on hugetlbfs, where an unsplit folio is of one kind and
+ * a pinned one cannot split) between inaccessible guard pages, never inherited
+ * by a child nor dumped. *addr is the address of off. -errno on failure.
+ */
+int backing_map_pin(const struct backing *b, uint64_t off, uint64_t len, void **addr);
+/* Unmaps what backing_map_pin(b, off, len) returned at addr. */
+void backing_unmap_pin(const struct backing *b, void *addr, uint64_t off, uint64_t len);
 
 /* Whether the folio holding off lives in the split store. */
 bool backing_is_split(const struct backing *b, uint64_t off);

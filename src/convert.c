@@ -49,24 +49,45 @@ static pgoff_t folio_to_split(const struct gmem *g, pgoff_t edge, pgoff_t start,
 	return current == attrs ? (pgoff_t)-1 : first;
 }
 
+/*
+ * Moves one split folio, of one kind again, back to a huge page. The host's
+ * view never contradicts the attributes: a folio that cannot be hidden is not
+ * moved, and one that cannot be shown again stays hidden.
+ */
+static void merge_folio(struct gmem *g, pgoff_t f, pgoff_t n)
+{
+	uint64_t off = f << GM_PAGE_SHIFT;
+
+	if (hostmap_hide(g, f, f + n))
+		goto show;
+	/* Without a huge page the folio stays split: the merge is an optimisation. */
+	if (backing_merge(&g->backing, off))
+		goto show;
+	if (!hostmap_refresh(g, f, f + n))
+		return;
+	/*
+	 * A host mapping cut inside the folio cannot show a huge page (nor can
+	 * one short of mmaps): back to 4 KiB pages, which it can show.
+	 */
+	if (!backing_split_prepare(&g->backing, off)) {
+		hostmap_hide(g, f, f + n);
+		backing_split(&g->backing, off);
+	}
+show:
+	/* Laid again from whichever store holds it; tried twice, else hidden (SIGBUS). */
+	if (hostmap_refresh(g, f, f + n))
+		hostmap_undo(g, f, f + n);
+}
+
 /* Split folios in [start, end) that are of one kind again go back to huge pages. */
 static void merge_folios(struct gmem *g, pgoff_t start, pgoff_t end)
 {
 	pgoff_t n = 1ULL << (g->folio_shift - GM_PAGE_SHIFT);
 
-	for (pgoff_t f = start; f < end; f += n) {
-		if (!backing_is_split(&g->backing, f << GM_PAGE_SHIFT) ||
-		    !attr_uniform(&g->attrs, f, f + n, NULL) || first_pinned(g, f, f + n) < f + n)
-			continue;
-		/*
-		 * The host briefly loses the folio while it moves; without a huge page it
-		 * stays split. A folio the host cannot lose (left inaccessible) is not moved.
-		 */
-		if (hostmap_hide(g, f, f + n))
-			continue;
-		backing_merge(&g->backing, f << GM_PAGE_SHIFT);
-		hostmap_refresh(g, f, f + n);
-	}
+	for (pgoff_t f = start; f < end; f += n)
+		if (backing_is_split(&g->backing, f << GM_PAGE_SHIFT) &&
+		    attr_uniform(&g->attrs, f, f + n, NULL) && first_pinned(g, f, f + n) == f + n)
+			merge_folio(g, f, n);
 }
 
 /*
@@ -176,6 +197,9 @@ out:
 	/* A failed call leaves nothing behind, not even room in the range map. */
 	if (ret && cap_before)
 		attr_trim(&g->attrs, cap_before);
+	/* A file made uniform again gives back the room its fragments needed. */
+	if (!ret)
+		attr_shrink(&g->attrs);
 	gm_free(saved);
 	return ret;
 }
@@ -238,37 +262,92 @@ static int pin_range(const struct gmem *g, uint64_t offset, uint64_t len, pgoff_
 	return 0;
 }
 
-int gmem_pin(struct gmem *g, uint64_t offset, uint64_t len, void **dma)
-{
-	struct gmem_pin *p;
-	pgoff_t start, end;
-	uint64_t attrs;
-	int ret = pin_range(g, offset, len, &start, &end);
+/* A pin and the device's own mapping of its pages (NULL when the caller asked for none). */
+struct pin_mapping {
+	struct gmem_pin pin;
+	void *dma;
+};
 
+static struct pin_mapping *pin_mapping(struct gmem_pin *p)
+{
+	return gm_container_of(p, struct pin_mapping, pin);
+}
+
+static void pin_free(struct gmem *g, struct gmem_pin *p)
+{
+	struct pin_mapping *pm = pin_mapping(p);
+
+	if (pm->dma)
+		backing_unmap_pin(&g->backing, pm->dma, p->start << GM_PAGE_SHIFT,
+				  (p->end - p->start) << GM_PAGE_SHIFT);
+	gm_free(pm);
+}
+
+/* Whether the caller's dma pointer can take an address, checked without changing it. */
+static int dma_writable(void **dma)
+{
+	void *old;
+
+	if (!dma)
+		return 0;
+	if (gm_copy_from_user(&old, dma, sizeof(old)) || gm_copy_to_user(dma, &old, sizeof(old)))
+		return -EFAULT;
+	return 0;
+}
+
+/* Allocates and maps the pinned pages; the invalidate lock is held. */
+static int pin_prepare(struct gmem *g, struct pin_mapping *pm, uint64_t offset, uint64_t len,
+		       void **dma)
+{
+	uint64_t attrs;
+	int ret;
+
+	/* Only shared memory can be handed to a device, as get_user_pages on a mapping. */
+	if (!attr_uniform(&g->attrs, pm->pin.start, pm->pin.end, &attrs) ||
+	    (attrs & KVM_MEMORY_ATTRIBUTE_PRIVATE))
+		return -EFAULT;
+	/* Without the library's own mapping there is no address to give a device. */
+	if (dma && !g->backing.map)
+		return -EOPNOTSUPP;
+	ret = backing_allocate(&g->backing, offset, len);
+	if (ret || !dma)
+		return ret;
+	ret = backing_map_pin(&g->backing, offset, len, &pm->dma);
 	if (ret)
 		return ret;
-	p = gm_zalloc(sizeof(*p));
-	if (!p)
+	if (gm_copy_to_user(dma, &pm->dma, sizeof(pm->dma))) {
+		backing_unmap_pin(&g->backing, pm->dma, offset, len);
+		pm->dma = NULL;
+		return -EFAULT;
+	}
+	return 0;
+}
+
+int gmem_pin(struct gmem *g, uint64_t offset, uint64_t len, void **dma)
+{
+	struct pin_mapping *pm;
+	pgoff_t start, end;
+	int ret = pin_range(g, offset, len, &start, &end);
+
+	if (!ret)
+		ret = dma_writable(dma);
+	if (ret)
+		return ret;
+	pm = gm_zalloc(sizeof(*pm));
+	if (!pm)
 		return -ENOMEM;
+	pm->pin.start = start;
+	pm->pin.end = end;
 	pthread_rwlock_wrlock(&g->invalidate_lock);
-	/* Only shared memory can be handed to a device, as get_user_pages on a mapping. */
-	if (!attr_uniform(&g->attrs, start, end, &attrs) || (attrs & KVM_MEMORY_ATTRIBUTE_PRIVATE)) {
-		ret = -EFAULT;
-	} else {
-		/* Without the library's own mapping there is no address to give a device. */
-		ret = dma && !g->backing.map ? -EOPNOTSUPP : backing_allocate(&g->backing, offset, len);
-		if (!ret) {
-			p->start = start;
-			p->end = end;
-			p->next = g->pins;
-			g->pins = p;
-			p = NULL;
-			if (dma)
-				*dma = backing_addr(&g->backing, offset);
-		}
+	/* Linked only once nothing can fail: a failed pin leaves no trace. */
+	ret = pin_prepare(g, pm, offset, len, dma);
+	if (!ret) {
+		pm->pin.next = g->pins;
+		g->pins = &pm->pin;
+		pm = NULL;
 	}
 	pthread_rwlock_unlock(&g->invalidate_lock);
-	gm_free(p);
+	gm_free(pm);
 	return ret;
 }
 
@@ -288,11 +367,11 @@ int gmem_unpin(struct gmem *g, uint64_t offset, uint64_t len)
 			break;
 		}
 	}
+	/* The device loses the pages with the pin, before they can become private. */
+	if (p)
+		pin_free(g, p);
 	pthread_rwlock_unlock(&g->invalidate_lock);
-	if (!p)
-		return -ENOENT;
-	gm_free(p);
-	return 0;
+	return p ? 0 : -ENOENT;
 }
 
 void gmem_pins_destroy(struct gmem *g)
@@ -301,6 +380,6 @@ void gmem_pins_destroy(struct gmem *g)
 		struct gmem_pin *p = g->pins;
 
 		g->pins = p->next;
-		gm_free(p);
+		pin_free(g, p);
 	}
 }

@@ -1,5 +1,6 @@
 /* The fd table: real process fds that stand for library objects. */
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -55,10 +56,20 @@ int gm_file_install(enum gm_file_type type, struct gm_object *obj, const char *n
 
 	if (!e)
 		return -ENOMEM;
-	fd = memfd_create(name, cloexec ? MFD_CLOEXEC : 0);
+	fd = memfd_create(name, MFD_ALLOW_SEALING | (cloexec ? MFD_CLOEXEC : 0));
 	if (fd < 0) {
 		ret = -errno;
 		goto err_free;
+	}
+	/*
+	 * A plain ftruncate, fallocate or write on the fd must change nothing the
+	 * library relies on. A vCPU's handle is sized for its run area first and
+	 * sealed by vcpu_create; every other handle stays empty for good.
+	 */
+	if (type != GM_FILE_VCPU &&
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0) {
+		ret = -errno;
+		goto err_close;
 	}
 	if (fstat(fd, &st) < 0) {
 		ret = -errno;

@@ -89,6 +89,9 @@ int gmem_create(const struct gmem_vm *vm, uint64_t size, uint64_t flags)
 		return -EINVAL;
 	if (!GM_ALIGNED(size, 1ULL << shift))
 		return -EINVAL;
+	/* The kernel allocates on use at any size; the library must map the store whole. */
+	if (size > BACKING_MAX_SIZE)
+		return -ENOMEM;
 
 	g = gm_zalloc(sizeof(*g));
 	if (!g)

@@ -1,5 +1,6 @@
 /* vCPUs: the object, KVM_RUN and its exits; on the soft backend KVM_RUN runs the guest function. */
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -62,14 +63,20 @@ int vcpu_create(struct vm *vm, unsigned long id)
 	if (fd < 0)
 		goto err;
 	if (vm->host_fd >= 0) {
-		/* kvm backend: the host's vCPU and its run area. */
+		/* kvm backend: the host's vCPU and its run area; the handle stays empty. */
 		v->host.fd = ioctl(vm->host_fd, KVM_CREATE_VCPU, id);
-		if (v->host.fd < 0)
+		if (v->host.fd < 0 ||
+		    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0)
 			goto err_close;
 		v->run_fd = v->host.fd;
 	} else {
-		/* The run area lives in the handle memfd, so gm_mmap of the fd shares it. */
-		if (ftruncate(fd, VCPU_MMAP_PAGES * GM_PAGE_SIZE) < 0)
+		/*
+		 * The run area lives in the handle memfd, so gm_mmap of the fd shares
+		 * it. Its size is sealed: a plain ftruncate would make the next
+		 * KVM_RUN fault. Writes stay open, as the VMM's mapping must be.
+		 */
+		if (ftruncate(fd, VCPU_MMAP_PAGES * GM_PAGE_SIZE) < 0 ||
+		    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
 			goto err_close;
 		v->run_fd = fd;
 	}

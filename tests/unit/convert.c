@@ -270,3 +270,32 @@ Test(convert, split_and_merge)
 	gm_close(gmem);
 	vmm_destroy(&m);
 }
+
+static uint64_t metadata_bytes(void)
+{
+	struct gm_stats st;
+
+	cr_assert_eq(gm_stats(&st), 0);
+	return st.metadata_bytes;
+}
+
+/* A file fragmented to a million ranges and made uniform again gives the range map's room back. */
+Test(convert, uniform_again_gives_back_range_map_memory, .timeout = 120)
+{
+	const uint64_t nranges = 1 << 20;
+	struct vmm m;
+
+	vmm_init(&m, KVM_X86_SW_PROTECTED_VM);
+	int gmem = vmm_gmem(&m, nranges * PAGE, GUEST_MEMFD_FLAG_INIT_SHARED);
+	uint64_t before = metadata_bytes();
+
+	/* Every other page private, in increasing order so each edit is at the map's end. */
+	for (uint64_t i = 1; i < nranges; i += 2)
+		cr_assert_eq(convert(gmem, i * PAGE, PAGE, PRIVATE, NULL), 0);
+	cr_assert_gt(metadata_bytes(), before + nranges * 8, "not fragmented");
+	cr_assert_eq(convert(gmem, 0, nranges * PAGE, 0, NULL), 0);
+	cr_expect_leq(metadata_bytes(), 2 * before, "%llu heap bytes before, %llu after",
+		      (unsigned long long)before, (unsigned long long)metadata_bytes());
+	gm_close(gmem);
+	vmm_destroy(&m);
+}

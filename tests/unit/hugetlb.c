@@ -1,6 +1,7 @@
 /* 2M-folio guest_memfd on hugetlbfs when huge pages are reserved, and the memfd fallback when not. */
 #include "harness/hugepage_pool.h"
 #include "harness/surface.h"
+#include "internal.h"
 
 #include <linux/falloc.h>
 #include <stdio.h>
@@ -124,6 +125,103 @@ static void check_hugetlb(int vm)
 	gm_close(gmem);
 }
 
+static int convert(int gmem, uint64_t offset, uint64_t size, uint64_t attrs)
+{
+	struct kvm_memory_attributes2 a = { .offset = offset, .size = size, .attributes = attrs };
+
+	return gm_ioctl(gmem, KVM_SET_MEMORY_ATTRIBUTES2, &a) ? errno : 0;
+}
+
+/*
+ * A split folio made uniform again merges back to a huge page, which hides
+ * it from the host and maps it again. When those mmaps fail the host's view
+ * must still match the attributes: a shared page readable with its data once
+ * a retry works, hidden (SIGBUS) otherwise, a private page never readable.
+ */
+static void check_merge_remap_failure(void)
+{
+	int vm = t_create_vm(KVM_X86_SW_PROTECTED_VM);
+	int gmem = create_2m_gmem(vm);
+	int injected = 0;
+	char *p;
+
+	cr_assert_eq(info_of(gmem).backing, GM_BACKING_HUGETLB);
+	p = gm_mmap(NULL, FILE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, gmem, 0);
+	cr_assert_neq(p, MAP_FAILED, "%s", strerror(errno));
+	for (uint64_t i = 0; i < SZ_2M / PAGE_SIZE; i++)
+		p[i * PAGE_SIZE] = (char)(i + 1);
+	for (long times = 1; times <= 2; times++)
+		for (long after = 1; after <= 6; after++) {
+			int ret;
+
+			cr_assert_eq(convert(gmem, 7 * PAGE_SIZE, PAGE_SIZE, KVM_MEMORY_ATTRIBUTE_PRIVATE), 0);
+			cr_assert_eq(info_of(gmem).split_folios, 1);
+			gm_hostmap_fail(after, times);
+			ret = convert(gmem, 7 * PAGE_SIZE, PAGE_SIZE, 0);
+			gm_hostmap_fail(0, 0);
+			if (ret) {
+				/* The conversion's own remap failed: nothing changed, page 7 is private. */
+				cr_expect_eq(ret, ENOMEM);
+				cr_expect(t_access_sigbus(p + 7 * PAGE_SIZE, false));
+				cr_assert_eq(convert(gmem, 7 * PAGE_SIZE, PAGE_SIZE, 0), 0);
+				continue;
+			}
+			injected++;
+			for (uint64_t i = 0; i < SZ_2M / PAGE_SIZE; i++) {
+				volatile char *page = p + i * PAGE_SIZE;
+				bool hidden = t_access_sigbus(page, false);
+
+				/* One failure is retried: the shared folio is shown again, with its data. */
+				if (times == 1)
+					cr_expect_not(hidden, "shared page %llu hidden (after %ld)",
+						      (unsigned long long)i, after);
+				if (!hidden)
+					cr_expect_eq(*page, (char)(i + 1), "page %llu lost its data (after %ld, "
+						     "%ld failing)", (unsigned long long)i, after, times);
+			}
+			/* A later conversion lays a hidden folio again. */
+			cr_assert_eq(convert(gmem, 0, SZ_2M, 0), 0);
+		}
+	cr_expect_gt(injected, 0);
+	gm_munmap(p, FILE_SIZE);
+	gm_close(gmem);
+	gm_close(vm);
+}
+
+/*
+ * A mapping cut inside a split folio (private and split folios map in 4 KiB
+ * pieces) cannot show the folio as one huge page again: when it becomes
+ * uniform, it stays split and every shared page stays readable.
+ */
+static void check_merge_with_cut_mapping(void)
+{
+	int vm = t_create_vm(KVM_X86_SW_PROTECTED_VM);
+	int gmem = create_2m_gmem(vm);
+	char *p;
+
+	cr_assert_eq(info_of(gmem).backing, GM_BACKING_HUGETLB);
+	p = gm_mmap(NULL, FILE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, gmem, 0);
+	cr_assert_neq(p, MAP_FAILED, "%s", strerror(errno));
+	for (uint64_t i = 0; i < SZ_2M / PAGE_SIZE; i++)
+		p[i * PAGE_SIZE] = (char)(i + 1);
+	cr_assert_eq(convert(gmem, 7 * PAGE_SIZE, PAGE_SIZE, KVM_MEMORY_ATTRIBUTE_PRIVATE), 0);
+	cr_assert_eq(gm_munmap(p + 7 * PAGE_SIZE, PAGE_SIZE), 0, "%s", strerror(errno));
+	cr_assert_eq(convert(gmem, 7 * PAGE_SIZE, PAGE_SIZE, 0), 0);
+	for (uint64_t i = 0; i < SZ_2M / PAGE_SIZE; i++) {
+		volatile char *page = p + i * PAGE_SIZE;
+
+		if (i == 7)
+			continue;
+		cr_assert_not(t_access_sigbus(page, false), "shared page %llu hidden",
+			      (unsigned long long)i);
+		cr_expect_eq(*page, (char)(i + 1), "page %llu lost its data", (unsigned long long)i);
+	}
+	gm_munmap(p, 7 * PAGE_SIZE);
+	gm_munmap(p + 8 * PAGE_SIZE, FILE_SIZE - 8 * PAGE_SIZE);
+	gm_close(gmem);
+	gm_close(vm);
+}
+
 Test(hugetlb, backing_and_fallback, .fini = restore_nr)
 {
 	int vm;
@@ -152,6 +250,16 @@ Test(hugetlb, backing_and_fallback, .fini = restore_nr)
 		cr_skip_test("could not reserve two 2M huge pages (%ld available)", avail);
 	}
 	check_hugetlb(vm);
+	/* check_hugetlb shrank the pool to what it used: grow it again. */
+	if (!hugepage_pool_write(saved_nr + 8) || hugepages_available() < 2) {
+		long avail = hugepages_available();
+
+		gm_close(vm);
+		restore_nr();
+		cr_skip_test("merge checks: could not reserve two 2M huge pages (%ld available)", avail);
+	}
+	check_merge_remap_failure();
+	check_merge_with_cut_mapping();
 	gm_close(vm);
 	restore_nr();
 }

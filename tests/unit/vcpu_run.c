@@ -10,6 +10,7 @@
 #define MEM_GPA 0x100000000ULL
 #define MEM_SIZE (2ULL << 20)
 #define STOP_GPA (MEM_GPA + 8)
+#define STARTED_GPA (MEM_GPA + 16)
 
 /* Reports the thread it runs on. */
 static void guest_report_tid(struct gm_guest *g, void *arg)
@@ -67,6 +68,7 @@ static void guest_spin(struct gm_guest *g, void *arg)
 {
 	uint64_t reads = 0;
 
+	gm_guest_write64(g, STARTED_GPA, 1);
 	while (!gm_guest_read64(g, STOP_GPA))
 		reads++;
 	gm_guest_ucall(g, GM_UCALL_DONE, 1, reads);
@@ -74,6 +76,7 @@ static void guest_spin(struct gm_guest *g, void *arg)
 
 struct kicker {
 	pthread_t target;
+	volatile uint64_t *started; /* the guest's word: it runs once this is set */
 	atomic_bool stop;
 };
 
@@ -81,6 +84,9 @@ static void *kick_until_stopped(void *arg)
 {
 	struct kicker *k = arg;
 
+	/* Kicks while the guest runs, not before KVM_RUN (that is immediate_exit_before_run). */
+	while (!*k->started)
+		usleep(100);
 	while (!atomic_load(&k->stop)) {
 		pthread_kill(k->target, SIGUSR1);
 		usleep(1000);
@@ -105,6 +111,7 @@ Test(vcpu_run, signal_kicks_a_looping_guest, .timeout = 20)
 	vmm_vcpu(&m, 0, guest_spin, NULL);
 	atomic_store(&kicked_run, m.run);
 	cr_assert_eq(sigaction(SIGUSR1, &sa, NULL), 0);
+	k.started = &host[2]; /* STARTED_GPA */
 	cr_assert_eq(pthread_create(&t, NULL, kick_until_stopped, &k), 0);
 
 	/* The guest never exits on its own: only the kick ends this KVM_RUN. */
