@@ -105,6 +105,29 @@ int gmem_backing_fd(int fd);
 int gmem_mmap_check(const struct gmem *g, size_t len, int flags, int64_t off);
 
 /* hostmap.c: the host's gm_mmap mappings of guest_memfd files. */
+
+/*
+ * An MMU notifier, as KVM registers with the mm: told before the library
+ * takes pages away from a range of host addresses (a conversion, a hide) and
+ * after. A VM whose plain memslots point into gm_mmap mappings zaps what its
+ * stage-2 maps there, so the guest faults again instead of touching a page
+ * that has become private. begin and end come in pairs, with the same range;
+ * they run under the library's host-mapping lock and may not take it.
+ */
+struct hva_notifier {
+	void (*invalidate_begin)(struct hva_notifier *n, uintptr_t start, uintptr_t end);
+	void (*invalidate_end)(struct hva_notifier *n, uintptr_t start, uintptr_t end);
+	struct hva_notifier *next;  /* under notifiers_lock */
+};
+void hva_notifier_register(struct hva_notifier *n);
+void hva_notifier_unregister(struct hva_notifier *n);
+/*
+ * The file behind host address addr if it lies in a gm_mmap mapping, below
+ * the end of the file (referenced: gmem_put it), with the offset and the
+ * mapping's protection; else NULL. As GUP on a guest_memfd mapping finds it.
+ */
+struct gmem *hostmap_lookup(uintptr_t addr, uint64_t *off, int *prot);
+
 /* Maps [off, off + len) of g for the host; the mapping goes in *out. */
 int hostmap_create(struct gmem *g, void *addr, size_t len, int prot, int flags, int64_t off,
 		   void **out);

@@ -581,6 +581,26 @@ void hostmap_sync(void)
 	drop_all(dropped);
 }
 
+struct gmem *hostmap_lookup(uintptr_t addr, uint64_t *off, int *prot)
+{
+	struct hostmap *m, *dropped = NULL;
+	struct gmem *g = NULL;
+
+	pthread_mutex_lock(&hostmap_lock);
+	/* Unmap and move events first: a mapping the VMM has unmapped is not found. */
+	drain_locked(&dropped);
+	m = find_locked(addr);
+	if (m && m->off + (addr - m->start) < m->gmem->size) {
+		g = m->gmem;
+		gmem_get(g);
+		*off = m->off + (addr - m->start);
+		*prot = m->prot;
+	}
+	pthread_mutex_unlock(&hostmap_lock);
+	drop_all(dropped);
+	return g;
+}
+
 static void forget_replaced(void *addr, size_t len);
 static uintptr_t page_end(void *addr, size_t len);
 
@@ -958,6 +978,52 @@ int hostmap_unmap(void *addr, size_t len)
 	return found;
 }
 
+/* notifiers_lock guards the list of notifiers; readers call them, under hostmap_lock. */
+static pthread_rwlock_t notifiers_lock = PTHREAD_RWLOCK_INITIALIZER;
+static struct hva_notifier *notifiers;
+
+void hva_notifier_register(struct hva_notifier *n)
+{
+	pthread_rwlock_wrlock(&notifiers_lock);
+	n->next = notifiers;
+	notifiers = n;
+	pthread_rwlock_unlock(&notifiers_lock);
+}
+
+void hva_notifier_unregister(struct hva_notifier *n)
+{
+	pthread_rwlock_wrlock(&notifiers_lock);
+	for (struct hva_notifier **pp = &notifiers; *pp; pp = &(*pp)->next) {
+		if (*pp == n) {
+			*pp = n->next;
+			break;
+		}
+	}
+	pthread_rwlock_unlock(&notifiers_lock);
+}
+
+/* Applies the file's attributes (or hides) over [start, end) of one mapping, notifiers around it. */
+static int update_one(struct hostmap *m, pgoff_t start, pgoff_t end, bool hide,
+		      struct hostmap **dropped)
+{
+	/* The whole mapping: on hugetlbfs an update reaches past [start, end) to whole folios. */
+	uintptr_t va_start = m->start, va_end = m->end;
+	pgoff_t first = start, last = end;
+	struct hva_notifier *n;
+	int err;
+
+	if (!clamp(m, &first, &last) && !m->sealed)
+		return 0;
+	pthread_rwlock_rdlock(&notifiers_lock);
+	for (n = notifiers; n; n = n->next)
+		n->invalidate_begin(n, va_start, va_end);
+	err = m->faulting ? update_faulting(m, start, end, hide, dropped) : lay(m, start, end, hide);
+	for (n = notifiers; n; n = n->next)
+		n->invalidate_end(n, va_start, va_end);
+	pthread_rwlock_unlock(&notifiers_lock);
+	return err;
+}
+
 static int hostmap_update(struct gmem *g, pgoff_t start, pgoff_t end, bool hide)
 {
 	struct hostmap *m, *dropped = NULL;
@@ -972,8 +1038,7 @@ restart:
 		int err = 0;
 
 		if (m->gmem == g)
-			err = m->faulting ? update_faulting(m, start, end, hide, &dropped)
-					  : lay(m, start, end, hide);
+			err = update_one(m, start, end, hide, &dropped);
 		/* Every mapping is tried: each one left behind would keep the old state. */
 		ret = ret ? ret : err;
 		/* Our own mremap let events in; redoing a mapping is harmless, walking a freed one is not. */

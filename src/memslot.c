@@ -330,6 +330,52 @@ void memslot_view_put(struct memslot_view *view)
 	view->gmem = NULL;
 }
 
+/* The guest frames [*gs, *ge) that slots map from host addresses in [start, end); empty if none. */
+static void hva_range_gfns(struct vm_memslots *vs, uintptr_t start, uintptr_t end, gfn_t *gs,
+			   gfn_t *ge)
+{
+	struct memslots *s;
+	bool found = false;
+
+	*gs = *ge = 0;
+	gm_rcu_read_lock();
+	s = slots_of(vs, 0);
+	for (size_t i = 0; s && i < s->nr; i++) {
+		const struct memslot *m = s->slots[i];
+		uint64_t lo = m->userspace_addr, hi = lo + (m->npages << GM_PAGE_SHIFT);
+		gfn_t g0, g1;
+
+		/* A file with MMAP serves the slot's shared pages itself: no host address is used. */
+		if (m->gmem_only || hi <= start || lo >= end)
+			continue;
+		g0 = m->base_gfn + (((lo > start ? lo : start) - lo) >> GM_PAGE_SHIFT);
+		g1 = m->base_gfn + (((hi < end ? hi : end) - lo + GM_PAGE_SIZE - 1) >> GM_PAGE_SHIFT);
+		if (!found || g0 < *gs)
+			*gs = g0;
+		if (!found || g1 > *ge)
+			*ge = g1;
+		found = true;
+	}
+	gm_rcu_read_unlock();
+}
+
+/* Exactly one invalidation per call, empty where no slot uses the range: begin and end pair up. */
+static void slots_hva_invalidate_begin(struct hva_notifier *n, uintptr_t start, uintptr_t end)
+{
+	struct vm_memslots *vs = gm_container_of(n, struct vm_memslots, notifier);
+	gfn_t gs, ge;
+
+	hva_range_gfns(vs, start, end, &gs, &ge);
+	mmu_invalidate_begin(vs->mmu, gs, ge);
+}
+
+static void slots_hva_invalidate_end(struct hva_notifier *n, uintptr_t start, uintptr_t end)
+{
+	struct vm_memslots *vs = gm_container_of(n, struct vm_memslots, notifier);
+
+	mmu_invalidate_end(vs->mmu);
+}
+
 void memslots_init(struct vm_memslots *slots, struct mmu *mmu, struct gm_object *vm_obj,
 		   int host_fd)
 {
@@ -337,10 +383,14 @@ void memslots_init(struct vm_memslots *slots, struct mmu *mmu, struct gm_object 
 	slots->mmu = mmu;
 	slots->vm_obj = vm_obj;
 	slots->host_fd = host_fd;
+	slots->notifier.invalidate_begin = slots_hva_invalidate_begin;
+	slots->notifier.invalidate_end = slots_hva_invalidate_end;
+	hva_notifier_register(&slots->notifier);
 }
 
 void memslots_destroy(struct vm_memslots *vs)
 {
+	hva_notifier_unregister(&vs->notifier);
 	for (unsigned as = 0; as < GM_ADDRESS_SPACES; as++) {
 		struct memslots *s = slots_of(vs, as);
 

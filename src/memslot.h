@@ -48,6 +48,7 @@ struct vm_memslots {
 	struct mmu *mmu;          /* the stage-2 that maps through the slots */
 	struct gm_object *vm_obj; /* the VM: a file binds only to its own VM's slots */
 	int host_fd;              /* the host's VM on the kvm backend, else -1 */
+	struct hva_notifier notifier; /* host-address slots over gm_mmap mappings */
 };
 
 void memslots_init(struct vm_memslots *slots, struct mmu *mmu, struct gm_object *vm_obj,

@@ -68,16 +68,51 @@ static struct mmu_fault fault_gmem(struct vm *vm, const struct memslot_view *s, 
 	return map_result(ret, private);
 }
 
+/*
+ * GUP on a gm_mmap mapping of a guest_memfd, as the kernel's faults through
+ * the file: a private page fails (a memory fault, as GUP's EFAULT), a shared
+ * one is mapped from the library's own view of the store, so that a guest
+ * access never waits on the mapping's fault handler. Conversions reach the
+ * leaf through the VM's hva_notifier.
+ */
+static struct mmu_fault fault_hva_gmem(struct vm *vm, struct gmem *g, uint64_t off, int prot,
+				       gfn_t gfn, bool readonly, bool write, uint64_t seq)
+{
+	bool writable = !readonly && (prot & PROT_WRITE);
+	struct mmu_fault r;
+	char *page;
+
+	pthread_rwlock_rdlock(&g->invalidate_lock);
+	page = backing_addr(&g->backing, off & ~(GM_PAGE_SIZE - 1));
+	if ((attr_get(&g->attrs, off >> GM_PAGE_SHIFT, NULL) & KVM_MEMORY_ATTRIBUTE_PRIVATE) ||
+	    !(prot & PROT_READ) || (write && !writable) || !page)
+		r = fault_result(MMU_FAULT_MEMORY, false);
+	else
+		r = map_result(mmu_map(&vm->mmu, gfn, MMU_LEVEL_4K, page, false, writable, seq), false);
+	pthread_rwlock_unlock(&g->invalidate_lock);
+	return r;
+}
+
 /* The GUP side: a page of the slot's host mapping. */
 static struct mmu_fault fault_hva(struct vm *vm, const struct memslot_view *s, gfn_t gfn,
 				  bool write, uint64_t seq)
 {
 	char *hva = (char *)(uintptr_t)(s->userspace_addr + ((gfn - s->base_gfn) << GM_PAGE_SHIFT));
 	bool readonly = s->flags & KVM_MEM_READONLY;
+	struct gmem *g;
+	uint64_t off;
+	int prot;
 
 	/* A write to a read-only slot is emulated as MMIO. */
 	if (write && readonly)
 		return fault_result(MMU_FAULT_MMIO, false);
+	g = hostmap_lookup((uintptr_t)hva, &off, &prot);
+	if (g) {
+		struct mmu_fault r = fault_hva_gmem(vm, g, off, prot, gfn, readonly, write, seq);
+
+		gmem_put(g);
+		return r;
+	}
 	/* Fault the host page in as get_user_pages would; a bad address is a memory fault. */
 	if (madvise(hva, GM_PAGE_SIZE, readonly ? MADV_POPULATE_READ : MADV_POPULATE_WRITE) < 0)
 		return fault_result(MMU_FAULT_MEMORY, false);

@@ -303,14 +303,19 @@ void mmu_invalidate_begin(struct mmu *mmu, gfn_t start, gfn_t end)
 {
 	pthread_mutex_lock(&mmu->lock);
 	if (!mmu->invalidate_in_progress++) {
-		mmu->invalidate_start = start;
-		mmu->invalidate_end = end;
-	} else {
-		if (start < mmu->invalidate_start)
-			mmu->invalidate_start = start;
-		if (end > mmu->invalidate_end)
-			mmu->invalidate_end = end;
+		/* Empty until a range is added: an empty invalidation holds no fault off. */
+		mmu->invalidate_start = UINT64_MAX;
+		mmu->invalidate_end = 0;
 	}
+	if (start >= end) {
+		/* Nothing mapped here: only the sequence moves, at the end. */
+		pthread_mutex_unlock(&mmu->lock);
+		return;
+	}
+	if (start < mmu->invalidate_start)
+		mmu->invalidate_start = start;
+	if (end > mmu->invalidate_end)
+		mmu->invalidate_end = end;
 	zap_table(mmu, atomic_load_explicit(&mmu->root, memory_order_relaxed), MMU_ROOT_LEVEL, 0,
 		  start, end);
 	atomic_fetch_add_explicit(&mmu->generation, 1, memory_order_release);

@@ -55,7 +55,8 @@ uint64_t mmu_seq_begin(struct mmu *mmu);
 /*
  * Invalidation: begin zaps [start, end), holds faults off until end, and
  * returns once no vCPU can still use a translation of the range (as KVM
- * flushes remote TLBs).
+ * flushes remote TLBs). An empty range zaps nothing and only makes faults
+ * that raced with the pair retry.
  */
 void mmu_invalidate_begin(struct mmu *mmu, gfn_t start, gfn_t end);
 void mmu_invalidate_end(struct mmu *mmu);

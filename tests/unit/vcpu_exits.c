@@ -326,3 +326,51 @@ Test(vcpu_exits, fault_without_memory_fails_run)
 	gm_close(gmem);
 	vmm_destroy(&m);
 }
+
+/* Reads the first page of the slot twice; the VMM converts it between the two reads. */
+static void guest_read_twice(struct gm_guest *g, void *arg)
+{
+	gm_guest_ucall(g, GM_UCALL_SYNC, 1, gm_guest_read64(g, MEM_GPA));
+	gm_guest_ucall(g, GM_UCALL_DONE, 1, gm_guest_read64(g, MEM_GPA));
+}
+
+static int set_private(int gmem, uint64_t off, bool private)
+{
+	struct kvm_memory_attributes2 a = {
+		.offset = off, .size = 4096, .attributes = private ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0,
+	};
+
+	return gm_ioctl(gmem, KVM_SET_MEMORY_ATTRIBUTES2, &a) ? errno : 0;
+}
+
+/*
+ * A plain slot over a gm_mmap mapping: once the page is private, the guest's
+ * next access exits with a memory fault (as GUP fails in the kernel), never
+ * SIGBUS in the VMM; shared again, it reads the page.
+ */
+Test(vcpu_exits, hva_slot_over_gmem_mapping_page_made_private)
+{
+	struct vmm m;
+
+	vmm_init(&m, KVM_X86_SW_PROTECTED_VM);
+	int gmem = vmm_gmem(&m, MEM_SIZE, GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED);
+	uint64_t *host = gm_mmap(NULL, MEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, gmem, 0);
+
+	cr_assert_neq(host, MAP_FAILED);
+	host[0] = 0xfeed;
+	cr_assert_eq(vmm_hva_slot(&m, 0, MEM_GPA, MEM_SIZE, host), 0);
+	vmm_vcpu(&m, 0, guest_read_twice, NULL);
+	cr_expect_eq(vmm_expect_ucall(&m, GM_UCALL_SYNC), 0xfeed);
+
+	cr_assert_eq(set_private(gmem, 0, true), 0);
+	cr_expect_eq(vmm_run(&m), EFAULT);
+	cr_expect_eq(m.run->exit_reason, KVM_EXIT_MEMORY_FAULT);
+	cr_expect_eq(m.run->memory_fault.gpa, MEM_GPA);
+	cr_expect_eq(m.run->memory_fault.flags, 0);
+
+	cr_assert_eq(set_private(gmem, 0, false), 0);
+	cr_expect_eq(vmm_expect_ucall(&m, GM_UCALL_DONE), 0xfeed);
+	gm_munmap(host, MEM_SIZE);
+	gm_close(gmem);
+	vmm_destroy(&m);
+}
