@@ -9,28 +9,34 @@
 #define GM_MAX_GFN ((1ULL << 36) - 1) /* the stage-2 covers 48 bits of guest-physical space */
 #define GM_TASK_SIZE_MAX 0x7ffffffff000ULL
 
-static struct memslots *slots_of(struct vm_memslots *vs, unsigned as_id)
+#define SLOT_ID_CHUNK 256
+
+/* The slot with this id (as_id << 16 | slot), or NULL; under vs->lock. */
+static struct memslot *slot_by_id(struct vm_memslots *vs, uint32_t id)
 {
-	return atomic_load_explicit(&vs->as[as_id], memory_order_acquire);
+	struct memslot **chunk = vs->by_id[id >> 16][(uint16_t)id / SLOT_ID_CHUNK];
+
+	return chunk ? chunk[(uint16_t)id % SLOT_ID_CHUNK] : NULL;
 }
 
-static struct memslot *slot_by_id(struct memslots *s, uint32_t id)
+/* Makes room for id in the index before anything changes: -ENOMEM, or 0. */
+static int slot_id_reserve(struct vm_memslots *vs, uint32_t id)
 {
-	for (size_t i = 0; s && i < s->nr; i++)
-		if (s->slots[i]->id == id)
-			return s->slots[i];
-	return NULL;
+	struct memslot ***chunk = &vs->by_id[id >> 16][(uint16_t)id / SLOT_ID_CHUNK];
+
+	if (!*chunk)
+		*chunk = gm_zalloc(SLOT_ID_CHUNK * sizeof(**chunk));
+	return *chunk ? 0 : -ENOMEM;
 }
 
-static bool slots_overlap(struct memslots *s, uint32_t id, gfn_t start, gfn_t end)
+static void slot_id_set(struct vm_memslots *vs, uint32_t id, struct memslot *slot)
 {
-	for (size_t i = 0; s && i < s->nr; i++) {
-		struct memslot *m = s->slots[i];
+	vs->by_id[id >> 16][(uint16_t)id / SLOT_ID_CHUNK][(uint16_t)id % SLOT_ID_CHUNK] = slot;
+}
 
-		if (m->id != id && m->base_gfn < end && start < m->base_gfn + m->npages)
-			return true;
-	}
-	return false;
+static bool slot_uses_hva(const struct memslot *m)
+{
+	return !m->gmem_only;
 }
 
 static uint32_t valid_flags(const struct kvm_userspace_memory_region2 *mem)
@@ -72,27 +78,35 @@ static int check_region(const struct kvm_userspace_memory_region2 *mem)
 	return 0;
 }
 
-/* A copy of s with old removed and new inserted (either may be NULL), sorted by gfn. */
-static struct memslots *slots_replace(struct memslots *s, struct memslot *old, struct memslot *new)
+/*
+ * Replaces old by new (either may be NULL) in one step that readers see whole:
+ * O(log n), whatever the number of slots. Nothing changes on failure.
+ */
+static int slots_replace(struct vm_memslots *vs, unsigned as_id, struct memslot *old,
+			 struct memslot *new)
 {
-	size_t nr = s ? s->nr : 0, out = 0;
-	struct memslots *n = gm_zalloc(sizeof(*n) + (nr + 1) * sizeof(n->slots[0]));
+	struct slot_tree_change c;
+	int ret;
 
-	if (!n)
-		return NULL;
-	for (size_t i = 0; i < nr; i++) {
-		if (s->slots[i] == old)
-			continue;
-		if (new && new->base_gfn < s->slots[i]->base_gfn) {
-			n->slots[out++] = new;
-			new = NULL;
-		}
-		n->slots[out++] = s->slots[i];
-	}
+	slot_tree_change_begin(&vs->as[as_id], &c);
+	if (old)
+		slot_tree_remove(&c, old->base_gfn);
 	if (new)
-		n->slots[out++] = new;
-	n->nr = out;
-	return n;
+		slot_tree_insert(&c, new->base_gfn, new->npages, new);
+	ret = slot_tree_change_end(&c);
+	if (ret)
+		return ret;
+	if (old) {
+		slot_id_set(vs, old->id, NULL);
+		if (slot_uses_hva(old))
+			atomic_fetch_sub(&vs->nr_hva, 1);
+	}
+	if (new) {
+		slot_id_set(vs, new->id, new);
+		if (slot_uses_hva(new))
+			atomic_fetch_add(&vs->nr_hva, 1);
+	}
+	return 0;
 }
 
 /* The file behind a KVM_MEM_GUEST_MEMFD slot: a guest_memfd of this VM (kvm_gmem_bind). */
@@ -121,16 +135,6 @@ static void slot_free_rcu(struct rcu_head *head)
 	gm_free(caa_container_of(head, struct memslot, rcu));
 }
 
-/* Publishes n, waits for readers of the old array, frees it. */
-static void slots_publish(struct vm_memslots *vs, unsigned as_id, struct memslots *n)
-{
-	struct memslots *old = slots_of(vs, as_id);
-
-	atomic_store_explicit(&vs->as[as_id], n, memory_order_release);
-	gm_synchronize_rcu();
-	gm_free(old);
-}
-
 /* Drops what the stage-2 mapped through a slot that faults can no longer find. */
 static void slot_zap(struct vm_memslots *vs, const struct memslot *old)
 {
@@ -140,11 +144,10 @@ static void slot_zap(struct vm_memslots *vs, const struct memslot *old)
 
 static int slot_delete(struct vm_memslots *vs, unsigned as_id, struct memslot *old)
 {
-	struct memslots *n = slots_replace(slots_of(vs, as_id), old, NULL);
+	int ret = slots_replace(vs, as_id, old, NULL);
 
-	if (!n)
-		return -ENOMEM;
-	slots_publish(vs, as_id, n);
+	if (ret)
+		return ret;
 	if (vs->host_fd >= 0) {
 		struct kvm_userspace_memory_region2 del = { .slot = old->id };
 
@@ -189,12 +192,14 @@ static int slot_create(struct vm_memslots *vs, unsigned as_id, const struct kvm_
 {
 	gfn_t base = mem->guest_phys_addr >> GM_PAGE_SHIFT;
 	uint64_t npages = mem->memory_size >> GM_PAGE_SHIFT;
-	struct memslots *n;
 	struct memslot *slot;
 	int ret;
 
-	if (slots_overlap(slots_of(vs, as_id), mem->slot, base, base + npages))
+	if (slot_tree_overlap(&vs->as[as_id], base, base + npages, old))
 		return -EEXIST;
+	ret = slot_id_reserve(vs, mem->slot);
+	if (ret)
+		return ret;
 	slot = gm_zalloc(sizeof(*slot));
 	if (!slot)
 		return -ENOMEM;
@@ -219,12 +224,9 @@ static int slot_create(struct vm_memslots *vs, unsigned as_id, const struct kvm_
 		if (ret)
 			goto err_unbind;
 	}
-	n = slots_replace(slots_of(vs, as_id), old, slot);
-	if (!n) {
-		ret = -ENOMEM;
+	ret = slots_replace(vs, as_id, old, slot);
+	if (ret)
 		goto err_unbind;
-	}
-	slots_publish(vs, as_id, n);
 	if (old) {
 		/* A move or a flags change: what was mapped through the old slot goes. */
 		slot_zap(vs, old);
@@ -248,7 +250,7 @@ static int memslot_set_locked(struct vm_memslots *vs, const struct kvm_userspace
 
 	if (ret)
 		return ret;
-	old = slot_by_id(slots_of(vs, as_id), mem->slot);
+	old = slot_by_id(vs, mem->slot);
 	if (!mem->memory_size)
 		return old ? slot_delete(vs, as_id, old) : -EINVAL;
 	if (old) {
@@ -290,37 +292,25 @@ int memslot_set(struct vm_memslots *vs, const struct kvm_userspace_memory_region
 
 bool memslot_lookup(struct vm_memslots *vs, gfn_t gfn, struct memslot_view *view)
 {
-	struct memslots *s;
-	bool found = false;
+	struct memslot *m;
+	struct gmem *g;
 
 	gm_rcu_read_lock();
-	s = atomic_load_explicit(&vs->as[0], memory_order_acquire);
-	for (size_t lo = 0, hi = s ? s->nr : 0; lo < hi;) {
-		size_t mid = lo + (hi - lo) / 2;
-		struct memslot *m = s->slots[mid];
-
-		if (gfn < m->base_gfn) {
-			hi = mid;
-		} else if (gfn >= m->base_gfn + m->npages) {
-			lo = mid + 1;
-		} else {
-			struct gmem *g = atomic_load(&m->binding.gmem);
-
-			*view = (struct memslot_view){
-				.id = m->id, .flags = m->flags, .base_gfn = m->base_gfn,
-				.npages = m->npages, .userspace_addr = m->userspace_addr,
-				.has_gmem = m->flags & KVM_MEM_GUEST_MEMFD,
-				.gmem_only = m->gmem_only, .pgoff = m->binding.pgoff,
-			};
-			/* A file being released has no references left: treat it as gone. */
-			if (g && gm_object_tryget(&g->obj))
-				view->gmem = g;
-			found = true;
-			break;
-		}
+	m = slot_tree_find(&vs->as[0], gfn);
+	if (m) {
+		g = atomic_load(&m->binding.gmem);
+		*view = (struct memslot_view){
+			.id = m->id, .flags = m->flags, .base_gfn = m->base_gfn,
+			.npages = m->npages, .userspace_addr = m->userspace_addr,
+			.has_gmem = m->flags & KVM_MEM_GUEST_MEMFD,
+			.gmem_only = m->gmem_only, .pgoff = m->binding.pgoff,
+		};
+		/* A file being released has no references left: treat it as gone. */
+		if (g && gm_object_tryget(&g->obj))
+			view->gmem = g;
 	}
 	gm_rcu_read_unlock();
-	return found;
+	return m;
 }
 
 void memslot_view_put(struct memslot_view *view)
@@ -330,33 +320,45 @@ void memslot_view_put(struct memslot_view *view)
 	view->gmem = NULL;
 }
 
+struct hva_range {
+	uintptr_t start, end;   /* host addresses */
+	gfn_t gs, ge;           /* the guest frames slots map from them; empty if none */
+	bool found;
+};
+
+static void hva_range_add(void *item, void *arg)
+{
+	const struct memslot *m = item;
+	struct hva_range *r = arg;
+	uint64_t lo = m->userspace_addr, hi = lo + (m->npages << GM_PAGE_SHIFT);
+	gfn_t g0, g1;
+
+	/* A file with MMAP serves the slot's shared pages itself: no host address is used. */
+	if (!slot_uses_hva(m) || hi <= r->start || lo >= r->end)
+		return;
+	g0 = m->base_gfn + (((lo > r->start ? lo : r->start) - lo) >> GM_PAGE_SHIFT);
+	g1 = m->base_gfn + (((hi < r->end ? hi : r->end) - lo + GM_PAGE_SIZE - 1) >> GM_PAGE_SHIFT);
+	if (!r->found || g0 < r->gs)
+		r->gs = g0;
+	if (!r->found || g1 > r->ge)
+		r->ge = g1;
+	r->found = true;
+}
+
 /* The guest frames [*gs, *ge) that slots map from host addresses in [start, end); empty if none. */
 static void hva_range_gfns(struct vm_memslots *vs, uintptr_t start, uintptr_t end, gfn_t *gs,
 			   gfn_t *ge)
 {
-	struct memslots *s;
-	bool found = false;
+	struct hva_range r = { .start = start, .end = end };
 
-	*gs = *ge = 0;
-	gm_rcu_read_lock();
-	s = slots_of(vs, 0);
-	for (size_t i = 0; s && i < s->nr; i++) {
-		const struct memslot *m = s->slots[i];
-		uint64_t lo = m->userspace_addr, hi = lo + (m->npages << GM_PAGE_SHIFT);
-		gfn_t g0, g1;
-
-		/* A file with MMAP serves the slot's shared pages itself: no host address is used. */
-		if (m->gmem_only || hi <= start || lo >= end)
-			continue;
-		g0 = m->base_gfn + (((lo > start ? lo : start) - lo) >> GM_PAGE_SHIFT);
-		g1 = m->base_gfn + (((hi < end ? hi : end) - lo + GM_PAGE_SIZE - 1) >> GM_PAGE_SHIFT);
-		if (!found || g0 < *gs)
-			*gs = g0;
-		if (!found || g1 > *ge)
-			*ge = g1;
-		found = true;
+	/* Most VMs map guest memory from files only: nothing to walk. */
+	if (atomic_load(&vs->nr_hva)) {
+		gm_rcu_read_lock();
+		slot_tree_for_each(&vs->as[0], hva_range_add, &r);
+		gm_rcu_read_unlock();
 	}
-	gm_rcu_read_unlock();
+	*gs = r.gs;
+	*ge = r.ge;
 }
 
 /* Exactly one invalidation per call, empty where no slot uses the range: begin and end pair up. */
@@ -388,15 +390,19 @@ void memslots_init(struct vm_memslots *slots, struct mmu *mmu, struct gm_object 
 	hva_notifier_register(&slots->notifier);
 }
 
+static void slot_free(void *item, void *arg)
+{
+	gm_free(item);
+}
+
 void memslots_destroy(struct vm_memslots *vs)
 {
 	hva_notifier_unregister(&vs->notifier);
 	for (unsigned as = 0; as < GM_ADDRESS_SPACES; as++) {
-		struct memslots *s = slots_of(vs, as);
-
-		for (size_t i = 0; s && i < s->nr; i++)
-			gm_free(s->slots[i]);
-		gm_free(s);
+		slot_tree_for_each(&vs->as[as], slot_free, NULL);
+		slot_tree_destroy(&vs->as[as]);
+		for (size_t i = 0; i < sizeof(vs->by_id[as]) / sizeof(vs->by_id[as][0]); i++)
+			gm_free(vs->by_id[as][i]);
 	}
 	pthread_mutex_destroy(&vs->lock);
 }

@@ -5,6 +5,7 @@
 #include "rcu.h"
 
 #include "gmem.h"
+#include "slot_tree.h"
 
 #define GM_USER_MEM_SLOTS 32764    /* x86 KVM_USER_MEM_SLOTS */
 #define GM_ADDRESS_SPACES 2        /* x86 with SMM */
@@ -19,12 +20,6 @@ struct memslot {
 	bool gmem_only;         /* the file has MMAP: shared accesses are served from it too */
 	struct gmem_binding binding; /* KVM_MEM_GUEST_MEMFD: the bound file range */
 	struct rcu_head rcu;
-};
-
-/* An immutable, sorted array; replaced as a whole on every change. */
-struct memslots {
-	size_t nr;
-	struct memslot *slots[];
 };
 
 /* A copy of what a fault needs, taken under RCU so the fault can sleep afterwards. */
@@ -44,7 +39,11 @@ struct memslot_view {
 struct vm_memslots {
 	/* lock serialises memslot updates and binding changes, as kvm->slots_lock. */
 	pthread_mutex_t lock;
-	struct memslots *_Atomic as[GM_ADDRESS_SPACES]; /* RCU-published */
+	struct slot_tree as[GM_ADDRESS_SPACES];  /* by gfn; readers under RCU */
+	/* Slots by id, in chunks made on first use; under lock. */
+	struct memslot **by_id[GM_ADDRESS_SPACES][(GM_USER_MEM_SLOTS + 255) / 256];
+	/* Slots whose shared pages come from userspace_addr (MMU notifier work); under lock. */
+	atomic_size_t nr_hva;
 	struct mmu *mmu;          /* the stage-2 that maps through the slots */
 	struct gm_object *vm_obj; /* the VM: a file binds only to its own VM's slots */
 	int host_fd;              /* the host's VM on the kvm backend, else -1 */
