@@ -692,18 +692,28 @@ static void huge_run(const struct hostmap *m, uint64_t off, uint64_t *lo, uint64
 		*hi += b->page_size;
 }
 
-/* Lays each folio of [first, last) from the store that holds it now (hugetlbfs splits). */
+/*
+ * Lays each folio of [first, last) from the store that holds it now
+ * (hugetlbfs splits). A folio that m holds only part of (cut inside while
+ * split) cannot be laid from the huge store: it keeps faulting through the
+ * old one (SIGBUS) and the call says so, so that a merge can split it again.
+ */
 static int relay_folios(struct hostmap *m, pgoff_t first, pgoff_t last, struct hostmap **dropped)
 {
 	const struct backing *b = &m->gmem->backing;
 	uint64_t off = (first << GM_PAGE_SHIFT) & ~(b->page_size - 1), lo, hi;
+	int err = 0;
 
 	for (; off < (last << GM_PAGE_SHIFT) && !m->dead; off += b->page_size) {
 		bool split = backing_is_split(b, off);
 		int ret;
 
-		if (split == laid_small(m, off) || off < m->off || off + b->page_size > m->off + store_len(m))
+		if (split == laid_small(m, off))
 			continue;
+		if (off < m->off || off + b->page_size > m->off + store_len(m)) {
+			err = -EINVAL;
+			continue;
+		}
 		lo = off;
 		hi = off + b->page_size;
 		if (!split)
@@ -715,7 +725,7 @@ static int relay_folios(struct hostmap *m, pgoff_t first, pgoff_t last, struct h
 		for (; lo < hi; lo += b->page_size)
 			set_laid_small(m, lo, split);
 	}
-	return 0;
+	return err;
 }
 
 /*
