@@ -1005,6 +1005,29 @@ int hostmap_hide(struct gmem *g, pgoff_t start, pgoff_t end)
 	return hostmap_update(g, start, end, true);
 }
 
+/* Whether m holds part of pages [first, last) but not all of them. */
+static bool holds_part(const struct hostmap *m, pgoff_t first, pgoff_t last)
+{
+	pgoff_t lo = first, hi = last;
+
+	return clamp(m, &lo, &hi) && (lo != first || hi != last);
+}
+
+bool hostmap_cut_inside(struct gmem *g, pgoff_t start, pgoff_t end)
+{
+	struct hostmap *dropped = NULL;
+	bool cut = false;
+
+	pthread_mutex_lock(&hostmap_lock);
+	/* Every munmap that has returned is among the events: the records are current. */
+	drain_locked(&dropped);
+	for (struct hostmap *m = hostmaps; m && !cut; m = m->next)
+		cut = m->gmem == g && holds_part(m, start, end);
+	pthread_mutex_unlock(&hostmap_lock);
+	drop_all(dropped);
+	return cut;
+}
+
 int hostmap_undo(struct gmem *g, pgoff_t start, pgoff_t end)
 {
 	if (!hostmap_refresh(g, start, end))
