@@ -58,6 +58,9 @@ static void merge_folio(struct gmem *g, pgoff_t f, pgoff_t n)
 {
 	uint64_t off = f << GM_PAGE_SHIFT;
 
+	/* A host mapping cut inside the folio cannot show a huge page: nothing moves. */
+	if (hostmap_cut_inside(g, f, f + n))
+		return;
 	if (hostmap_hide(g, f, f + n))
 		goto show;
 	/* Without a huge page the folio stays split: the merge is an optimisation. */
@@ -66,8 +69,9 @@ static void merge_folio(struct gmem *g, pgoff_t f, pgoff_t n)
 	if (!hostmap_refresh(g, f, f + n))
 		return;
 	/*
-	 * A host mapping cut inside the folio cannot show a huge page (nor can
-	 * one short of mmaps): back to 4 KiB pages, which it can show.
+	 * A host mapping cut inside the folio since the check (a plain munmap
+	 * waits for no lock of ours), or one short of mmaps, cannot show a huge
+	 * page: back to 4 KiB pages, which it can show.
 	 */
 	if (!backing_split_prepare(&g->backing, off)) {
 		hostmap_hide(g, f, f + n);

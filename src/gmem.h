@@ -148,6 +148,8 @@ int hostmap_refresh(struct gmem *g, pgoff_t start, pgoff_t end);
  * and the call returns -ENOMEM.
  */
 int hostmap_hide(struct gmem *g, pgoff_t start, pgoff_t end);
+/* Whether some host mapping of g holds part of pages [start, end) but not all of them. */
+bool hostmap_cut_inside(struct gmem *g, pgoff_t start, pgoff_t end);
 /*
  * After a failed conversion, with the attributes restored: the mappings as
  * they say, or, if even that fails, [start, end) hidden; -ENOMEM when a

@@ -712,18 +712,28 @@ static void huge_run(const struct hostmap *m, uint64_t off, uint64_t *lo, uint64
 		*hi += b->page_size;
 }
 
-/* Lays each folio of [first, last) from the store that holds it now (hugetlbfs splits). */
+/*
+ * Lays each folio of [first, last) from the store that holds it now
+ * (hugetlbfs splits). A folio that m holds only part of (cut inside while
+ * split) cannot be laid from the huge store: it keeps faulting through the
+ * old one (SIGBUS) and the call says so, so that a merge can split it again.
+ */
 static int relay_folios(struct hostmap *m, pgoff_t first, pgoff_t last, struct hostmap **dropped)
 {
 	const struct backing *b = &m->gmem->backing;
 	uint64_t off = (first << GM_PAGE_SHIFT) & ~(b->page_size - 1), lo, hi;
+	int err = 0;
 
 	for (; off < (last << GM_PAGE_SHIFT) && !m->dead; off += b->page_size) {
 		bool split = backing_is_split(b, off);
 		int ret;
 
-		if (split == laid_small(m, off) || off < m->off || off + b->page_size > m->off + store_len(m))
+		if (split == laid_small(m, off))
 			continue;
+		if (off < m->off || off + b->page_size > m->off + store_len(m)) {
+			err = -EINVAL;
+			continue;
+		}
 		lo = off;
 		hi = off + b->page_size;
 		if (!split)
@@ -735,7 +745,7 @@ static int relay_folios(struct hostmap *m, pgoff_t first, pgoff_t last, struct h
 		for (; lo < hi; lo += b->page_size)
 			set_laid_small(m, lo, split);
 	}
-	return 0;
+	return err;
 }
 
 /*
@@ -1058,6 +1068,29 @@ int hostmap_refresh(struct gmem *g, pgoff_t start, pgoff_t end)
 int hostmap_hide(struct gmem *g, pgoff_t start, pgoff_t end)
 {
 	return hostmap_update(g, start, end, true);
+}
+
+/* Whether m holds part of pages [first, last) but not all of them. */
+static bool holds_part(const struct hostmap *m, pgoff_t first, pgoff_t last)
+{
+	pgoff_t lo = first, hi = last;
+
+	return clamp(m, &lo, &hi) && (lo != first || hi != last);
+}
+
+bool hostmap_cut_inside(struct gmem *g, pgoff_t start, pgoff_t end)
+{
+	struct hostmap *dropped = NULL;
+	bool cut = false;
+
+	pthread_mutex_lock(&hostmap_lock);
+	/* Every munmap that has returned is among the events: the records are current. */
+	drain_locked(&dropped);
+	for (struct hostmap *m = hostmaps; m && !cut; m = m->next)
+		cut = m->gmem == g && holds_part(m, start, end);
+	pthread_mutex_unlock(&hostmap_lock);
+	drop_all(dropped);
+	return cut;
 }
 
 int hostmap_undo(struct gmem *g, pgoff_t start, pgoff_t end)
