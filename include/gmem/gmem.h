@@ -107,7 +107,8 @@ struct gm_stats {
  * Pins [offset, offset + len) of a guest_memfd for device DMA, as
  * get_user_pages would: the pages are allocated and must be shared (-EFAULT
  * otherwise). While pinned they cannot be converted to private (EAGAIN).
- * *dma, when given, gets the address a device would use.
+ * *dma, when given, gets the address a device would use: a mapping of the
+ * pinned pages only, with guard pages around it, valid until the unpin.
  */
 int gm_gmem_pin(int fd, uint64_t offset, uint64_t len, void **dma);
 /* Drops a pin made with the same range; -ENOENT when there is none. */
