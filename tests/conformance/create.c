@@ -38,8 +38,8 @@ ParameterizedTest(struct gm_case *c, create, caps)
 	int kvm = t_open_kvm();
 	int vm = t_create_vm(c->vm_type);
 
-	if (TARGET_IS_KERNEL && sys_ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_GUEST_MEMFD) <= 0)
-		cr_skip_test("%s: no KVM_CAP_GUEST_MEMFD on this host", TARGET_NAME);
+	t_require(sys_ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_GUEST_MEMFD) > 0,
+		  "%s: no KVM_CAP_GUEST_MEMFD on this host", TARGET_NAME);
 	cr_expect_eq(sys_ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_GUEST_MEMFD), 1);
 	cr_expect_eq(sys_ioctl(vm, KVM_CHECK_EXTENSION, KVM_CAP_GUEST_MEMFD), 1);
 	cr_expect_eq(sys_ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_GUEST_MEMFD_FLAGS),

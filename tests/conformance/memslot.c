@@ -24,8 +24,8 @@ struct slot_env {
 static void slot_env(struct slot_env *e, uint64_t flags)
 {
 	e->vm = t_create_vm(KVM_X86_DEFAULT_VM);
-	if (sys_ioctl(e->vm, KVM_CHECK_EXTENSION, KVM_CAP_USER_MEMORY2) <= 0)
-		cr_skip_test("%s: no KVM_CAP_USER_MEMORY2", TARGET_NAME);
+	t_require(sys_ioctl(e->vm, KVM_CHECK_EXTENSION, KVM_CAP_USER_MEMORY2) > 0,
+		  "%s: no KVM_CAP_USER_MEMORY2", TARGET_NAME);
 	e->gmem = t_create_gmem(e->vm, 2 * SLOT_SIZE, flags);
 }
 
