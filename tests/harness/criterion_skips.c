@@ -1,4 +1,4 @@
-/* Criterion's skipped tests, grouped by suite and reason, go to make test's skip summary. */
+/* Criterion's skipped tests, grouped by reason, go to make test's skip summary. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
@@ -10,34 +10,51 @@
 
 #include "harness/skip_report.h"
 
-/* One line per (suite, reason), so 36 cases skipped for one reason are one line. */
-static void report_suite(const struct criterion_suite_stats *s)
+static const char *reason_of(const struct criterion_test_stats *t)
 {
-	const struct criterion_test_stats *done[256];
-	size_t nr_done = 0;
+	return t->message && *t->message ? t->message : "no reason given";
+}
 
-	for (const struct criterion_test_stats *t = s->tests; t; t = t->next) {
-		const char *why = t->message ? t->message : "no reason given";
-		char group[256];
-		unsigned n = 0;
-		bool seen = false;
+/* Appends suite to the comma-separated list unless it is there already. */
+static void add_suite(char *list, size_t size, const char *suite)
+{
+	size_t n = strlen(suite);
 
-		if (t->test_status != CR_STATUS_SKIPPED)
-			continue;
-		for (size_t i = 0; i < nr_done && !seen; i++)
-			seen = !strcmp(done[i]->test->category, t->test->category) &&
-			       !strcmp(done[i]->message ? done[i]->message : "no reason given", why);
-		if (seen)
-			continue;
-		for (const struct criterion_test_stats *u = t; u; u = u->next)
-			n += u->test_status == CR_STATUS_SKIPPED &&
-			     !strcmp(u->message ? u->message : "no reason given", why);
-		if (nr_done < sizeof(done) / sizeof(done[0]))
-			done[nr_done++] = t;
-		snprintf(group, sizeof(group), "%s %s (%u test%s)", program_invocation_short_name,
-			 s->suite->name, n, n == 1 ? "" : "s");
-		gm_report_skip(group, "%s", why);
-	}
+	for (const char *p = list; (p = strstr(p, suite)); p += n)
+		if ((p == list || p[-1] == ' ') && (p[n] == ',' || !p[n]))
+			return;
+	snprintf(list + strlen(list), size - strlen(list), "%s%s", *list ? ", " : "", suite);
+}
+
+/* One line per reason: the tests it skipped, counted, and the suites they are in. */
+static void report_reason(struct criterion_global_stats *stats, const char *why)
+{
+	char suites[256] = "", group[400];
+	unsigned n = 0;
+
+	for (const struct criterion_suite_stats *s = stats->suites; s; s = s->next)
+		for (const struct criterion_test_stats *t = s->tests; t; t = t->next)
+			if (t->test_status == CR_STATUS_SKIPPED && !strcmp(reason_of(t), why)) {
+				n++;
+				add_suite(suites, sizeof(suites), s->suite->name);
+			}
+	snprintf(group, sizeof(group), "%s (%u test%s in %s)", program_invocation_short_name, n,
+		 n == 1 ? "" : "s", suites);
+	gm_report_skip(group, "%s", why);
+}
+
+/* Whether an earlier skipped test (in suite order) had the same reason. */
+static bool reported_before(struct criterion_global_stats *stats,
+			    const struct criterion_test_stats *test)
+{
+	for (const struct criterion_suite_stats *s = stats->suites; s; s = s->next)
+		for (const struct criterion_test_stats *t = s->tests; t; t = t->next) {
+			if (t == test)
+				return false;
+			if (t->test_status == CR_STATUS_SKIPPED && !strcmp(reason_of(t), reason_of(test)))
+				return true;
+		}
+	return false;
 }
 
 /* A run in which every test skipped tested nothing: it exits 77, not 0 (see below). */
@@ -50,8 +67,9 @@ static void exit_skipped(void)
 ReportHook(POST_ALL)(struct criterion_global_stats *stats)
 {
 	for (const struct criterion_suite_stats *s = stats->suites; s; s = s->next)
-		if (s->tests_skipped)
-			report_suite(s);
+		for (const struct criterion_test_stats *t = s->tests; t; t = t->next)
+			if (t->test_status == CR_STATUS_SKIPPED && !reported_before(stats, t))
+				report_reason(stats, reason_of(t));
 	/*
 	 * Criterion exits 0 when nothing failed, even when nothing ran. The status is decided
 	 * after this hook, so the last exit handler sets it.

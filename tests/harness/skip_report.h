@@ -17,13 +17,18 @@ static inline __attribute__((format(printf, 2, 3))) void
 gm_report_skip(const char *group, const char *fmt, ...)
 {
 	const char *path = getenv("GM_TEST_RESULTS");
-	char reason[512];
+	const char *variant = getenv("GM_TEST_VARIANT");
+	char reason[512], where[320];
 	va_list ap;
 	FILE *f;
 
 	va_start(ap, fmt);
 	vsnprintf(reason, sizeof(reason), fmt, ap);
 	va_end(ap);
+	/* make test runs each program in three builds: say which one skipped. */
+	snprintf(where, sizeof(where), "%s%s%s", variant && *variant ? variant : "",
+		 variant && *variant ? "/" : "", group);
+	group = where;
 	printf("SKIP %s: %s\n", group, reason);
 	fflush(stdout);
 	f = path && *path ? fopen(path, "a") : NULL;
