@@ -15,6 +15,12 @@ static const char *reason_of(const struct criterion_test_stats *t)
 	return t->message && *t->message ? t->message : "no reason given";
 }
 
+/* A test that skipped itself; one left out by --filter is marked skipped without a message. */
+static bool skipped_itself(const struct criterion_test_stats *t)
+{
+	return t->test_status == CR_STATUS_SKIPPED && t->message && *t->message;
+}
+
 /* Appends suite to the comma-separated list unless it is there already. */
 static void add_suite(char *list, size_t size, const char *suite)
 {
@@ -34,7 +40,7 @@ static void report_reason(struct criterion_global_stats *stats, const char *why)
 
 	for (const struct criterion_suite_stats *s = stats->suites; s; s = s->next)
 		for (const struct criterion_test_stats *t = s->tests; t; t = t->next)
-			if (t->test_status == CR_STATUS_SKIPPED && !strcmp(reason_of(t), why)) {
+			if (skipped_itself(t) && !strcmp(reason_of(t), why)) {
 				n++;
 				add_suite(suites, sizeof(suites), s->suite->name);
 			}
@@ -51,7 +57,7 @@ static bool reported_before(struct criterion_global_stats *stats,
 		for (const struct criterion_test_stats *t = s->tests; t; t = t->next) {
 			if (t == test)
 				return false;
-			if (t->test_status == CR_STATUS_SKIPPED && !strcmp(reason_of(t), reason_of(test)))
+			if (skipped_itself(t) && !strcmp(reason_of(t), reason_of(test)))
 				return true;
 		}
 	return false;
@@ -66,14 +72,16 @@ static void exit_skipped(void)
 
 ReportHook(POST_ALL)(struct criterion_global_stats *stats)
 {
+	size_t skips = 0;
+
 	for (const struct criterion_suite_stats *s = stats->suites; s; s = s->next)
 		for (const struct criterion_test_stats *t = s->tests; t; t = t->next)
-			if (t->test_status == CR_STATUS_SKIPPED && !reported_before(stats, t))
+			if (skipped_itself(t) && (skips++, !reported_before(stats, t)))
 				report_reason(stats, reason_of(t));
 	/*
 	 * Criterion exits 0 when nothing failed, even when nothing ran. The status is decided
 	 * after this hook, so the last exit handler sets it.
 	 */
-	if (stats->nb_tests && stats->tests_skipped == stats->nb_tests)
+	if (skips && !stats->tests_passed && !stats->tests_failed && !stats->tests_crashed)
 		atexit(exit_skipped);
 }
