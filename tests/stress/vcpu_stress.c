@@ -11,6 +11,7 @@
 
 #include <gmem/gmem.h>
 
+#include "harness/process.h"
 #include "stress/check.h"
 
 #define PAGES 64
@@ -122,6 +123,8 @@ int main(void)
 	struct runner runners[NR_VCPUS];
 	pthread_t threads[NR_VCPUS];
 	unsigned seed = 7;
+	/* The process before the library touched it: what must remain at the end. */
+	int fds_before = process_fds(), memfd_maps_before = process_maps("memfd:");
 	int kvm = gm_open_kvm();
 	int vm = gm_ioctl(kvm, KVM_CREATE_VM, KVM_X86_SW_PROTECTED_VM);
 	struct kvm_create_guest_memfd c = {
@@ -193,5 +196,11 @@ int main(void)
 	struct gm_stats s;
 	gm_stats(&s);
 	CHECK(s.vms == 0 && s.gmem_files == 0 && s.open_fds == 0, "leaked objects");
+	/* Beside the library's counters, the process: the memfd store for empty host mappings
+	 * (one fd, one mapping at most) is the only thing the library keeps for good. */
+	CHECK(process_fds() >= 0 && process_fds() <= fds_before + 1, "fds: %d before, %d after",
+	      fds_before, process_fds());
+	CHECK(process_maps("memfd:") <= memfd_maps_before + 1, "memfd mappings: %d before, %d after",
+	      memfd_maps_before, process_maps("memfd:"));
 	return check_summary("vcpu_stress");
 }
