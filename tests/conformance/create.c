@@ -11,7 +11,14 @@ Test(create, vm_types)
 	cr_expect_eq(ioctl_errno(kvm, KVM_CREATE_VM, 6), EINVAL);
 	cr_expect_eq(ioctl_errno(kvm, KVM_CREATE_VM, -1UL), EINVAL);
 	int types = sys_ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_VM_TYPES);
-	cr_expect(types & (1 << KVM_X86_DEFAULT_VM));
+
+	/* x86 knows types 0 (DEFAULT) to 5 (TDX); DEFAULT is always there. */
+	cr_expect(types & (1 << KVM_X86_DEFAULT_VM), "KVM_CAP_VM_TYPES %#x", types);
+	cr_expect_eq(types & ~0x3f, 0, "unknown VM types in %#x", types);
+	/* libgmem has exactly the two types without hardware: DEFAULT and SW_PROTECTED. */
+	if (!TARGET_IS_KERNEL)
+		cr_expect_eq(types, (1 << KVM_X86_DEFAULT_VM) | (1 << KVM_X86_SW_PROTECTED_VM),
+			     "KVM_CAP_VM_TYPES %#x", types);
 	for (unsigned long t = 0; t < 8; t++) {
 		int vm = sys_ioctl(kvm, KVM_CREATE_VM, t);
 
