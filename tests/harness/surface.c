@@ -54,6 +54,8 @@ int t_create_vm(unsigned long type)
 	int vm;
 
 	/* A kernel without KVM_CAP_VM_TYPES has DEFAULT only; libgmem must list its types. */
+	if (types <= 0 && TARGET_IS_KERNEL)
+		types = 1 << KVM_X86_DEFAULT_VM;
 	t_require(types > 0, "%s: no KVM_CAP_VM_TYPES", TARGET_NAME);
 	t_require(types & (1 << type), "%s: VM type %lu is not in KVM_CAP_VM_TYPES (%#x) on this host",
 		  TARGET_NAME, type, types);
