@@ -98,11 +98,12 @@ while IFS= read -r line; do
 		killed=$((killed + 1))
 	fi
 done < "$list"
-report "$n mutations: $killed killed, $survived survived, $skipped not applied"
 if [ -n "${MUTATE_CHECK:-}" ]; then
+	echo "$n mutations: $((n - skipped)) apply, $skipped not applied"
 	rm -f "$out.new"
 	[ $skipped -eq 0 ]
 	exit
 fi
+report "$n mutations: $killed killed, $survived survived, $skipped not applied"
 mv "$out.new" "$out"
 [ $survived -eq 0 ] && [ $skipped -eq 0 ]
