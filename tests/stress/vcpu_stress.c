@@ -54,7 +54,8 @@ static void guest_stress(struct gm_guest *g, void *varg)
 			gm_guest_write64(g, gpa + 8 + 8 * a->id, mine);
 			uint64_t back = gm_guest_read64(g, gpa + 8 + 8 * a->id);
 
-			if (atomic_load(&epoch) != epoch_before || !region)
+			/* An odd epoch: the host was changing the binding when the accesses began. */
+			if ((epoch_before & 1) || atomic_load(&epoch) != epoch_before || !region)
 				continue;
 			/*
 			 * Nothing changed while the accesses ran: the page is the bound region's,
