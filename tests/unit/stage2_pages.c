@@ -4,6 +4,7 @@
 #include "internal.h"
 #include "mmu.h"
 #include "vm.h"
+#include "harness/skip_report.h"
 #include "unit/vmm.h"
 
 #define PAGE 4096ULL
@@ -39,12 +40,43 @@ struct pages_env {
 	struct scan scan;
 };
 
-/* A SW_PROTECTED VM with one slot over a two-folio file whose page i holds i + 1. */
+/* Default-size huge pages a new file could still reserve (0 when /proc says nothing). */
+static long hugepages_free(void)
+{
+	FILE *f = fopen("/proc/meminfo", "r");
+	long free_pages = 0, reserved = 0, v;
+	char line[128];
+
+	while (f && fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "HugePages_Free: %ld", &v) == 1)
+			free_pages = v;
+		if (sscanf(line, "HugePages_Rsvd: %ld", &v) == 1)
+			reserved = v;
+	}
+	if (f)
+		fclose(f);
+	return free_pages > reserved ? free_pages - reserved : 0;
+}
+
+/*
+ * A SW_PROTECTED VM with one slot over the first two folios of a file whose page i holds
+ * i + 1. A 2M file is made larger than the free huge page pool so that it is a memfd
+ * whatever other processes reserved: on hugetlbfs a partial conversion splits the folio,
+ * which alone would already force 4K leaves and hide a wrong huge-leaf decision.
+ */
 static void env_setup(struct pages_env *e, uint64_t folio)
 {
+	uint64_t folios = folio == GM_GUEST_MEMFD_FOLIO_2M ? (uint64_t)hugepages_free() + 2 : 2;
+	struct gm_gmem_info info;
+
 	vmm_init(&e->m, KVM_X86_SW_PROTECTED_VM);
-	e->gmem = vmm_gmem(&e->m, FILE_PAGES * PAGE,
+	e->gmem = vmm_gmem(&e->m, folios * FOLIO_PAGES * PAGE,
 			   GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED | folio);
+	cr_assert_eq(gm_gmem_info(e->gmem, &info), 0);
+	if (info.backing != GM_BACKING_MEMFD) {
+		gm_report_skip("unit stage2_pages (a 2M test)", "the huge page pool grew under the test");
+		cr_skip_test("the file landed on hugetlbfs: the pool grew under the test");
+	}
 	e->host = gm_mmap(NULL, FILE_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, e->gmem, 0);
 	cr_assert_neq(e->host, MAP_FAILED);
 	for (uint64_t i = 0; i < FILE_PAGES; i++)
@@ -282,6 +314,22 @@ Test(stage2_pages, convert_page_just_read_4k)
 Test(stage2_pages, convert_page_just_read_2m)
 {
 	check_reread(GM_GUEST_MEMFD_FOLIO_2M, FOLIO_PAGES + 7);
+}
+
+/* A slot whose guest frames and file pages disagree modulo 2M: 4K leaves, each its own page. */
+Test(stage2_pages, misaligned_slot_reads_its_own_pages_2m)
+{
+	struct pages_env e;
+
+	env_setup(&e, GM_GUEST_MEMFD_FOLIO_2M);
+	/* Rebind one page higher: guest page i (from 1) is file page i - 1, holding i. */
+	cr_assert_eq(vmm_set_slot(&e.m, 0, BASE_GPA, 0, -1, 0), 0);
+	cr_assert_eq(vmm_set_slot(&e.m, 1, BASE_GPA + PAGE, (FILE_PAGES - 1) * PAGE, e.gmem, 0), 0);
+	e.scan.from = 1;
+	scan_round(&e, NULL);
+	for (uint64_t i = 1; i < FILE_PAGES; i++)
+		cr_expect_eq(e.scan.seen[i], i, "guest page %llu", (unsigned long long)i);
+	env_teardown(&e);
 }
 
 CONVERSION_TESTS(4k, GM_GUEST_MEMFD_FOLIO_4K)
