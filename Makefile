@@ -6,6 +6,7 @@
 #   make bench    build and run the benchmarks (results under build/bench/)
 #   make stress   gmem-stress: everything at once on one VM, checked (STRESS_SECONDS, default 180)
 #   make fuzz     the libFuzzer targets, FUZZ_SECONDS each (default 60)
+#   make mutation one-line breakages of the library, each against make test-run (slow)
 #   make install  library, headers, pkg-config file, man pages and gmem-vm under $(PREFIX)
 
 VERSION      := 0.1.0
@@ -80,7 +81,7 @@ BENCHES      := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all lib tools run test test-run test-build bench install uninstall clean deps check-exports \
 	check-install check-layering stress deps-test check-deps check-valgrind check-version check-docs \
-	check-man check-examples
+	check-man check-examples mutation
 all: lib tools
 
 lib: $(SHARED) $(STATIC)
@@ -336,33 +337,61 @@ check-install:
 
 test-build: lib $(TEST_BINS) tools
 
-# Runs one variant's tests; every binary runs even when an earlier one fails. Criterion's
-# test workers exit without LeakSanitizer's check, so in its binaries LSan only ever sees
-# the runner, whose own 48-byte leak (libcriterion) sometimes failed the ASan run: it is off
+# Every test step appends "PASS|FAIL|SKIPPED <step>" to this file and every skipped group
+# "SKIP <group>: <reason>" (tests/harness/skip_report.h); scripts/test-summary.sh prints them.
+# make test collects one file for all its steps; a lone make test-run starts a new one.
+GM_TEST_RESULTS ?= $(CURDIR)/build/test-results.txt
+export GM_TEST_RESULTS
+
+# Runs one variant's tests; every binary runs even when an earlier one fails, unless
+# TEST_STOP_ON_FAILURE is set (scripts/mutate.sh). Exit status 77 is a program that ran
+# nothing because the host lacks a feature: not a failure, not a pass. Criterion's test
+# workers exit without LeakSanitizer's check, so in its binaries LSan only ever sees the
+# runner, whose own 48-byte leak (libcriterion) sometimes failed the ASan run: it is off
 # there, and stays on for the stress programs and fuzz replays.
 test-run: test-build
+	@mkdir -p $(dir $(GM_TEST_RESULTS)); [ -n "$(TEST_RESULTS_KEEP)" ] || : > $(GM_TEST_RESULTS)
 	@status=0; for t in $(TEST_BINS); do \
 		echo "== $$t"; \
-		case $$t in */stress-*|*/fuzz-replay-*|*/link-*) $$t ;; \
-		*) ASAN_OPTIONS="detect_leaks=0:$$ASAN_OPTIONS" $$t --jobs 2 ;; esac || status=1; \
-	done; exit $$status
+		case $$t in */stress-*|*/fuzz-replay-*|*/link-*) GM_TEST_VARIANT=$(VARIANT) $$t ;; \
+		*) GM_TEST_VARIANT=$(VARIANT) ASAN_OPTIONS="detect_leaks=0:$$ASAN_OPTIONS" \
+		   $$t --jobs 2 $(if $(TEST_STOP_ON_FAILURE),--fail-fast) ;; esac; \
+		rc=$$?; case $$rc in \
+		0) echo "PASS $$t" ;; \
+		77) echo "SKIPPED $$t" ;; \
+		*) echo "FAIL $$t (exit $$rc)"; status=1 ;; esac >> $(GM_TEST_RESULTS); \
+		if [ $$status != 0 ] && [ -n "$(TEST_STOP_ON_FAILURE)" ]; then echo "FAILED: $$t"; break; fi; \
+	done; \
+	[ -n "$(TEST_RESULTS_KEEP)" ] || scripts/test-summary.sh $(GM_TEST_RESULTS) || status=1; \
+	exit $$status
 
+# Every step runs even after a failure; the last one lists the skips and the counts, and
+# fails when any step failed.
 test: deps-test
-	@$(MAKE) --no-print-directory check-deps
-	@$(MAKE) --no-print-directory check-docs
-	@$(MAKE) --no-print-directory check-man
-	@$(MAKE) --no-print-directory check-valgrind
-	@$(MAKE) --no-print-directory check-exports
-	@$(MAKE) --no-print-directory check-layering
-	@$(MAKE) --no-print-directory check-version
-	@$(MAKE) --no-print-directory check-examples
-	@$(MAKE) --no-print-directory check-install
-	@$(MAKE) --no-print-directory test-run
-	@$(MAKE) --no-print-directory VARIANT=asan test-run
-	@$(MAKE) --no-print-directory VARIANT=tsan test-run
-	@$(MAKE) --no-print-directory VARIANT=asan stress STRESS_SECONDS=60
-	@$(MAKE) --no-print-directory VARIANT=tsan stress STRESS_SECONDS=20
-	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=60
+	@mkdir -p $(dir $(GM_TEST_RESULTS)) && : > $(GM_TEST_RESULTS)
+	@scripts/test-step.sh check-deps $(MAKE) --no-print-directory check-deps
+	@scripts/test-step.sh check-docs $(MAKE) --no-print-directory check-docs
+	@scripts/test-step.sh check-man $(MAKE) --no-print-directory check-man
+	@scripts/test-step.sh check-valgrind $(MAKE) --no-print-directory check-valgrind
+	@scripts/test-step.sh check-exports $(MAKE) --no-print-directory check-exports
+	@scripts/test-step.sh check-layering $(MAKE) --no-print-directory check-layering
+	@scripts/test-step.sh check-version $(MAKE) --no-print-directory check-version
+	@scripts/test-step.sh check-examples $(MAKE) --no-print-directory check-examples
+	@scripts/test-step.sh check-install $(MAKE) --no-print-directory check-install
+	@scripts/test-step.sh --own test-run $(MAKE) --no-print-directory test-run TEST_RESULTS_KEEP=1
+	@scripts/test-step.sh --own asan-test-run $(MAKE) --no-print-directory VARIANT=asan test-run \
+	    TEST_RESULTS_KEEP=1
+	@scripts/test-step.sh --own tsan-test-run $(MAKE) --no-print-directory VARIANT=tsan test-run \
+	    TEST_RESULTS_KEEP=1
+	@scripts/test-step.sh asan-stress $(MAKE) --no-print-directory VARIANT=asan stress STRESS_SECONDS=60
+	@scripts/test-step.sh tsan-stress $(MAKE) --no-print-directory VARIANT=tsan stress STRESS_SECONDS=20
+	@scripts/test-step.sh fuzz $(MAKE) --no-print-directory fuzz FUZZ_SECONDS=60
+	@scripts/test-summary.sh $(GM_TEST_RESULTS)
+
+# Each one-line breakage of scripts/mutations.txt against make test-run, on a scratch copy
+# of the tree; lists the breakages the tests miss. Slow (a minute per breakage): not in make test.
+mutation:
+	scripts/mutate.sh
 
 # gmem-stress on both backends for STRESS_SECONDS. make test runs it 60 s with ASan+UBSan and
 # 20 s with TSan, whose suppressions cover only guest memory (racy by design).
@@ -370,7 +399,7 @@ STRESS_SECONDS ?= 180
 stress: deps
 	@$(MAKE) --no-print-directory $(GMEM_STRESS)
 	TSAN_OPTIONS="suppressions=$(CURDIR)/tests/stress/vm/tsan.supp halt_on_error=1 $$TSAN_OPTIONS" \
-	    $(GMEM_STRESS) -t $(STRESS_SECONDS)
+	    GM_TEST_VARIANT=$(VARIANT) $(GMEM_STRESS) -t $(STRESS_SECONDS)
 
 bench: deps
 	@$(MAKE) --no-print-directory $(BENCHES)

@@ -390,13 +390,21 @@ static inline void emit_timed_result(const char *fig, const char *impl, const do
 	fflush(stdout);
 }
 
+/* A target's operator: "<=", "<" or ">="; anything else is a bug in the benchmark. */
+static inline void check_target_op(const char *fig, const char *op)
+{
+	if (strcmp(op, "<=") && strcmp(op, "<") && strcmp(op, ">="))
+		die("figure %s: target operator \"%s\" is not <=, < or >=", fig, op);
+}
+
 /* op is "<=", "<" or ">=": how value must compare with limit to meet the target. */
 static inline void emit_target(const char *fig, const char *metric, double value, const char *op,
 			       double limit, const char *note_text)
 {
-	int met = !strcmp(op, "<=") ? value <= limit :
-		  !strcmp(op, "<")  ? value < limit :
-				      value >= limit;
+	int met;
+
+	check_target_op(fig, op);
+	met = !strcmp(op, "<=") ? value <= limit : !strcmp(op, "<") ? value < limit : value >= limit;
 
 	printf("target\t%s\t%s\t%.6g\t%s\t%.6g\t%s\t%s\n", fig, metric, value, op, limit,
 	       met ? "met" : "not-met", note_text ? note_text : "");
@@ -406,6 +414,7 @@ static inline void emit_target(const char *fig, const char *metric, double value
 static inline void emit_skip(const char *fig, const char *metric, const char *op, double limit,
 			     const char *reason)
 {
+	check_target_op(fig, op);
 	printf("target\t%s\t%s\t-\t%s\t%.6g\tskipped\t%s\n", fig, metric, op, limit, reason);
 	fflush(stdout);
 }

@@ -1,7 +1,12 @@
-/* Figure 4: the library's heap metadata for 4 GiB of fully allocated guest_memfd memory. */
+/*
+ * Figure 4: what the library adds, in its own heap, for 4 GiB of fully allocated
+ * guest_memfd memory. Both sides pay the host's struct page (64 B per 4 KiB page, 1.5625%):
+ * the kernel's guest_memfd for its folios, libgmem for the memfd pages behind the file.
+ * The library saves none of that; the figure is its heap on top of it.
+ */
 #include "bench.h"
 
-/* What Linux spends on struct page alone: 64 bytes for every 4 KiB page. */
+/* struct page, paid by the kernel's guest_memfd and by libgmem's memfd alike. */
 #define STRUCT_PAGE_BYTES 64.0
 
 static uint64_t metadata_bytes(void)
@@ -19,11 +24,11 @@ int main(void)
 	const uint64_t size = 4 * GiB;
 	struct gm_gmem_info info;
 	uint64_t before, after;
-	double held, page_cost, pct;
+	double held, page_cost, lib_total, pct;
 	struct peer lib;
 	int fd, ret;
 
-	emit_figure("4", "metadata for 4 GiB 4K gmem, fallocated (kernel: struct page)");
+	emit_figure("4", "metadata for 4 GiB 4K gmem, fallocated: struct page (both) + library heap");
 	/* Before anything: the VM's own objects count against the file too. */
 	before = metadata_bytes();
 	peer_libgmem(&lib, GM_GUEST_MEMFD_FOLIO_4K);
@@ -46,9 +51,12 @@ int main(void)
 	held = (double)(after - before);
 	page_cost = (double)(size / PAGE_4K) * STRUCT_PAGE_BYTES;
 	pct = 100.0 * held / (double)size;
-	emit_result("4", "libgmem", "bytes", &held, 1);
+	lib_total = page_cost + held;
+	emit_result("4", "libgmem", "bytes", &lib_total, 1);
 	emit_result("4", "kernel", "bytes", &page_cost, 1);
+	/* The target is on the library's own share only: the rest is the same on both sides. */
 	emit_target("4", "percent of 4 GiB", pct, "<", 0.05,
-		    "kernel figure is computed: 64 B struct page per 4 KiB = 1.5625%");
+		    "libgmem = host struct page (64 B / 4 KiB, computed, paid by its memfd as by "
+		    "the kernel's guest_memfd) + the library's heap; the target is the heap alone");
 	return 0;
 }

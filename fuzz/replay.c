@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,12 +46,21 @@ static uint8_t *read_file(const char *path, size_t *size)
 	return buf;
 }
 
-/* Replays the files of dir in name order; a missing directory has nothing to replay. */
+/*
+ * Replays the files of dir in name order. A directory that cannot be read or holds
+ * nothing is a failure: a replay that runs no input proves nothing (a wrong path, a
+ * tree copied without its corpus), and must not pass.
+ */
 static int replay_dir(const char *dir, int *failed)
 {
 	struct dirent **names;
 	int n = scandir(dir, &names, not_hidden, cmp_names), done = 0;
 
+	if (n <= 0) {
+		fprintf(stderr, "replay: %s: %s\n", dir, n < 0 ? strerror(errno) : "no input to replay");
+		(*failed)++;
+		return 0;
+	}
 	for (int i = 0; i < n; i++) {
 		char path[4096];
 		size_t size = 0;
@@ -71,8 +81,7 @@ static int replay_dir(const char *dir, int *failed)
 		free(data);
 		done++;
 	}
-	if (n > 0)
-		free(names);
+	free(names);
 	return done;
 }
 
@@ -90,5 +99,7 @@ int main(int argc, char **argv)
 			passed += replay_dir(d, &failed);
 	}
 	printf("%s: %d passed, %d failed\n", TARGET_NAME, passed, failed);
-	return failed ? 1 : 0;
+	if (!passed)
+		printf("%s: no input was replayed: failing\n", TARGET_NAME);
+	return failed || !passed ? 1 : 0;
 }

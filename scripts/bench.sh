@@ -36,6 +36,16 @@ else
 	done
 fi
 
+# A target whose operator is not <=, < or >= (or - for an informational row) cannot be
+# judged: an error, never read as >=. Same for a verdict the table does not know.
+bad=$(awk -F '\t' '$1 == "target" && ($5 !~ /^(<=|<|>=)$/ && !($5 == "-" && $7 == "info") ||
+	$7 !~ /^(met|not-met|skipped|info)$/) { print "  figure " $2 ": operator \"" $5 "\", verdict \"" $7 "\"" }' "$TSV")
+if [ -n "$bad" ]; then
+	echo "bench: targets that cannot be judged:" >&2
+	echo "$bad" >&2
+	status=1
+fi
+
 kernel=$(uname -r)
 cpus=$(nproc 2>/dev/null || echo 0)
 date=$(date -u +%Y-%m-%dT%H:%M:%SZ)

@@ -8,16 +8,16 @@
 
 #define PAGES 16
 
-/* A SW_PROTECTED VM and a guest_memfd that can be converted; skips where the target cannot. */
+/* A SW_PROTECTED VM and a guest_memfd that can be converted; skips where the kernel cannot. */
 static void attr_env(struct gm_env *e, uint64_t flags)
 {
 	struct gm_case c = { KVM_X86_SW_PROTECTED_VM, flags, 0 };
 
 	e->kvm = t_open_kvm();
 	e->vm = t_create_vm(c.vm_type);
-	if (sys_ioctl(e->vm, KVM_CHECK_EXTENSION, KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES) <= 0)
-		cr_skip_test("%s: no per-file attributes (KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES is 0; "
-			     "in-place conversion is not merged)", TARGET_NAME);
+	t_require(sys_ioctl(e->vm, KVM_CHECK_EXTENSION, KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES) > 0,
+		  "%s: no per-file attributes (KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES is 0; "
+		  "in-place conversion is not merged)", TARGET_NAME);
 	e->folio_size = PAGE_SIZE;
 	e->size = PAGES * PAGE_SIZE;
 	e->flags = flags;

@@ -11,7 +11,14 @@ Test(create, vm_types)
 	cr_expect_eq(ioctl_errno(kvm, KVM_CREATE_VM, 6), EINVAL);
 	cr_expect_eq(ioctl_errno(kvm, KVM_CREATE_VM, -1UL), EINVAL);
 	int types = sys_ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_VM_TYPES);
-	cr_expect(types & (1 << KVM_X86_DEFAULT_VM));
+
+	/* x86 knows types 0 (DEFAULT) to 5 (TDX); DEFAULT is always there. */
+	cr_expect(types & (1 << KVM_X86_DEFAULT_VM), "KVM_CAP_VM_TYPES %#x", types);
+	cr_expect_eq(types & ~0x3f, 0, "unknown VM types in %#x", types);
+	/* libgmem has exactly the two types without hardware: DEFAULT and SW_PROTECTED. */
+	if (!TARGET_IS_KERNEL)
+		cr_expect_eq(types, (1 << KVM_X86_DEFAULT_VM) | (1 << KVM_X86_SW_PROTECTED_VM),
+			     "KVM_CAP_VM_TYPES %#x", types);
 	for (unsigned long t = 0; t < 8; t++) {
 		int vm = sys_ioctl(kvm, KVM_CREATE_VM, t);
 
@@ -38,8 +45,8 @@ ParameterizedTest(struct gm_case *c, create, caps)
 	int kvm = t_open_kvm();
 	int vm = t_create_vm(c->vm_type);
 
-	if (TARGET_IS_KERNEL && sys_ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_GUEST_MEMFD) <= 0)
-		cr_skip_test("%s: no KVM_CAP_GUEST_MEMFD on this host", TARGET_NAME);
+	t_require(sys_ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_GUEST_MEMFD) > 0,
+		  "%s: no KVM_CAP_GUEST_MEMFD on this host", TARGET_NAME);
 	cr_expect_eq(sys_ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_GUEST_MEMFD), 1);
 	cr_expect_eq(sys_ioctl(vm, KVM_CHECK_EXTENSION, KVM_CAP_GUEST_MEMFD), 1);
 	cr_expect_eq(sys_ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_GUEST_MEMFD_FLAGS),

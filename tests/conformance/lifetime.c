@@ -161,3 +161,30 @@ ParameterizedTest(struct gm_case *c, lifetime, create_bad_args)
 #endif
 	sys_close(vm);
 }
+
+/*
+ * A fd closed behind the library's back and reused by another file is that other file:
+ * the calls act on it as the kernel's do, never on the guest_memfd the number used to be.
+ */
+Test(lifetime, reused_fd_number_is_the_new_file)
+{
+	int vm = t_create_vm(KVM_X86_DEFAULT_VM);
+	int gmem = t_create_gmem(vm, 16 * PAGE_SIZE, GUEST_MEMFD_FLAG_MMAP);
+	struct stat st;
+	int other;
+
+	cr_assert_eq(close(gmem), 0);
+	other = memfd_create("not-guest-memfd", 0);
+	cr_assert_eq(other, gmem, "the lowest free number is reused");
+	cr_assert_eq(ftruncate(other, 3 * PAGE_SIZE), 0);
+	cr_expect_eq(sys_fstat(other, &st), 0);
+	cr_expect_eq(st.st_size, 3 * PAGE_SIZE, "fstat sees the memfd, not the guest_memfd");
+	cr_expect_eq(ioctl_errno(other, KVM_CREATE_VCPU, 0), ENOTTY, "a memfd has no KVM ioctls");
+	/* Allocation on the memfd is a plain fallocate (no guest_memfd alignment or size limit). */
+	cr_expect_eq(sys_fallocate(other, 0, 0, 5 * PAGE_SIZE), 0, "%s", strerror(errno));
+	cr_expect_eq(fstat(other, &st), 0);
+	cr_expect_eq(st.st_size, 5 * PAGE_SIZE, "the memfd grew");
+	cr_expect_eq(sys_close(other), 0);
+	cr_expect_eq(fcntl(other, F_GETFD), -1, "closed");
+	sys_close(vm);
+}

@@ -24,8 +24,8 @@ struct slot_env {
 static void slot_env(struct slot_env *e, uint64_t flags)
 {
 	e->vm = t_create_vm(KVM_X86_DEFAULT_VM);
-	if (sys_ioctl(e->vm, KVM_CHECK_EXTENSION, KVM_CAP_USER_MEMORY2) <= 0)
-		cr_skip_test("%s: no KVM_CAP_USER_MEMORY2", TARGET_NAME);
+	t_require(sys_ioctl(e->vm, KVM_CHECK_EXTENSION, KVM_CAP_USER_MEMORY2) > 0,
+		  "%s: no KVM_CAP_USER_MEMORY2", TARGET_NAME);
 	e->gmem = t_create_gmem(e->vm, 2 * SLOT_SIZE, flags);
 }
 
@@ -162,5 +162,80 @@ Test(memslot, file_closed_while_bound)
 	/* Closing a bound file is allowed; the slot stays and can still be deleted. */
 	cr_expect_eq(sys_close(e.gmem), 0);
 	cr_expect_eq(set_region(e.vm, 0, 0, 0, 0, -1, 0), 0);
+	sys_close(e.vm);
+}
+
+/* A slot range in pages: guest frames [first, first + n). */
+struct geometry {
+	const char *name;
+	uint64_t first, n;
+	bool overlaps;
+};
+
+/* Around an existing range of pages [16, 32): every way of meeting it. */
+static const struct geometry geometries[] = {
+	{ "inside", 20, 4, true },
+	{ "covering", 8, 32, true },
+	{ "straddling the start", 8, 12, true },
+	{ "straddling the end", 28, 12, true },
+	{ "identical", 16, 16, true },
+	{ "one page at the start", 16, 1, true },
+	{ "one page at the end", 31, 1, true },
+	{ "adjacent below", 0, 16, false },
+	{ "adjacent above", 32, 16, false },
+};
+
+/* Guest ranges of two slots never overlap, however they meet (EEXIST). */
+Test(memslot, guest_range_overlap_geometries)
+{
+	struct slot_env e;
+
+	slot_env(&e, 0);
+	/* Slot 0 holds guest pages [16, 32); each candidate binds a file range of its own. */
+	cr_assert_eq(set_region(e.vm, 0, KVM_MEM_GUEST_MEMFD, 16 * PAGE_SIZE, 16 * PAGE_SIZE, e.gmem,
+				0), 0);
+	for (size_t i = 0; i < sizeof(geometries) / sizeof(geometries[0]); i++) {
+		const struct geometry *g = &geometries[i];
+		int err = set_region(e.vm, 1, KVM_MEM_GUEST_MEMFD, g->first * PAGE_SIZE,
+				     g->n * PAGE_SIZE, e.gmem, SLOT_SIZE);
+
+		cr_expect_eq(err, g->overlaps ? EEXIST : 0, "%s: %s", g->name, strerror(err));
+		if (!err)
+			cr_assert_eq(set_region(e.vm, 1, 0, g->first * PAGE_SIZE, 0, e.gmem, 0), 0,
+				     "%s: delete", g->name);
+	}
+	/* The refused slots left nothing behind: slot 0 is still the only one. */
+	cr_expect_eq(set_region(e.vm, 1, KVM_MEM_GUEST_MEMFD, 0, 16 * PAGE_SIZE, e.gmem, SLOT_SIZE), 0);
+	cr_expect_eq(set_region(e.vm, 2, KVM_MEM_GUEST_MEMFD, 32 * PAGE_SIZE, 16 * PAGE_SIZE, e.gmem,
+				SLOT_SIZE + 16 * PAGE_SIZE), 0);
+	sys_close(e.gmem);
+	sys_close(e.vm);
+}
+
+/* A file range backs one slot only, however the ranges meet (6.18 EINVAL, mainline EEXIST). */
+Test(memslot, file_range_overlap_geometries)
+{
+	struct slot_env e;
+
+	slot_env(&e, 0);
+	/* Slot 0 binds file pages [16, 32); each candidate is elsewhere in the guest. */
+	cr_assert_eq(set_region(e.vm, 0, KVM_MEM_GUEST_MEMFD, 0, 16 * PAGE_SIZE, e.gmem,
+				16 * PAGE_SIZE), 0);
+	for (size_t i = 0; i < sizeof(geometries) / sizeof(geometries[0]); i++) {
+		const struct geometry *g = &geometries[i];
+		int err = set_region(e.vm, 1, KVM_MEM_GUEST_MEMFD, SLOT_SIZE, g->n * PAGE_SIZE, e.gmem,
+				     g->first * PAGE_SIZE);
+
+		if (!g->overlaps)
+			cr_expect_eq(err, 0, "%s: %s", g->name, strerror(err));
+		else if (TARGET_IS_KERNEL)
+			cr_expect(err == EINVAL || err == EEXIST, "%s: %s", g->name, strerror(err));
+		else
+			cr_expect_eq(err, EEXIST, "%s: %s", g->name, strerror(err));
+		if (!err)
+			cr_assert_eq(set_region(e.vm, 1, 0, SLOT_SIZE, 0, e.gmem, 0), 0,
+				     "%s: delete", g->name);
+	}
+	sys_close(e.gmem);
 	sys_close(e.vm);
 }

@@ -78,6 +78,19 @@ extern size_t gm_all_cases_nr;
 uint64_t gm_case_folio_size(const struct gm_case *c);
 const char *gm_case_name(const struct gm_case *c);
 
+/*
+ * A feature the target lacks: on the kernel the host decides, so the test skips with the
+ * reason; libgmem promises every feature the tests ask for, so there it is a failure.
+ */
+#define t_require(cond, ...)                                                       \
+	do {                                                                       \
+		if (!(cond)) {                                                     \
+			if (TARGET_IS_KERNEL)                                      \
+				cr_skip_test(__VA_ARGS__);                         \
+			cr_assert_fail(__VA_ARGS__);                               \
+		}                                                                  \
+	} while (0)
+
 /* The system fd; skips the test where the target has none. */
 int t_open_kvm(void);
 /* A VM of the type; skips, saying why, where the target lacks it. */

@@ -13,6 +13,7 @@
 #include <gmem/gmem.h>
 
 #include "harness/hugepage_pool.h"
+#include "harness/skip_report.h"
 #include "stress/check.h"
 
 #define SZ_2M (2ULL << 20)
@@ -91,16 +92,16 @@ int main(void)
 	struct gm_mmu_stats st;
 	uint64_t err_off;
 
+	/* Without huge pages nothing here can run: exit 77 (skipped), never 0. */
 	if (geteuid() != 0) {
-		printf("hugetlb_split: skipped: reserving huge pages needs root\n");
-		printf("hugetlb_split: 0 passed, 0 failed, 1 skipped\n");
-		return 0;
+		gm_report_skip("stress-hugetlb_split", "reserving huge pages needs root");
+		return GM_EXIT_SKIPPED;
 	}
 	pool_before = hugepage_pool_read();
 	atexit(restore_pool);
 	if (pool_before < 0 || !hugepage_pool_write(pool_before + SIZE / SZ_2M + 2)) {
-		printf("hugetlb_split: 0 passed, 0 failed, 1 skipped\n");
-		return 0;
+		gm_report_skip("stress-hugetlb_split", "cannot grow %s", HUGEPAGE_POOL);
+		return GM_EXIT_SKIPPED;
 	}
 	sigaction(SIGBUS, &sa, NULL);
 
@@ -115,10 +116,9 @@ int main(void)
 	REQUIRE(gmem >= 0, "create: %s", strerror(errno));
 	gm_gmem_info(gmem, &info);
 	if (info.backing != GM_BACKING_HUGETLB) {
-		printf("hugetlb_split: skipped: the pool did not give %llu huge pages\n",
-		       (unsigned long long)(SIZE / SZ_2M));
-		printf("hugetlb_split: 0 passed, 0 failed, 1 skipped\n");
-		return 0;
+		gm_report_skip("stress-hugetlb_split", "the huge page pool did not give %llu pages",
+			       (unsigned long long)(SIZE / SZ_2M));
+		return GM_EXIT_SKIPPED;
 	}
 	uint64_t *host = gm_mmap(NULL, SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, gmem, 0);
 	REQUIRE(host != MAP_FAILED, "mmap: %s", strerror(errno));

@@ -299,3 +299,24 @@ Test(convert, uniform_again_gives_back_range_map_memory, .timeout = 120)
 	gm_close(gmem);
 	vmm_destroy(&m);
 }
+
+/* A pin is refused when any page of its range is private, not only its first (EFAULT). */
+Test(convert, pin_refuses_any_private_page)
+{
+	struct vmm m;
+	void *dma;
+
+	vmm_init(&m, KVM_X86_SW_PROTECTED_VM);
+	int gmem = vmm_gmem(&m, 16 * PAGE, GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED);
+
+	cr_assert_eq(convert(gmem, 3 * PAGE, PAGE, PRIVATE, NULL), 0);
+	cr_expect_eq(gm_gmem_pin(gmem, 2 * PAGE, 2 * PAGE, &dma), -EFAULT, "private last page");
+	cr_expect_eq(gm_gmem_pin(gmem, 0, 16 * PAGE, &dma), -EFAULT, "private page in the middle");
+	cr_expect_eq(gm_gmem_pin(gmem, 3 * PAGE, PAGE, &dma), -EFAULT, "private first page");
+	/* No pin was left behind: every shared page still converts. */
+	cr_expect_eq(convert(gmem, 0, 16 * PAGE, PRIVATE, NULL), 0);
+	cr_expect_eq(shared_bytes(gmem), 0);
+	cr_expect_eq(gm_gmem_unpin(gmem, 2 * PAGE, 2 * PAGE), -ENOENT);
+	gm_close(gmem);
+	vmm_destroy(&m);
+}

@@ -1,4 +1,5 @@
 /* Closing every fd and unmapping every mapping releases every object and all library metadata. */
+#include "harness/process.h"
 #include "harness/surface.h"
 
 #include <linux/falloc.h>
@@ -12,9 +13,24 @@ static struct gm_stats stats(void)
 	return s;
 }
 
-static void expect_released(const struct gm_stats *base)
+/* What the process holds, beside the library's own count of it. */
+struct held {
+	struct gm_stats lib;
+	int fds, memfd_maps, maps;
+};
+
+static void expect_released(const struct held *before)
 {
+	const struct gm_stats *base = &before->lib;
 	struct gm_stats s = stats();
+
+	/* The process, not only the library's counters, is back where it was. */
+	cr_expect_eq(process_fds(), before->fds, "open fds: %d before, %d after", before->fds,
+		     process_fds());
+	cr_expect_eq(process_maps("memfd:"), before->memfd_maps, "memfd mappings: %d before, %d after",
+		     before->memfd_maps, process_maps("memfd:"));
+	cr_expect_eq(process_maps(NULL), before->maps, "mappings: %d before, %d after", before->maps,
+		     process_maps(NULL));
 
 	cr_expect_eq(s.gmem_files, 0, "%llu files left", (unsigned long long)s.gmem_files);
 	cr_expect_eq(s.vms, 0, "%llu VMs left", (unsigned long long)s.vms);
@@ -24,11 +40,22 @@ static void expect_released(const struct gm_stats *base)
 		     (unsigned long long)s.metadata_bytes);
 }
 
-/* The fd table keeps its first chunk for good: warm it before taking the baseline. */
-static struct gm_stats baseline(void)
+/* What the library keeps for good once used is warmed before taking the baseline. */
+static struct held baseline(void)
 {
-	gm_close(gm_open_kvm());
-	return stats();
+	/* The fd table's first chunk and the host mappings' empty store stay for good. */
+	int kvm = gm_open_kvm();
+	int vm = gm_ioctl(kvm, KVM_CREATE_VM, KVM_X86_DEFAULT_VM);
+	struct kvm_create_guest_memfd args = { .size = PAGE_SIZE, .flags = GUEST_MEMFD_FLAG_MMAP };
+	int gmem = gm_ioctl(vm, KVM_CREATE_GUEST_MEMFD, &args);
+	void *p = gm_mmap(NULL, PAGE_SIZE, PROT_READ, MAP_SHARED, gmem, 0);
+
+	cr_assert_neq(p, MAP_FAILED, "warming up: %s", strerror(errno));
+	gm_munmap(p, PAGE_SIZE);
+	gm_close(gmem);
+	gm_close(vm);
+	gm_close(kvm);
+	return (struct held){ stats(), process_fds(), process_maps("memfd:"), process_maps(NULL) };
 }
 
 static int create_gmem(int vm, uint64_t size, uint64_t flags)
@@ -43,7 +70,8 @@ static int create_gmem(int vm, uint64_t size, uint64_t flags)
 /* VM fd first, then files, then mappings: each keeps the one before alive until it goes. */
 Test(release, vm_first)
 {
-	struct gm_stats base = baseline(), s;
+	struct held base = baseline();
+	struct gm_stats s;
 	const uint64_t shared = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED;
 	int kvm = gm_open_kvm(), vm, g[3];
 	char *p, *q;
@@ -57,7 +85,8 @@ Test(release, vm_first)
 	cr_expect_eq(s.gmem_files, 3);
 	cr_expect_eq(s.vms, 1);
 	cr_expect_eq(s.open_fds, 5);
-	cr_expect_gt(s.metadata_bytes, base.metadata_bytes);
+	cr_expect_gt(s.metadata_bytes, base.lib.metadata_bytes);
+	cr_expect_geq(process_fds(), base.fds + 5, "the process holds at least the 5 fds");
 
 	p = gm_mmap(NULL, 64 * PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, g[0], 0);
 	cr_assert_neq(p, MAP_FAILED);
@@ -87,7 +116,7 @@ Test(release, vm_first)
 /* Files first, VM last, and a file that was never mapped. */
 Test(release, files_first)
 {
-	struct gm_stats base = baseline();
+	struct held base = baseline();
 	int kvm = gm_open_kvm();
 	int vm = gm_ioctl(kvm, KVM_CREATE_VM, KVM_X86_DEFAULT_VM);
 	int g;
