@@ -201,3 +201,46 @@ Test(vm_attrs, rejected_call_changes_nothing)
 	vmm_destroy(&m);
 	munmap(hva, MEM_SIZE);
 }
+
+static void guest_private_read_all(struct gm_guest *g, void *arg)
+{
+	gm_guest_set_access(g, GM_ACCESS_PRIVATE);
+	for (;;) {
+		for (uint64_t off = 0; off < MEM_SIZE; off += 4096)
+			gm_guest_read64(g, MEM_GPA + off);
+		gm_guest_ucall(g, GM_UCALL_SYNC, 0);
+	}
+}
+
+/* A 2 MiB leaf needs the VM's attributes uniform over it, not only the file's folio. */
+Test(vm_attrs, huge_leaf_needs_uniform_vm_attributes)
+{
+	struct vmm m;
+	struct gm_mmu_stats st;
+	uint64_t *hva = hva_alloc();
+
+	vmm_init(&m, KVM_X86_SW_PROTECTED_VM);
+	int gmem = vmm_gmem(&m, MEM_SIZE, GM_GUEST_MEMFD_FOLIO_2M);
+
+	cr_assert_eq(vmm_gmem_hva_slot(&m, gmem, hva), 0);
+	cr_assert_eq(set_vm_attrs(&m, MEM_GPA, MEM_SIZE, PRIVATE), 0);
+	vmm_vcpu(&m, 0, guest_private_read_all, NULL);
+	cr_assert_eq(vmm_expect_ucall(&m, GM_UCALL_SYNC), 0);
+	cr_assert_eq(gm_vm_mmu_stats(m.vm, &st), 0);
+	cr_expect_eq(st.mapped_2m_bytes, MEM_SIZE);
+	/* The last page goes shared: the rest is mapped with 4 KiB leaves, and no 2 MiB one. */
+	cr_assert_eq(set_vm_attrs(&m, MEM_GPA + MEM_SIZE - 4096, 4096, 0), 0);
+	cr_assert_eq(set_vm_attrs(&m, MEM_GPA + MEM_SIZE - 4096, 4096, PRIVATE), 0);
+	cr_assert_eq(set_vm_attrs(&m, MEM_GPA + 4096, 4096, 0), 0);
+	cr_assert_eq(set_vm_attrs(&m, MEM_GPA + 4096, 4096, PRIVATE), 0);
+	cr_assert_eq(set_vm_attrs(&m, MEM_GPA + MEM_SIZE - 4096, 4096, 0), 0);
+	cr_expect_eq(vmm_run(&m), EFAULT, "the private read of the shared last page exits");
+	cr_expect_eq(m.run->exit_reason, KVM_EXIT_MEMORY_FAULT);
+	cr_expect_eq(m.run->memory_fault.gpa, MEM_GPA + MEM_SIZE - 4096);
+	cr_assert_eq(gm_vm_mmu_stats(m.vm, &st), 0);
+	cr_expect_eq(st.mapped_2m_bytes, 0);
+	cr_expect_eq(st.mapped_4k_bytes, MEM_SIZE - 4096);
+	gm_close(gmem);
+	vmm_destroy(&m);
+	munmap(hva, MEM_SIZE);
+}
