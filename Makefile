@@ -59,8 +59,8 @@ CONF_SRCS    := $(wildcard tests/conformance/*.c)
 HARNESS_SRCS := $(wildcard tests/harness/*.c)
 UNIT_SRCS    := $(wildcard tests/unit/*.c)
 TEST_BINS    := $(BUILD)/tests/conformance-libgmem $(BUILD)/tests/conformance-kernel
-# The per-VM attribute tests on libgmem with kvm.vm_memory_attributes=1 (GM_VM_ATTRS).
-VM_ATTRS_SRCS := tests/conformance/vm_attributes.c
+# The same conformance tests on libgmem with kvm.vm_memory_attributes=1 (GM_VM_ATTRS).
+VM_ATTRS_SRCS := $(CONF_SRCS)
 TEST_BINS    += $(BUILD)/tests/conformance-libgmem-vmattrs
 ifneq ($(UNIT_SRCS),)
 TEST_BINS    += $(BUILD)/tests/unit
