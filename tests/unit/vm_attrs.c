@@ -244,3 +244,49 @@ Test(vm_attrs, huge_leaf_needs_uniform_vm_attributes)
 	vmm_destroy(&m);
 	munmap(hva, MEM_SIZE);
 }
+
+static void guest_auto_read(struct gm_guest *g, void *arg)
+{
+	gm_guest_ucall(g, GM_UCALL_DONE, 1, gm_guest_read64(g, (uint64_t)(uintptr_t)arg));
+}
+
+/* Without a slot the VM's attribute still decides, as in 6.18: private is a memory fault, shared MMIO. */
+Test(vm_attrs, no_slot_follows_vm_attributes)
+{
+	struct vmm m;
+
+	vmm_init(&m, KVM_X86_SW_PROTECTED_VM);
+	cr_assert_eq(set_vm_attrs(&m, MEM_GPA, 4096, PRIVATE), 0);
+	vmm_vcpu(&m, 0, guest_auto_read, (void *)(uintptr_t)(MEM_GPA + 8));
+	cr_expect_eq(vmm_run(&m), EFAULT);
+	cr_expect_eq(m.run->exit_reason, KVM_EXIT_MEMORY_FAULT);
+	cr_expect_eq(m.run->memory_fault.flags, KVM_MEMORY_EXIT_FLAG_PRIVATE);
+	cr_expect_eq(m.run->memory_fault.gpa, MEM_GPA);
+	cr_assert_eq(set_vm_attrs(&m, MEM_GPA, 4096, 0), 0);
+	cr_expect_eq(vmm_run(&m), 0);
+	cr_expect_eq(m.run->exit_reason, KVM_EXIT_MMIO);
+	cr_expect_eq(m.run->mmio.phys_addr, MEM_GPA + 8);
+	vmm_destroy(&m);
+}
+
+/* A file with MMAP serves shared GPAs too (6.18's gmem-only slots), not userspace_addr. */
+Test(vm_attrs, mmap_file_serves_shared_gpas)
+{
+	struct vmm m;
+	uint64_t *hva = hva_alloc();
+
+	vmm_init(&m, KVM_X86_SW_PROTECTED_VM);
+	int gmem = vmm_gmem(&m, MEM_SIZE, GUEST_MEMFD_FLAG_MMAP);
+
+	cr_assert_eq(vmm_gmem_hva_slot(&m, gmem, hva), 0);
+	cr_assert_eq(set_vm_attrs(&m, MEM_GPA, 4096, PRIVATE), 0);
+	vmm_vcpu(&m, 0, guest_write_then_read, NULL);
+	expect_sync(&m, 0x1111, 0x2222);
+	cr_expect_eq(hva[512], 0, "the shared write went to the file, not to userspace_addr");
+	/* Private and shared pages are the same file's: converting keeps what the guest wrote. */
+	cr_assert_eq(set_vm_attrs(&m, MEM_GPA, 4096, 0), 0);
+	expect_sync(&m, 0x1111, 0x2222);
+	gm_close(gmem);
+	vmm_destroy(&m);
+	munmap(hva, MEM_SIZE);
+}
