@@ -60,6 +60,9 @@ CONF_SRCS    := $(wildcard tests/conformance/*.c)
 HARNESS_SRCS := $(wildcard tests/harness/*.c)
 UNIT_SRCS    := $(wildcard tests/unit/*.c)
 TEST_BINS    := $(BUILD)/tests/conformance-libgmem $(BUILD)/tests/conformance-kernel
+# The same conformance tests on libgmem with kvm.vm_memory_attributes=1 (GM_VM_ATTRS).
+VM_ATTRS_SRCS := $(CONF_SRCS)
+TEST_BINS    += $(BUILD)/tests/conformance-libgmem-vmattrs
 ifneq ($(UNIT_SRCS),)
 TEST_BINS    += $(BUILD)/tests/unit
 endif
@@ -183,6 +186,11 @@ $(BUILD)/tests/conformance-libgmem: $(CONF_SRCS) $(HARNESS_SRCS) $(wildcard test
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -DGM_TARGET_LIBGMEM -Itests $(CONF_SRCS) $(HARNESS_SRCS) -o $@ \
 	      $(STATIC) -lcriterion $(LDLIBS) $(SAN_LDFLAGS)
+
+$(BUILD)/tests/conformance-libgmem-vmattrs: $(VM_ATTRS_SRCS) $(HARNESS_SRCS) $(wildcard tests/harness/*.h) $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -DGM_TARGET_LIBGMEM -DGM_VM_ATTRS -Itests $(VM_ATTRS_SRCS) $(HARNESS_SRCS) \
+	      -o $@ $(STATIC) -lcriterion $(LDLIBS) $(SAN_LDFLAGS)
 
 $(BUILD)/tests/conformance-kernel: $(CONF_SRCS) $(HARNESS_SRCS) $(wildcard tests/harness/*.h)
 	@mkdir -p $(dir $@)

@@ -248,6 +248,9 @@ long gmem_ioctl(struct gmem *g, unsigned long request, unsigned long arg)
 {
 	switch (request) {
 	case KVM_SET_MEMORY_ATTRIBUTES2:
+		/* With per-VM attributes the file has no attributes to set (ENOTTY, series v8). */
+		if (g->vm.attrs_in_vm)
+			return -ENOTTY;
 		return gmem_set_attributes(g, arg);
 	default:
 		return -ENOTTY;

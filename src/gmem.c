@@ -12,12 +12,15 @@
 
 static atomic_ullong live_gmem_files;
 
-uint64_t gmem_supported_flags(void)
+uint64_t gmem_supported_flags(bool private_in_vm)
 {
 	/*
-	 * MMAP always; INIT_SHARED for every VM type, as the in-place conversion
-	 * series allows once attributes live in the file.
+	 * MMAP always; INIT_SHARED for every VM type once attributes live in the
+	 * file (the in-place conversion series), but with per-VM attributes only
+	 * for VMs without private memory, as in 6.18.
 	 */
+	if (private_in_vm)
+		return GUEST_MEMFD_FLAG_MMAP;
 	return GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED;
 }
 
@@ -81,7 +84,8 @@ int gmem_create(const struct gmem_vm *vm, uint64_t size, uint64_t flags)
 	int fd, ret;
 
 	/* The kernel's order: flags, then size (signed, page aligned). */
-	if (flags & ~(gmem_supported_flags() | GM_GUEST_MEMFD_FOLIO_MASK))
+	if (flags & ~(gmem_supported_flags(vm->attrs_in_vm && vm->private_mem) |
+		      GM_GUEST_MEMFD_FOLIO_MASK))
 		return -EINVAL;
 	if (folio_shift_from_flags(flags, &shift))
 		return -EINVAL;

@@ -17,6 +17,7 @@ struct gmem_vm {
 	struct mmu *mmu;              /* the stage-2 that maps the file's bound ranges */
 	int host_fd;                  /* the host's VM on the kvm backend, else -1 */
 	bool private_mem;             /* the VM type has private memory */
+	bool attrs_in_vm;             /* kvm.vm_memory_attributes=1: the file holds no attributes */
 };
 
 /* A memslot's hold on pages [pgoff, pgoff + npages) of a file, mapped at base_gfn. */
@@ -65,7 +66,8 @@ static inline void gmem_put(struct gmem *g)
 
 /* gmem.c */
 int gmem_create(const struct gmem_vm *vm, uint64_t size, uint64_t flags);
-uint64_t gmem_supported_flags(void);
+/* KVM_CAP_GUEST_MEMFD_FLAGS; private_in_vm: the VM has private memory tracked per VM. */
+uint64_t gmem_supported_flags(bool private_in_vm);
 int gmem_fallocate(struct gmem *g, int mode, int64_t off, int64_t len);
 int gmem_fstat(struct gmem *g, int fd, struct stat *st);
 int gmem_info(struct gmem *g, struct gm_gmem_info *info);

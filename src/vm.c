@@ -4,6 +4,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include "attr_mode.h"
 #include "gmem.h"
 #include "kvm/host.h"
 #include "vm.h"
@@ -15,6 +16,8 @@ static void vm_release(struct gm_object *obj)
 	struct vm *vm = gm_container_of(obj, struct vm, obj);
 
 	memslots_destroy(&vm->slots);
+	attr_map_destroy(&vm->mem_attrs);
+	pthread_rwlock_destroy(&vm->attrs_lock);
 	/* call_rcu frees of retired tables must not outlive the tables' owner. */
 	gm_rcu_barrier();
 	mmu_destroy(&vm->mmu);
@@ -41,6 +44,23 @@ static bool default_is_auto(void)
 	const char *env = getenv("GMEM_BACKEND");
 
 	return env && !strcmp(env, "auto");
+}
+
+/* GPAs are 64-bit: the per-VM map covers every gfn a KVM_SET_MEMORY_ATTRIBUTES can name. */
+#define VM_ATTR_GFNS (1ULL << (64 - GM_PAGE_SHIFT))
+
+/* The mode is fixed with the first VM; every VM starts all shared, as the kernel's empty xarray. */
+static int vm_attrs_init(struct vm *vm)
+{
+	int ret = pthread_rwlock_init(&vm->attrs_lock, NULL);
+
+	if (ret)
+		return -ret;
+	vm->attrs_in_vm = attr_mode_latch();
+	ret = attr_map_init(&vm->mem_attrs, VM_ATTR_GFNS, 0);
+	if (ret)
+		pthread_rwlock_destroy(&vm->attrs_lock);
+	return ret;
 }
 
 int vm_create(unsigned long type)
@@ -72,12 +92,11 @@ int vm_create(unsigned long type)
 		}
 	}
 	ret = mmu_init(&vm->mmu);
-	if (ret) {
-		if (vm->host_fd >= 0)
-			close(vm->host_fd);
-		gm_free(vm);
-		return ret;
-	}
+	if (ret)
+		goto err_host;
+	ret = vm_attrs_init(vm);
+	if (ret)
+		goto err_mmu;
 	gm_object_init(&vm->obj, vm_release);
 	vm->type = type;
 	memslots_init(&vm->slots, &vm->mmu, &vm->obj, vm->host_fd);
@@ -87,6 +106,14 @@ int vm_create(unsigned long type)
 	if (fd < 0)
 		vm_put(vm);
 	return fd;
+
+err_mmu:
+	mmu_destroy(&vm->mmu);
+err_host:
+	if (vm->host_fd >= 0)
+		close(vm->host_fd);
+	gm_free(vm);
+	return ret;
 }
 
 void vm_get(struct vm *vm)
@@ -109,6 +136,44 @@ bool vm_has_private_mem(const struct vm *vm)
 	return vm->type == KVM_X86_SW_PROTECTED_VM;
 }
 
+bool vm_attrs_in_vm(const struct vm *vm)
+{
+	return vm->attrs_in_vm;
+}
+
+bool vm_gfn_is_private(struct vm *vm, gfn_t gfn)
+{
+	uint64_t attrs;
+
+	pthread_rwlock_rdlock(&vm->attrs_lock);
+	attrs = attr_get(&vm->mem_attrs, gfn, NULL);
+	pthread_rwlock_unlock(&vm->attrs_lock);
+	return attrs & KVM_MEMORY_ATTRIBUTE_PRIVATE;
+}
+
+bool vm_attrs_uniform(struct vm *vm, gfn_t start, gfn_t end, uint64_t attrs)
+{
+	uint64_t found;
+	bool uniform;
+
+	pthread_rwlock_rdlock(&vm->attrs_lock);
+	uniform = attr_uniform(&vm->mem_attrs, start, end, &found);
+	pthread_rwlock_unlock(&vm->attrs_lock);
+	return uniform && found == attrs;
+}
+
+/*
+ * kvm_supported_mem_attributes: PRIVATE for a VM with private memory in the
+ * per-VM mode. Not on the kvm backend, whose host VM reads every GPA from the
+ * file and cannot serve shared ones from userspace_addr (docs/compat.md).
+ */
+static uint64_t vm_supported_attrs(const struct vm *vm)
+{
+	if (!vm->attrs_in_vm || !vm_has_private_mem(vm) || vm->host_fd >= 0)
+		return 0;
+	return KVM_MEMORY_ATTRIBUTE_PRIVATE;
+}
+
 uint64_t vm_count(void)
 {
 	return atomic_load(&live_vms);
@@ -128,9 +193,16 @@ long vm_check_extension(struct vm *vm, long cap)
 	case KVM_CAP_EXIT_HYPERCALL:
 		return KVM_EXIT_HYPERCALL_VALID_MASK;
 	case KVM_CAP_GUEST_MEMFD_FLAGS:
-		return (long)gmem_supported_flags();
+		return (long)gmem_supported_flags(vm && vm->attrs_in_vm && vm_has_private_mem(vm));
+	case KVM_CAP_MEMORY_ATTRIBUTES:
+		/* Per-VM attributes (kvm.vm_memory_attributes=1): what this VM can set. */
+		if (!vm)
+			return attr_mode_per_vm() ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0;
+		return (long)vm_supported_attrs(vm);
 	case KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES:
 		/* Attributes live in the file (series v8): settable where the VM has private memory. */
+		if (vm ? vm->attrs_in_vm : attr_mode_per_vm())
+			return 0;
 		return !vm || vm_has_private_mem(vm) ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0;
 	case KVM_CAP_VM_TYPES:
 		return (1 << KVM_X86_DEFAULT_VM) | (1 << KVM_X86_SW_PROTECTED_VM);
@@ -146,6 +218,7 @@ static long vm_ioctl_create_guest_memfd(struct vm *vm, unsigned long arg)
 	struct gmem_vm owner = {
 		.obj = &vm->obj, .slots_lock = &vm->slots.lock, .mmu = &vm->mmu,
 		.host_fd = vm->host_fd, .private_mem = vm_has_private_mem(vm),
+		.attrs_in_vm = vm->attrs_in_vm,
 	};
 
 	if (ret)
@@ -168,6 +241,54 @@ static long vm_ioctl_set_memory_region(struct vm *vm, unsigned long request, uns
 	    (mem.flags & ~(KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY)))
 		return -EINVAL;
 	return memslot_set(&vm->slots, &mem);
+}
+
+/* Sets [start, end) to attrs and zaps the stage-2 there, so the guest faults again. */
+static int vm_set_mem_attributes(struct vm *vm, gfn_t start, gfn_t end, uint64_t attrs)
+{
+	uint64_t cur;
+	int ret = 0;
+
+	/* slots_lock serialises the writers, so the map is stable to read under it. */
+	pthread_mutex_lock(&vm->slots.lock);
+	if (attr_uniform(&vm->mem_attrs, start, end, &cur) && cur == attrs)
+		goto out;
+	pthread_rwlock_wrlock(&vm->attrs_lock);
+	ret = attr_reserve(&vm->mem_attrs);
+	pthread_rwlock_unlock(&vm->attrs_lock);
+	if (ret)
+		goto out;
+	/* From here nothing fails: a fault that read the old value retries on the new one. */
+	mmu_invalidate_begin(&vm->mmu, start, end);
+	pthread_rwlock_wrlock(&vm->attrs_lock);
+	attr_set(&vm->mem_attrs, start, end, attrs);
+	attr_shrink(&vm->mem_attrs);
+	pthread_rwlock_unlock(&vm->attrs_lock);
+	mmu_invalidate_end(&vm->mmu);
+out:
+	pthread_mutex_unlock(&vm->slots.lock);
+	return ret;
+}
+
+/* KVM_SET_MEMORY_ATTRIBUTES on the VM, with kvm_vm_ioctl_set_mem_attributes' checks in its order. */
+static long vm_ioctl_set_memory_attributes(struct vm *vm, unsigned long arg)
+{
+	struct kvm_memory_attributes a;
+	uint64_t end;
+	int ret = gm_copy_from_user(&a, (void *)arg, sizeof(a));
+
+	if (ret)
+		return ret;
+	if (a.flags)
+		return -EINVAL;
+	if (a.attributes & ~vm_supported_attrs(vm))
+		return -EINVAL;
+	if (!a.size || !gm_range_ok(a.address, a.size, &end))
+		return -EINVAL;
+	if (!GM_ALIGNED(a.address, GM_PAGE_SIZE) || !GM_ALIGNED(a.size, GM_PAGE_SIZE))
+		return -EINVAL;
+	return vm_set_mem_attributes(vm, a.address >> GM_PAGE_SHIFT, end >> GM_PAGE_SHIFT,
+				     a.attributes);
 }
 
 static long vm_ioctl_enable_cap(struct vm *vm, unsigned long arg)
@@ -205,6 +326,11 @@ long vm_ioctl(struct vm *vm, unsigned long request, unsigned long arg)
 		return vm_ioctl_set_memory_region(vm, request, arg);
 	case KVM_ENABLE_CAP:
 		return vm_ioctl_enable_cap(vm, arg);
+	case KVM_SET_MEMORY_ATTRIBUTES:
+		/* Only with kvm.vm_memory_attributes=1; otherwise the VM has no such ioctl. */
+		if (vm->attrs_in_vm)
+			return vm_ioctl_set_memory_attributes(vm, arg);
+		/* fall through */
 	default:
 		/* The host VM answers what libgmem does not model (TSS, irqchip...). */
 		if (vm->host_fd >= 0)

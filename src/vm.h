@@ -2,6 +2,7 @@
 #ifndef GMEM_VM_H
 #define GMEM_VM_H
 
+#include "attr.h"
 #include "memslot.h"
 #include "mmu/stage2.h"
 
@@ -16,6 +17,11 @@ struct vm {
 	_Atomic uint64_t exit_hypercall_mask; /* KVM_CAP_EXIT_HYPERCALL */
 	atomic_uint nr_vcpus;
 	uint64_t vcpu_ids[4096 / 64]; /* ids in use, under slots.lock */
+	/* kvm.vm_memory_attributes=1 when the VM was made: KVM_SET_MEMORY_ATTRIBUTES is its ioctl. */
+	bool attrs_in_vm;
+	/* attrs_lock guards mem_attrs (by gfn); its writers also hold slots.lock. */
+	pthread_rwlock_t attrs_lock;
+	struct attr_map mem_attrs;
 };
 
 long vm_ioctl(struct vm *vm, unsigned long request, unsigned long arg);
@@ -24,6 +30,12 @@ void vm_get(struct vm *vm);
 void vm_put(struct vm *vm);
 unsigned long vm_type(const struct vm *vm);
 bool vm_has_private_mem(const struct vm *vm);
+/* Private/shared is tracked per VM (by gfn) rather than in each guest_memfd. */
+bool vm_attrs_in_vm(const struct vm *vm);
+/* kvm_mem_is_private with per-VM attributes: gfn's attribute says private. */
+bool vm_gfn_is_private(struct vm *vm, gfn_t gfn);
+/* True when the per-VM attributes of [start, end) are all attrs. */
+bool vm_attrs_uniform(struct vm *vm, gfn_t start, gfn_t end, uint64_t attrs);
 uint64_t vm_count(void);
 int vm_mmu_stats(struct vm *vm, struct gm_mmu_stats *stats);
 int vm_info(struct vm *vm, struct gm_vm_info *info);

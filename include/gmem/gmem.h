@@ -2,6 +2,7 @@
 #ifndef GMEM_GMEM_H
 #define GMEM_GMEM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -213,6 +214,16 @@ struct gm_vm_info {
 	uint32_t reserved;
 };
 int gm_vm_info(int vm_fd, struct gm_vm_info *info);
+
+/*
+ * Where private/shared lives, as the kernel's kvm.vm_memory_attributes: false
+ * (the default, or GMEM_VM_MEMORY_ATTRIBUTES=0) keeps it in each guest_memfd
+ * (KVM_SET_MEMORY_ATTRIBUTES2, in-place conversion); true (or
+ * GMEM_VM_MEMORY_ATTRIBUTES=1) keeps it per VM (KVM_SET_MEMORY_ATTRIBUTES on
+ * the VM fd, shared pages from the slot's userspace_addr). Fixed once the
+ * first VM is created: -EBUSY after that.
+ */
+int gm_set_vm_memory_attributes(bool on);
 
 #ifdef __cplusplus
 }

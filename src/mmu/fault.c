@@ -6,8 +6,8 @@
 #include "mmu/fault.h"
 
 /* The largest leaf the folio, the slot's alignment and uniform attributes allow. */
-static enum mmu_level gmem_max_level(struct gmem *g, const struct memslot_view *s, gfn_t gfn,
-				     pgoff_t index, uint64_t attrs)
+static enum mmu_level gmem_max_level(struct vm *vm, struct gmem *g, const struct memslot_view *s,
+				     gfn_t gfn, pgoff_t index, uint64_t attrs, bool private)
 {
 	for (int l = (g->folio_shift - GM_PAGE_SHIFT) / 9; l > 0; l--) {
 		uint64_t n = 1ULL << (9 * l);
@@ -23,6 +23,10 @@ static enum mmu_level gmem_max_level(struct gmem *g, const struct memslot_view *
 		if (backing_is_split(&g->backing, ibase << GM_PAGE_SHIFT))
 			continue;
 		if (!attr_uniform(&g->attrs, ibase, ibase + n, &uniform) || uniform != attrs)
+			continue;
+		/* With per-VM attributes, a huge leaf also needs them uniform over its GPAs. */
+		if (vm_attrs_in_vm(vm) &&
+		    !vm_attrs_uniform(vm, gbase, gbase + n, private ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0))
 			continue;
 		return (enum mmu_level)l;
 	}
@@ -56,12 +60,13 @@ static struct mmu_fault fault_gmem(struct vm *vm, const struct memslot_view *s, 
 	pthread_rwlock_rdlock(&g->invalidate_lock);
 	attrs = attr_get(&g->attrs, index, NULL);
 	private_attr = vm_has_private_mem(vm) ? (attrs & KVM_MEMORY_ATTRIBUTE_PRIVATE) : 0;
-	if (want_private_attr != !!private_attr) {
+	/* Per-VM attributes are not the file's: an attribute change is caught by seq instead. */
+	if (!vm_attrs_in_vm(vm) && want_private_attr != !!private_attr) {
 		/* A conversion ran since the decision: decide again. */
 		pthread_rwlock_unlock(&g->invalidate_lock);
 		return fault_result(MMU_FAULT_MAPPED, private);
 	}
-	level = gmem_max_level(g, s, gfn, index, attrs);
+	level = gmem_max_level(vm, g, s, gfn, index, attrs, private);
 	hva = backing_addr(&g->backing, (index & ~((1ULL << (9 * level)) - 1)) << GM_PAGE_SHIFT);
 	ret = mmu_map(&vm->mmu, gfn & ~((1ULL << (9 * level)) - 1), level, hva, private, true, seq);
 	pthread_rwlock_unlock(&g->invalidate_lock);
@@ -133,25 +138,39 @@ static bool gmem_page_is_private(struct vm *vm, const struct memslot_view *s, gf
 	return is_private;
 }
 
+/*
+ * kvm_mem_is_private: the one question the fault asks, answered by the VM's
+ * attributes or by the file's, as kvm.vm_memory_attributes chose (s NULL: no slot).
+ */
+static bool gfn_is_private(struct vm *vm, const struct memslot_view *s, gfn_t gfn)
+{
+	if (!vm_has_private_mem(vm))
+		return false;
+	if (vm_attrs_in_vm(vm))
+		return vm_gfn_is_private(vm, gfn);
+	return s && gmem_page_is_private(vm, s, gfn);
+}
+
 struct mmu_fault mmu_page_fault(struct vm *vm, gpa_t gpa, enum gm_access access, bool write)
 {
 	gfn_t gfn = gpa >> GM_PAGE_SHIFT;
 	bool private_vm = vm_has_private_mem(vm);
 	struct memslot_view s;
 	struct mmu_fault r;
-	bool private, is_private;
+	bool private, is_private, has_slot;
 	uint64_t seq;
 
 	atomic_fetch_add(&vm->mmu.faults, 1);
 	seq = mmu_seq_begin(&vm->mmu);
-	if (!memslot_lookup(&vm->slots, gfn, &s)) {
+	has_slot = memslot_lookup(&vm->slots, gfn, &s);
+	is_private = gfn_is_private(vm, has_slot ? &s : NULL, gfn);
+	private = private_vm && (access == GM_ACCESS_AUTO ? is_private : access == GM_ACCESS_PRIVATE);
+	if (!has_slot) {
 		/* No slot: a private access is a memory fault, a shared one is MMIO. */
-		if (private_vm && access == GM_ACCESS_PRIVATE)
+		if (private)
 			return fault_result(MMU_FAULT_MEMORY, true);
 		return fault_result(MMU_FAULT_MMIO, false);
 	}
-	is_private = gmem_page_is_private(vm, &s, gfn);
-	private = private_vm && (access == GM_ACCESS_AUTO ? is_private : access == GM_ACCESS_PRIVATE);
 	if (private != is_private || ((private || s.gmem_only) && !s.gmem))
 		/* The guest wants the other kind, or the file behind the slot is gone. */
 		r = fault_result(MMU_FAULT_MEMORY, private);

@@ -2,6 +2,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "harness/surface.h"
@@ -20,6 +21,15 @@ struct gm_case gm_all_cases[] = {
 	CASES_FOR(KVM_X86_SW_PROTECTED_VM, GM_GUEST_MEMFD_FOLIO_1G),
 };
 size_t gm_all_cases_nr = sizeof(gm_all_cases) / sizeof(gm_all_cases[0]);
+
+#if defined(GM_VM_ATTRS) && !TARGET_IS_KERNEL
+/* The per-VM attribute build: kvm.vm_memory_attributes=1 before any test makes a VM. */
+__attribute__((constructor)) static void per_vm_attributes(void)
+{
+	if (gm_set_vm_memory_attributes(true))
+		abort();
+}
+#endif
 
 uint64_t gm_case_folio_size(const struct gm_case *c)
 {
