@@ -171,7 +171,15 @@ struct mmu_fault mmu_page_fault(struct vm *vm, gpa_t gpa, enum gm_access access,
 			return fault_result(MMU_FAULT_MEMORY, true);
 		return fault_result(MMU_FAULT_MMIO, false);
 	}
-	if (private != is_private || ((private || s.gmem_only) && !s.gmem))
+	/*
+	 * A slot whose file is gone may be one that a slot change or the file's
+	 * release has just replaced or unbound: readers can still find it until a
+	 * grace period ends. That change invalidates around it, so if one raced
+	 * with this fault, fault again and see the new state.
+	 */
+	if (s.has_gmem && !s.gmem && mmu_seq_stale(&vm->mmu, gfn, seq))
+		r = fault_result(MMU_FAULT_MAPPED, private);
+	else if (private != is_private || ((private || s.gmem_only) && !s.gmem))
 		/* The guest wants the other kind, or the file behind the slot is gone. */
 		r = fault_result(MMU_FAULT_MEMORY, private);
 	else if (private || s.gmem_only)

@@ -120,6 +120,16 @@ static bool mmu_retry(struct mmu *mmu, gfn_t gfn, uint64_t seq)
 	return atomic_load_explicit(&mmu->invalidate_seq, memory_order_relaxed) != seq;
 }
 
+bool mmu_seq_stale(struct mmu *mmu, gfn_t gfn, uint64_t seq)
+{
+	bool stale;
+
+	pthread_mutex_lock(&mmu->lock);
+	stale = mmu_retry(mmu, gfn, seq);
+	pthread_mutex_unlock(&mmu->lock);
+	return stale;
+}
+
 int mmu_map(struct mmu *mmu, gfn_t gfn, enum mmu_level level, void *hva, bool private,
 	    bool writable, uint64_t seq)
 {

@@ -51,6 +51,8 @@ static inline void *spte_hva(uint64_t spte, enum mmu_level level, gfn_t gfn)
 int mmu_map(struct mmu *mmu, gfn_t gfn, enum mmu_level level, void *hva, bool private,
 	    bool writable, uint64_t seq);
 uint64_t mmu_seq_begin(struct mmu *mmu);
+/* Whether an invalidation covers gfn or ended since seq: what the fault saw may be gone. */
+bool mmu_seq_stale(struct mmu *mmu, gfn_t gfn, uint64_t seq);
 
 /*
  * Invalidation: begin zaps [start, end), holds faults off until end, and
