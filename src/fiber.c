@@ -8,15 +8,15 @@
 #define _GNU_SOURCE
 #include <sys/mman.h>
 
-#if defined(__SANITIZE_ADDRESS__)
+#include "fiber.h"
+
+#if defined(GM_SANITIZE_ADDRESS)
 #include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
-#if defined(__SANITIZE_THREAD__)
+#if defined(GM_SANITIZE_THREAD)
 #include <sanitizer/tsan_interface.h>
 #endif
-
-#include "fiber.h"
 
 #if !defined(__x86_64__)
 #error "soft vCPUs switch stacks with x86-64 code: port fiber_switch to this architecture"
@@ -102,7 +102,7 @@ int fiber_init(struct fiber *f, size_t stack_size, void (*entry)(void *), void *
 		.ret = (uint64_t)(uintptr_t)fiber_trampoline,
 	};
 	f->sp = frame;
-#if defined(__SANITIZE_THREAD__)
+#if defined(GM_SANITIZE_THREAD)
 	f->tsan_fiber = __tsan_create_fiber(0);
 #endif
 	return 0;
@@ -112,10 +112,10 @@ void fiber_destroy(struct fiber *f)
 {
 	if (!f->map)
 		return;
-#if defined(__SANITIZE_THREAD__)
+#if defined(GM_SANITIZE_THREAD)
 	__tsan_destroy_fiber(f->tsan_fiber);
 #endif
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(GM_SANITIZE_ADDRESS)
 	/* A fiber stopped mid-function leaves its frames' redzones poisoned. */
 	__asan_unpoison_memory_region(f->map, f->map_size);
 #endif
@@ -125,7 +125,7 @@ void fiber_destroy(struct fiber *f)
 
 void fiber_start(struct fiber *f)
 {
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(GM_SANITIZE_ADDRESS)
 	__sanitizer_finish_switch_fiber(NULL, &f->caller_stack, &f->caller_stack_size);
 #endif
 	f->entry(f->arg);
@@ -134,33 +134,33 @@ void fiber_start(struct fiber *f)
 
 void fiber_resume(struct fiber *f)
 {
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(GM_SANITIZE_ADDRESS)
 	void *fake_stack;
 
 	__sanitizer_start_switch_fiber(&fake_stack, (char *)f->map + GM_PAGE_SIZE,
 				       f->map_size - GM_PAGE_SIZE);
 #endif
-#if defined(__SANITIZE_THREAD__)
+#if defined(GM_SANITIZE_THREAD)
 	f->tsan_caller = __tsan_get_current_fiber();
 	__tsan_switch_to_fiber(f->tsan_fiber, 0);
 #endif
 	fiber_switch(&f->caller_sp, f->sp);
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(GM_SANITIZE_ADDRESS)
 	__sanitizer_finish_switch_fiber(fake_stack, NULL, NULL);
 #endif
 }
 
 void fiber_yield(struct fiber *f)
 {
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(GM_SANITIZE_ADDRESS)
 	__sanitizer_start_switch_fiber(&f->asan_fake_stack, f->caller_stack, f->caller_stack_size);
 #endif
-#if defined(__SANITIZE_THREAD__)
+#if defined(GM_SANITIZE_THREAD)
 	__tsan_switch_to_fiber(f->tsan_caller, 0);
 #endif
 	fiber_switch(&f->sp, f->caller_sp);
 	/* Resumed, perhaps by another thread: its stack is the caller's now. */
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(GM_SANITIZE_ADDRESS)
 	__sanitizer_finish_switch_fiber(f->asan_fake_stack, &f->caller_stack, &f->caller_stack_size);
 #endif
 }
@@ -169,11 +169,11 @@ void fiber_exit(struct fiber *f)
 {
 	void *dead_sp;
 
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(GM_SANITIZE_ADDRESS)
 	/* No fake stack to keep: this stack is never resumed. */
 	__sanitizer_start_switch_fiber(NULL, f->caller_stack, f->caller_stack_size);
 #endif
-#if defined(__SANITIZE_THREAD__)
+#if defined(GM_SANITIZE_THREAD)
 	__tsan_switch_to_fiber(f->tsan_caller, 0);
 #endif
 	fiber_switch(&dead_sp, f->caller_sp);

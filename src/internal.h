@@ -14,6 +14,22 @@
 
 #define GM_EXPORT __attribute__((visibility("default")))
 
+/* Sanitizer builds: GCC defines __SANITIZE_*__, Clang (make fuzz) only answers __has_feature. */
+#if defined(__SANITIZE_ADDRESS__)
+#define GM_SANITIZE_ADDRESS 1
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define GM_SANITIZE_THREAD 1
+#endif
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define GM_SANITIZE_ADDRESS 1
+#endif
+#if __has_feature(thread_sanitizer)
+#define GM_SANITIZE_THREAD 1
+#endif
+#endif
+
 /* The hypercalls KVM_CAP_EXIT_HYPERCALL can route to userspace: KVM keeps this mask internal too. */
 #define KVM_EXIT_HYPERCALL_VALID_MASK (1 << KVM_HC_MAP_GPA_RANGE)
 
