@@ -185,6 +185,7 @@ long vm_check_extension(struct vm *vm, long cap)
 	case KVM_CAP_USER_MEMORY:
 	case KVM_CAP_USER_MEMORY2:
 	case KVM_CAP_MEMORY_FAULT_INFO:
+	case KVM_CAP_IMMEDIATE_EXIT: /* soft vCPUs honour it; the kvm backend's host does */
 	case KVM_CAP_ENABLE_CAP_VM:
 	case KVM_CAP_GUEST_MEMFD:
 		return 1;

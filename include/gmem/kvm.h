@@ -39,6 +39,7 @@
 #define KVM_CAP_USER_MEMORY           3
 #define KVM_CAP_NR_MEMSLOTS           10
 #define KVM_CAP_ENABLE_CAP_VM         98
+#define KVM_CAP_IMMEDIATE_EXIT        136
 #define KVM_CAP_EXIT_HYPERCALL        201
 
 /* VM ioctls */

@@ -44,6 +44,8 @@ Test(vcpu, capabilities)
 		cr_expect_eq(sys_ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_USER_MEMORY), 1);
 		cr_expect_eq(sys_ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_USER_MEMORY2), 1);
 		cr_expect_eq(sys_ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_MEMORY_FAULT_INFO), 1);
+		/* The selftests' library refuses to start without it. */
+		cr_expect_eq(sys_ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_IMMEDIATE_EXIT), 1);
 		/* The only hypercall KVM lets userspace handle on x86. */
 		cr_expect_eq(sys_ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_EXIT_HYPERCALL),
 			     1 << KVM_HC_MAP_GPA_RANGE);
