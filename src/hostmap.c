@@ -957,11 +957,36 @@ static void forget_replaced(void *addr, size_t len)
 	drop_all(dropped);
 }
 
+/*
+ * Whether munmap(2) can cut the library's mappings at start and end: not
+ * inside a folio a mapping shows as one huge page. The kernel refuses such a
+ * cut too, but only after splitting the mappings it met first (and telling
+ * the userfaultfd about it), so the library refuses it before anything happens.
+ */
+static bool cuts_whole_pieces_locked(uintptr_t start, uintptr_t end)
+{
+	for (struct hostmap *m = hostmaps; m; m = m->next) {
+		uintptr_t cut[2] = { start, end };
+
+		for (int i = 0; i < 2; i++) {
+			uint64_t off;
+
+			if (cut[i] <= m->start || cut[i] >= m->end)
+				continue;
+			off = m->off + (cut[i] - m->start);
+			if (off < m->gmem->backing.size && off % piece_size(m, off))
+				return false;
+		}
+	}
+	return true;
+}
+
 int hostmap_unmap(void *addr, size_t len)
 {
 	struct hostmap *spare = gm_zalloc(sizeof(*spare)), *dropped = NULL;
 	uintptr_t start = (uintptr_t)addr, end = page_end(addr, len);
 	bool found = false;
+	int err = 0;
 
 	/* A mapping cut in the middle splits in two: allocate before changing anything. */
 	if (!spare)
@@ -969,10 +994,13 @@ int hostmap_unmap(void *addr, size_t len)
 	pthread_mutex_lock(&hostmap_lock);
 	spare->next = spares;
 	spares = spare;
+	drain_locked(&dropped);
 	/* The reader does not need this lock to read the unmap event that munmap waits for. */
-	if (munmap(addr, len) < 0) {
-		int err = -errno;
-
+	if (!cuts_whole_pieces_locked(start, end))
+		err = -EINVAL;
+	else if (munmap(addr, len) < 0)
+		err = -errno;
+	if (err) {
 		spare_put_locked(&dropped);
 		pthread_mutex_unlock(&hostmap_lock);
 		drop_all(dropped);
