@@ -128,3 +128,41 @@ Test(plain_syscalls, store_size_is_sealed)
 	gm_close(gmem);
 	vmm_destroy(&m);
 }
+
+static void guest_never_runs(struct gm_guest *g, void *arg)
+{
+}
+
+/* The library's own calls take one kind of fd each: any other library fd is EINVAL, not misread. */
+Test(plain_syscalls, native_calls_check_the_fd_kind)
+{
+	struct vmm m;
+	struct gm_gmem_info gi;
+	struct gm_vm_info vi;
+	struct gm_mmu_stats ms;
+	struct gm_ucall uc;
+	void *dma;
+
+	vmm_init(&m, KVM_X86_SW_PROTECTED_VM);
+	int gmem = vmm_gmem(&m, 1 << 20, GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED);
+	int vcpu = vmm_vcpu(&m, 0, NULL, NULL);
+
+	cr_expect_eq(gm_gmem_info(m.vm, &gi), -EINVAL);
+	cr_expect_eq(gm_gmem_info(vcpu, &gi), -EINVAL);
+	cr_expect_eq(gm_gmem_pin(m.vm, 0, 4096, &dma), -EINVAL);
+	cr_expect_eq(gm_gmem_unpin(vcpu, 0, 4096), -EINVAL);
+	cr_expect_eq(gm_vm_info(gmem, &vi), -EINVAL);
+	cr_expect_eq(gm_vm_info(vcpu, &vi), -EINVAL);
+	cr_expect_eq(gm_vm_mmu_stats(gmem, &ms), -EINVAL);
+	cr_expect_eq(gm_vcpu_set_guest(m.vm, guest_never_runs, NULL), -EINVAL);
+	cr_expect_eq(gm_vcpu_set_guest(gmem, guest_never_runs, NULL), -EINVAL);
+	cr_expect_eq(gm_vcpu_get_ucall(gmem, &uc), -EINVAL);
+	cr_expect_eq(gm_vcpu_get_ucall(m.kvm, &uc), -EINVAL);
+	/* And they did nothing to the objects they were wrongly given. */
+	cr_expect_eq(gm_gmem_info(gmem, &gi), 0);
+	cr_expect_eq(gi.size, 1 << 20);
+	cr_expect_eq(gm_vm_info(m.vm, &vi), 0);
+	cr_expect_eq(vi.nr_vcpus, 1);
+	gm_close(gmem);
+	vmm_destroy(&m);
+}
