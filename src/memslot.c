@@ -19,14 +19,26 @@ static struct memslot *slot_by_id(struct vm_memslots *vs, uint32_t id)
 	return chunk ? chunk[(uint16_t)id % SLOT_ID_CHUNK] : NULL;
 }
 
-/* Makes room for id in the index before anything changes: -ENOMEM, or 0. */
-static int slot_id_reserve(struct vm_memslots *vs, uint32_t id)
+/* Makes room for id in the index before anything changes: -ENOMEM, or 0; *made if it allocated. */
+static int slot_id_reserve(struct vm_memslots *vs, uint32_t id, bool *made)
 {
 	struct memslot ***chunk = &vs->by_id[id >> 16][(uint16_t)id / SLOT_ID_CHUNK];
 
+	*made = !*chunk;
 	if (!*chunk)
 		*chunk = gm_zalloc(SLOT_ID_CHUNK * sizeof(**chunk));
 	return *chunk ? 0 : -ENOMEM;
+}
+
+/* A failed call gives back the room it made: it holds no slot yet. */
+static void slot_id_unreserve(struct vm_memslots *vs, uint32_t id, bool made)
+{
+	struct memslot ***chunk = &vs->by_id[id >> 16][(uint16_t)id / SLOT_ID_CHUNK];
+
+	if (made) {
+		gm_free(*chunk);
+		*chunk = NULL;
+	}
 }
 
 static void slot_id_set(struct vm_memslots *vs, uint32_t id, struct memslot *slot)
@@ -193,16 +205,19 @@ static int slot_create(struct vm_memslots *vs, unsigned as_id, const struct kvm_
 	gfn_t base = mem->guest_phys_addr >> GM_PAGE_SHIFT;
 	uint64_t npages = mem->memory_size >> GM_PAGE_SHIFT;
 	struct memslot *slot;
+	bool made;
 	int ret;
 
 	if (slot_tree_overlap(&vs->as[as_id], base, base + npages, old))
 		return -EEXIST;
-	ret = slot_id_reserve(vs, mem->slot);
+	ret = slot_id_reserve(vs, mem->slot, &made);
 	if (ret)
 		return ret;
 	slot = gm_zalloc(sizeof(*slot));
-	if (!slot)
+	if (!slot) {
+		slot_id_unreserve(vs, mem->slot, made);
 		return -ENOMEM;
+	}
 	slot->id = mem->slot;
 	slot->flags = mem->flags;
 	slot->base_gfn = base;
@@ -238,6 +253,7 @@ err_unbind:
 	gmem_unbind(&slot->binding);
 err_free:
 	gm_free(slot);
+	slot_id_unreserve(vs, mem->slot, made);
 	return ret;
 }
 
