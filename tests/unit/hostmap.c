@@ -29,31 +29,6 @@ static struct gm_gmem_info info_of(int fd)
 	return info;
 }
 
-static sigjmp_buf fault_jmp;
-
-static void on_fault(int sig)
-{
-	siglongjmp(fault_jmp, sig);
-}
-
-/* Whether a read of p faults in any way (SIGBUS, or SIGSEGV on a mapping left PROT_NONE). */
-static bool inaccessible(volatile char *p)
-{
-	struct sigaction sa = { .sa_handler = on_fault }, old_bus, old_segv;
-	bool faulted = false;
-
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGBUS, &sa, &old_bus);
-	sigaction(SIGSEGV, &sa, &old_segv);
-	if (sigsetjmp(fault_jmp, 1) == 0)
-		(void)*p;
-	else
-		faulted = true;
-	sigaction(SIGBUS, &old_bus, NULL);
-	sigaction(SIGSEGV, &old_segv, NULL);
-	return faulted;
-}
-
 /* The kernel mappings of the process that overlap [p, p + len). */
 static long kernel_mappings(const char *p, uint64_t len)
 {
@@ -125,7 +100,7 @@ static void check_new_occupant(int gmem, char *p)
 		cr_assert_eq(convert(gmem, 0, 8 * PAGE, 0), 0);
 	}
 	for (int i = 0; i < 8; i++) {
-		cr_assert_not(inaccessible(q + i * PAGE), "page %d of the new occupant unmapped", i);
+		cr_assert_not(t_read_faults(q + i * PAGE), "page %d of the new occupant unmapped", i);
 		cr_expect_eq(q[i * PAGE], 0x77, "page %d of the new occupant changed", i);
 		cr_expect_eq(q[i * PAGE + PAGE - 1], 0x77, "page %d of the new occupant changed", i);
 	}
@@ -176,8 +151,8 @@ Test(hostmap, mremap_grow_hides_private)
 	char *q = mremap(f.p, PAGE, 2 * PAGE, MREMAP_MAYMOVE);
 
 	cr_assert_neq(q, MAP_FAILED, "mremap: %s", strerror(errno));
-	cr_expect(inaccessible(q + PAGE), "the private page is readable through a grown mapping");
-	cr_expect_not(inaccessible(q), "the shared page went with the move");
+	cr_expect(t_read_faults(q + PAGE), "the private page is readable through a grown mapping");
+	cr_expect_not(t_read_faults(q), "the shared page went with the move");
 	cr_expect_eq(q[0], 1);
 	munmap(q, 2 * PAGE);
 	mapped_close(&f);
@@ -202,12 +177,12 @@ Test(hostmap, mremap_move_follows_conversions)
 	cr_assert_eq(q, target, "mremap: %s", strerror(errno));
 	cr_assert_eq(q[PAGE], 2);
 	cr_assert_eq(convert(gmem, PAGE, 2 * PAGE, PRIVATE), 0);
-	cr_expect(inaccessible(q + PAGE), "a page made private after the move is readable");
-	cr_expect(inaccessible(q + 2 * PAGE), "a page made private after the move is readable");
+	cr_expect(t_read_faults(q + PAGE), "a page made private after the move is readable");
+	cr_expect(t_read_faults(q + 2 * PAGE), "a page made private after the move is readable");
 	cr_expect_eq(q[0], 1);
 	cr_expect_eq(q[3 * PAGE], 4);
 	cr_assert_eq(convert(gmem, PAGE, 2 * PAGE, 0), 0);
-	cr_expect_not(inaccessible(q + PAGE), "shared again, the page must come back");
+	cr_expect_not(t_read_faults(q + PAGE), "shared again, the page must come back");
 	cr_expect_eq(info_of(gmem).host_mappings, 1);
 	/* The old address is free again: a new occupant there is never touched. */
 	char *r = mmap(p, 4 * PAGE, PROT_READ | PROT_WRITE,
@@ -217,7 +192,7 @@ Test(hostmap, mremap_move_follows_conversions)
 	memset(r, 0x33, 4 * PAGE);
 	cr_assert_eq(convert(gmem, 0, 4 * PAGE, PRIVATE), 0);
 	cr_expect_eq(r[PAGE], 0x33);
-	cr_expect(inaccessible(q), "private after the move");
+	cr_expect(t_read_faults(q), "private after the move");
 	cr_expect_eq(gm_munmap(q, 4 * PAGE), 0);
 	cr_expect_eq(info_of(gmem).host_mappings, 0);
 	munmap(r, 4 * PAGE);
@@ -252,9 +227,9 @@ Test(hostmap, fixed_middle_allocation_failure)
 			failed++;
 		}
 		cr_assert_eq(convert(gmem, 6 * PAGE, PAGE, PRIVATE), 0);
-		cr_expect(inaccessible(p + 6 * PAGE), "after %ld: the right part shows a private page",
+		cr_expect(t_read_faults(p + 6 * PAGE), "after %ld: the right part shows a private page",
 			  after);
-		cr_expect_not(inaccessible(p + 5 * PAGE), "after %ld: a shared page was lost", after);
+		cr_expect_not(t_read_faults(p + 5 * PAGE), "after %ld: a shared page was lost", after);
 		cr_assert_eq(convert(gmem, 6 * PAGE, PAGE, 0), 0);
 		cr_expect_eq(p[6 * PAGE], 0x42, "after %ld", after);
 		cr_assert_eq(gm_munmap(p, 8 * PAGE), 0);
@@ -309,9 +284,9 @@ Test(hostmap, private_islands_cost_no_mappings, .timeout = 120)
 	cr_assert_eq(make_islands(&f, islands, &made), 0, "island %llu", (unsigned long long)made);
 	after = kernel_mappings(p, size);
 	cr_expect_eq(after, before, "%ld kernel mappings before the islands, %ld after", before, after);
-	cr_expect(inaccessible(p + PAGE));
-	cr_expect(inaccessible(p + (2 * islands - 1) * PAGE));
-	cr_expect_not(inaccessible(p + 2 * islands * PAGE));
+	cr_expect(t_read_faults(p + PAGE));
+	cr_expect(t_read_faults(p + (2 * islands - 1) * PAGE));
+	cr_expect_not(t_read_faults(p + 2 * islands * PAGE));
 	p[4 * PAGE] = 9;
 	cr_expect_eq(p[4 * PAGE], 9);
 	check_can_still_map();
@@ -337,7 +312,7 @@ Test(hostmap, islands_cost_what_the_layout_says)
 	cr_expect_eq(kernel_mappings(f.p, size), f.laid ? 2 * islands + 1 : 1,
 		     "%s layout", f.laid ? "laid" : "faulting");
 	for (uint64_t i = 0; i < 2 * islands + 1; i++)
-		cr_expect_eq(inaccessible(f.p + i * PAGE), i % 2 == 1, "page %llu",
+		cr_expect_eq(t_read_faults(f.p + i * PAGE), i % 2 == 1, "page %llu",
 			     (unsigned long long)i);
 	cr_assert_eq(convert(f.gmem, 0, size, 0), 0);
 	cr_expect_eq(kernel_mappings(f.p, size), 1);
@@ -366,13 +341,13 @@ Test(hostmap, laid_map_count_bounds_islands, .timeout = 120)
 	island = f.p + (2 * made + 1) * PAGE;
 	cr_expect_eq(info_of(f.gmem).shared_bytes, size - made * PAGE,
 		     "the failed conversion changed attributes");
-	cr_expect_not(inaccessible(island), "the failed conversion hid its page");
+	cr_expect_not(t_read_faults(island), "the failed conversion hid its page");
 	island[0] = 5;
 	cr_expect_eq(island[0], 5);
-	cr_expect(inaccessible(island - 2 * PAGE), "the last island made is readable");
+	cr_expect(t_read_faults(island - 2 * PAGE), "the last island made is readable");
 	/* At the bound even a conversion that frees mappings may need one first: free two. */
 	cr_assert_eq(convert(f.gmem, (2 * made - 1) * PAGE, PAGE, 0), 0);
-	cr_expect_not(inaccessible(island - 2 * PAGE));
+	cr_expect_not(t_read_faults(island - 2 * PAGE));
 	cr_assert_eq(convert(f.gmem, 0, size, 0), 0);
 	cr_expect_eq(kernel_mappings(f.p, size), 1);
 	check_can_still_map();
@@ -398,12 +373,12 @@ Test(hostmap, failed_hide_leaves_range_inaccessible)
 	gm_hostmap_fail(0, 0);
 	cr_expect_eq(info_of(f.gmem).shared_bytes, 8 * PAGE, "a failed conversion changed attributes");
 	for (int i = 0; i < 8; i++)
-		cr_expect(inaccessible(p + i * PAGE), "page %d readable after a failed hide", i);
+		cr_expect(t_read_faults(p + i * PAGE), "page %d readable after a failed hide", i);
 	/* The next conversion that can reach the mapping lays it again. */
 	cr_assert_eq(convert(f.gmem, 7 * PAGE, PAGE, PRIVATE), 0);
-	cr_assert_not(inaccessible(p), "the shared page did not come back");
+	cr_assert_not(t_read_faults(p), "the shared page did not come back");
 	cr_expect_eq(p[0], 0x5a);
-	cr_expect(inaccessible(p + 7 * PAGE));
+	cr_expect(t_read_faults(p + 7 * PAGE));
 	gm_munmap(p, 8 * PAGE);
 	mapped_close(&f);
 }
@@ -425,11 +400,11 @@ Test(hostmap, hidden_range_comes_back_at_next_conversion)
 	gm_hostmap_fail(0, 0);
 	cr_expect_eq(info_of(f.gmem).shared_bytes, 8 * PAGE, "a failed conversion changed attributes");
 	for (int i = 0; i < 4; i++)
-		cr_expect_eq(inaccessible(f.p + i * PAGE), f.laid, "page %d, %s layout", i,
+		cr_expect_eq(t_read_faults(f.p + i * PAGE), f.laid, "page %d, %s layout", i,
 			     f.laid ? "laid" : "faulting");
 	cr_assert_eq(convert(f.gmem, 6 * PAGE, PAGE, PRIVATE), 0);
 	for (int i = 0; i < 4; i++) {
-		cr_assert_not(inaccessible(f.p + i * PAGE), "shared page %d did not come back", i);
+		cr_assert_not(t_read_faults(f.p + i * PAGE), "shared page %d did not come back", i);
 		cr_expect_eq(f.p[i * PAGE], 0x4d, "page %d lost its data", i);
 	}
 	gm_munmap(f.p, 4 * PAGE);
@@ -438,6 +413,7 @@ Test(hostmap, hidden_range_comes_back_at_next_conversion)
 
 /* A SIGBUS on a private page is the kernel's: BUS_ADRERR at the faulting address. */
 static siginfo_t bus_info;
+static sigjmp_buf fault_jmp;
 
 static void on_bus_info(int sig, siginfo_t *si, void *uc)
 {
@@ -498,12 +474,12 @@ Test(hostmap, split_hide_failure_is_reported)
 		     "a conversion whose hide failed reported success");
 	gm_hostmap_fail(0, 0);
 	cr_expect_eq(info_of(gmem).shared_bytes, 2 * SZ_2M);
-	cr_expect_not(inaccessible(p + 5 * PAGE), "the failed conversion left the page hidden");
+	cr_expect_not(t_read_faults(p + 5 * PAGE), "the failed conversion left the page hidden");
 	cr_expect_eq(p[5 * PAGE], 0x6b);
 	cr_expect_eq(info_of(gmem).split_folios, 0, "the folio stayed split");
 	/* Without the failure the same conversion works, and the page is the guest's. */
 	cr_assert_eq(convert(gmem, 5 * PAGE, PAGE, PRIVATE), 0);
-	cr_expect(inaccessible(p + 5 * PAGE));
+	cr_expect(t_read_faults(p + 5 * PAGE));
 	cr_expect_eq(p[6 * PAGE], 0x6b);
 	cr_expect_eq(p[SZ_2M], 0x6b);
 	gm_munmap(p, 2 * SZ_2M);
