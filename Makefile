@@ -6,7 +6,7 @@
 #   make bench    build and run the benchmarks (results under build/bench/)
 #   make stress   gmem-stress: everything at once on one VM, checked (STRESS_SECONDS, default 180)
 #   make fuzz     the libFuzzer targets, FUZZ_SECONDS each (default 60)
-#   make test-laid the host-mapping tests again with GMEM_USERFAULTFD=0 (part of make test)
+#   make test-laid the tests of host mappings again, laid (GMEM_USERFAULTFD=0; part of make test)
 #   make mutation one-line breakages of the library, each against make test-run (slow)
 #   make install  library, headers, pkg-config file, man pages and gmem-vm under $(PREFIX)
 
@@ -375,15 +375,20 @@ test-run: test-build
 	exit $$status
 
 # Host mappings laid without userfaultfd (docs/compat.md; the host's guest_memfd on the kvm
-# backend lays them too), forced with GMEM_USERFAULTFD=0: the unit suites that map files and
-# conformance-libgmem. One result per program, as test-run; skips say "laid/".
+# backend lays them too), forced with GMEM_USERFAULTFD=0: the unit suites that map files,
+# conformance-libgmem and the stress programs that convert mapped files. One result per
+# program, as test-run; skips say "laid/".
 LAID_UNIT_FILTER := @(convert|guest_soft|hostmap|hugetlb|kvm_backend|memory|pin|plain_syscalls|release|stage2_pages|vcpu_exits|vcpu_run)/*
-test-laid: $(BUILD)/tests/unit $(BUILD)/tests/conformance-libgmem
+LAID_TESTS := unit conformance-libgmem stress-hugetlb_split stress-conversions stress-vcpu_stress
+test-laid: $(LAID_TESTS:%=$(BUILD)/tests/%)
 	@mkdir -p $(dir $(GM_TEST_RESULTS)); [ -n "$(TEST_RESULTS_KEEP)" ] || : > $(GM_TEST_RESULTS)
-	@status=0; for t in unit conformance-libgmem; do \
+	@status=0; for t in $(LAID_TESTS); do \
 		echo "== laid: $(BUILD)/tests/$$t"; \
-		case $$t in unit) filter='$(LAID_UNIT_FILTER)' ;; *) filter='*' ;; esac; \
-		GMEM_USERFAULTFD=0 GM_TEST_VARIANT=laid $(BUILD)/tests/$$t --jobs 2 --filter "$$filter"; \
+		case $$t in \
+		unit) set -- --jobs 2 --filter '$(LAID_UNIT_FILTER)' ;; \
+		conformance-*) set -- --jobs 2 ;; \
+		*) set -- ;; esac; \
+		GMEM_USERFAULTFD=0 GM_TEST_VARIANT=laid $(BUILD)/tests/$$t "$$@"; \
 		rc=$$?; case $$rc in \
 		0) echo "PASS laid $$t" ;; \
 		77) echo "SKIPPED laid $$t" ;; \
