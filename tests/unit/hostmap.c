@@ -200,6 +200,30 @@ Test(hostmap, mremap_move_follows_conversions)
 }
 
 /*
+ * The record of a mapping a plain mremap moved: faulting, it follows the
+ * move; laid, it stays at the old address until gm_munmap there, as
+ * docs/compat.md says. Either way gm_munmap leaves no record behind.
+ */
+Test(hostmap, plain_mremap_record_until_gm_munmap)
+{
+	struct mapped f;
+	char *target = mmap(NULL, 4 * PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	cr_assert_neq(target, MAP_FAILED);
+	mapped_open(&f, 4 * PAGE, 4 * PAGE, SHARED_FLAGS);
+	char *q = mremap(f.p, 4 * PAGE, 4 * PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, target);
+
+	cr_assert_eq(q, target, "mremap: %s", strerror(errno));
+	cr_expect_eq(info_of(f.gmem).host_mappings, 1);
+	cr_assert_eq(gm_munmap(f.p, 4 * PAGE), 0, "%s", strerror(errno));
+	cr_expect_eq(info_of(f.gmem).host_mappings, f.laid ? 0 : 1,
+		     "gm_munmap at the old address, %s layout", f.laid ? "laid" : "faulting");
+	cr_assert_eq(gm_munmap(q, 4 * PAGE), 0, "%s", strerror(errno));
+	cr_expect_eq(info_of(f.gmem).host_mappings, 0);
+	mapped_close(&f);
+}
+
+/*
  * A fixed mapping into the middle of another needs a record for the right
  * part. Whichever allocation fails, either the call fails with ENOMEM and
  * nothing changed, or the right part still follows conversions.
