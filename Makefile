@@ -39,7 +39,7 @@ CFLAGS       ?= -g
 ALL_CFLAGS   := -std=gnu11 -Wall -Wextra $(WERROR) -Wno-unused-parameter $(VARIANT_CFLAGS) \
                 -Iinclude $(CFLAGS)
 LIB_CFLAGS   := $(ALL_CFLAGS) -fPIC -fvisibility=hidden
-LDLIBS       := -lurcu-bp -lpthread
+LDLIBS       := -lurcu-bp -lpthread -lcrypto
 SAN_LDFLAGS  := $(filter -fsanitize=%,$(VARIANT_CFLAGS))
 
 LIB_SRCS     := $(wildcard src/*.c src/kvm/*.c src/mmu/*.c src/platform/*.c)
@@ -182,6 +182,13 @@ $(BUILD)/bin/%: tools/%.c $(GUEST_LIB) $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -I. $< -o $@ $(GUEST_LIB) $(STATIC) $(LDLIBS) $(SAN_LDFLAGS)
 
+# gmem-attest and the attestation benchmark use only the attestation module (no VM code):
+# they link its objects, whose internal calls libgmem.a keeps hidden.
+ATTEST_OBJS  := $(BUILD)/obj/src/platform/snp_report.o $(BUILD)/obj/src/platform/platform_key.o
+$(BUILD)/bin/gmem-attest: tools/gmem-attest.c $(ATTEST_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Isrc $< -o $@ $(ATTEST_OBJS) -lcrypto $(SAN_LDFLAGS)
+
 $(BUILD)/tests/conformance-libgmem: $(CONF_SRCS) $(HARNESS_SRCS) $(wildcard tests/harness/*.h) $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -DGM_TARGET_LIBGMEM -Itests $(CONF_SRCS) $(HARNESS_SRCS) -o $@ \
@@ -235,6 +242,10 @@ $(GMEM_STRESS): $(GMEM_STRESS_SRCS) $(wildcard tests/stress/vm/*.h) $(GUEST_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -DGM_TEST_HOOKS -Isrc -Itests -I. $(GMEM_STRESS_SRCS) -o $@ $(GUEST_LIB) \
 	      $(TEST_STATIC) $(LDLIBS) $(SAN_LDFLAGS)
+
+$(BUILD)/bench/snp_report: bench/snp_report.c $(wildcard bench/*.h) $(ATTEST_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Ibench -Isrc $< -o $@ $(ATTEST_OBJS) $(LDLIBS) -lm $(SAN_LDFLAGS)
 
 $(BUILD)/bench/%: bench/%.c $(wildcard bench/*.h) $(STATIC)
 	@mkdir -p $(dir $@)
