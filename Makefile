@@ -84,7 +84,7 @@ BENCHES      := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all lib tools run test test-run test-build bench install uninstall clean deps check-exports \
 	check-install check-layering stress deps-test check-deps check-valgrind check-version check-docs \
-	check-man check-examples mutation
+	check-man check-examples check-attest mutation
 all: lib tools
 
 lib: $(SHARED) $(STATIC)
@@ -188,6 +188,11 @@ ATTEST_OBJS  := $(BUILD)/obj/src/platform/snp_report.o $(BUILD)/obj/src/platform
 $(BUILD)/bin/gmem-attest: tools/gmem-attest.c $(ATTEST_OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Isrc $< -o $@ $(ATTEST_OBJS) -lcrypto $(SAN_LDFLAGS)
+
+# tests/attest/check.sh: gmem-attest's verdicts on a report this helper signs with known fields.
+$(BUILD)/tests/attest-make-report: tests/attest/make_report.c $(TEST_STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Isrc $< -o $@ $(TEST_STATIC) $(LDLIBS) $(SAN_LDFLAGS)
 
 $(BUILD)/tests/conformance-libgmem: $(CONF_SRCS) $(HARNESS_SRCS) $(wildcard tests/harness/*.h) $(STATIC)
 	@mkdir -p $(dir $@)
@@ -345,6 +350,10 @@ check-man:
 check-examples: $(STATIC)
 	@scripts/check-examples.py $(BUILD)
 
+# gmem-attest key and verify: verdicts, reasons and exit statuses (platform keys in a scratch dir).
+check-attest: $(BUILD)/bin/gmem-attest $(BUILD)/tests/attest-make-report
+	@tests/attest/check.sh $(BUILD)
+
 # The Makefile's VERSION, gmem.h's GM_VERSION_* and gm_version() agree.
 check-version: $(STATIC)
 	@scripts/check-version.sh $(BUILD)
@@ -396,6 +405,7 @@ test: deps-test
 	@scripts/test-step.sh check-layering $(MAKE) --no-print-directory check-layering
 	@scripts/test-step.sh check-version $(MAKE) --no-print-directory check-version
 	@scripts/test-step.sh check-examples $(MAKE) --no-print-directory check-examples
+	@scripts/test-step.sh check-attest $(MAKE) --no-print-directory check-attest
 	@scripts/test-step.sh check-install $(MAKE) --no-print-directory check-install
 	@scripts/test-step.sh --own test-run $(MAKE) --no-print-directory test-run TEST_RESULTS_KEEP=1
 	@scripts/test-step.sh --own asan-test-run $(MAKE) --no-print-directory VARIANT=asan test-run \
