@@ -436,8 +436,8 @@ bench: deps
 	@scripts/bench.sh $(BENCHES)
 
 # Everything is staged under $(INSTALL_STAGE) first; scripts/install.sh then moves it under
-# $(DESTDIR), all or nothing. gmem-vm is installed (it links libgmem statically); the other
-# tools are not.
+# $(DESTDIR), all or nothing. gmem-vm (it links libgmem statically) and gmem-attest are
+# installed; the other tools are not.
 INSTALL_STAGE := $(BUILD)/install-stage
 MAN_PAGES    := $(wildcard man/man3/*.3)
 install: lib tools
@@ -449,7 +449,7 @@ install: lib tools
 	@ln -sf libgmem.so.$(VERSION) $(INSTALL_STAGE)$(LIBDIR)/libgmem.so.$(SOVERSION)
 	@ln -sf libgmem.so.$(VERSION) $(INSTALL_STAGE)$(LIBDIR)/libgmem.so
 	@install -m 644 $(STATIC) $(INSTALL_STAGE)$(LIBDIR)/
-	@install -m 755 $(BUILD)/bin/gmem-vm $(INSTALL_STAGE)$(BINDIR)/
+	@install -m 755 $(BUILD)/bin/gmem-vm $(BUILD)/bin/gmem-attest $(INSTALL_STAGE)$(BINDIR)/
 	@$(if $(MAN_PAGES),install -m 644 $(MAN_PAGES) $(INSTALL_STAGE)$(MANDIR)/man3/)
 	@sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
 	    -e 's|@VERSION@|$(VERSION)|' src/libgmem.pc.in > $(INSTALL_STAGE)$(LIBDIR)/pkgconfig/libgmem.pc
@@ -459,7 +459,7 @@ uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/libgmem.so* $(DESTDIR)$(LIBDIR)/libgmem.a \
 	      $(DESTDIR)$(LIBDIR)/pkgconfig/libgmem.pc
 	rm -rf $(DESTDIR)$(INCLUDEDIR)/gmem
-	rm -f $(DESTDIR)$(BINDIR)/gmem-vm
+	rm -f $(DESTDIR)$(BINDIR)/gmem-vm $(DESTDIR)$(BINDIR)/gmem-attest
 	rm -f $(MAN_PAGES:man/man3/%=$(DESTDIR)$(MANDIR)/man3/%)
 
 clean:
