@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,9 +34,6 @@ static int put_path(char *buf, size_t len, const char *dir, const char *sub)
 int platform_key_path(char *buf, size_t len)
 {
 	const char *env = getenv(PLATFORM_KEY_ENV);
-	const char *home;
-	struct passwd pw, *found = NULL;
-	char pwbuf[1024];
 
 	if (env && *env) {
 		if (strlen(env) >= len)
@@ -49,14 +45,11 @@ int platform_key_path(char *buf, size_t len)
 	env = getenv("XDG_STATE_HOME");
 	if (env && env[0] == '/')
 		return put_path(buf, len, env, "/libgmem");
-	home = getenv("HOME");
-	if (!home || home[0] != '/') {
-		if (getpwuid_r(getuid(), &pw, pwbuf, sizeof(pwbuf), &found) || !found ||
-		    !found->pw_dir || found->pw_dir[0] != '/')
-			return -ENOENT;
-		home = found->pw_dir;
-	}
-	return put_path(buf, len, home, "/.local/state/libgmem");
+	/* Not the password database: NSS would tie a static program to the build's glibc. */
+	env = getenv("HOME");
+	if (!env || env[0] != '/')
+		return -ENOENT;
+	return put_path(buf, len, env, "/.local/state/libgmem");
 }
 
 /* No passphrase prompt, ever: an encrypted key file is a file this library cannot use. */

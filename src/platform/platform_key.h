@@ -12,8 +12,8 @@
 
 /*
  * Where the key lives: $GMEM_PLATFORM_KEY if set, else $XDG_STATE_HOME/libgmem/, else
- * $HOME/.local/state/libgmem/ (HOME from the password database when unset), then
- * PLATFORM_KEY_FILE. -ENAMETOOLONG, -ENOENT (no home directory).
+ * $HOME/.local/state/libgmem/, then PLATFORM_KEY_FILE. -ENAMETOOLONG, -ENOENT (none of
+ * the three, HOME and XDG_STATE_HOME counting only when absolute).
  */
 int platform_key_path(char *buf, size_t len);
 

@@ -562,4 +562,11 @@ Test(snp_report, default_location_follows_xdg_then_home)
 	cr_assert_eq(platform_key_path(got, sizeof(got)), 0);
 	cr_expect_str_eq(got, want, "an empty GMEM_PLATFORM_KEY is no override");
 	cr_expect_eq(platform_key_path(got, 8), -ENAMETOOLONG);
+
+	/* Nowhere to put a key: an error, not a key in the current directory. */
+	cr_assert_eq(unsetenv("XDG_STATE_HOME"), 0);
+	cr_assert_eq(setenv("HOME", "relative", 1), 0);
+	cr_expect_eq(platform_key_path(got, sizeof(got)), -ENOENT);
+	cr_assert_eq(unsetenv("HOME"), 0);
+	cr_expect_eq(gm_snp_platform_key_pem(pem, sizeof(pem)), -ENOENT);
 }
