@@ -68,6 +68,17 @@ static bool is_p384(EVP_PKEY *key)
 	       !strcmp(group, KEY_GROUP);
 }
 
+/* A key just read, handed over if it is on P-384; anything else (or nothing) is -EBADMSG. */
+static int keep_if_p384(EVP_PKEY *k, EVP_PKEY **key)
+{
+	if (!k || !is_p384(k)) {
+		EVP_PKEY_free(k);
+		return -EBADMSG;
+	}
+	*key = k;
+	return 0;
+}
+
 static int load_key(const char *path, EVP_PKEY **key)
 {
 	FILE *f = fopen(path, "re");
@@ -77,12 +88,7 @@ static int load_key(const char *path, EVP_PKEY **key)
 		return -errno;
 	k = PEM_read_PrivateKey(f, NULL, no_passphrase, NULL);
 	fclose(f);
-	if (!k || !is_p384(k)) {
-		EVP_PKEY_free(k);
-		return -EBADMSG;
-	}
-	*key = k;
-	return 0;
+	return keep_if_p384(k, key);
 }
 
 /* Every missing directory above path, mode 0700: the key is the user's alone. */
@@ -265,12 +271,7 @@ int platform_key_from_public_pem(const char *pem, EVP_PKEY **key)
 		return -ENOMEM;
 	k = PEM_read_bio_PUBKEY(bio, NULL, no_passphrase, NULL);
 	BIO_free(bio);
-	if (!k || !is_p384(k)) {
-		EVP_PKEY_free(k);
-		return -EBADMSG;
-	}
-	*key = k;
-	return 0;
+	return keep_if_p384(k, key);
 }
 
 GM_EXPORT int gm_snp_platform_key_pem(char *buf, size_t len)

@@ -530,6 +530,20 @@ Test(snp_report, concurrent_first_use_ends_with_one_key, .timeout = 60)
 	}
 }
 
+/* The key is made at scratch/file, and the directory scratch/made_dir with mode 0700. */
+static void expect_key_made_at(const char *file, const char *made_dir)
+{
+	char pem[GM_SNP_PLATFORM_KEY_PEM_MAX], want[PATH_MAX], got[PATH_MAX], dir[PATH_MAX];
+
+	cr_assert_eq(platform_key_path(got, sizeof(got)), 0);
+	snprintf(want, sizeof(want), "%s/%s", scratch, file);
+	cr_expect_str_eq(got, want);
+	cr_assert_gt(gm_snp_platform_key_pem(pem, sizeof(pem)), 0);
+	expect_mode(want, 0600);
+	snprintf(dir, sizeof(dir), "%s/%s", scratch, made_dir);
+	expect_mode(dir, 0700);
+}
+
 /* Without the override: $XDG_STATE_HOME/libgmem/, else ~/.local/state/libgmem/. */
 Test(snp_report, default_location_follows_xdg_then_home)
 {
@@ -538,25 +552,14 @@ Test(snp_report, default_location_follows_xdg_then_home)
 	cr_assert_eq(unsetenv(PLATFORM_KEY_ENV), 0);
 	snprintf(dir, sizeof(dir), "%s/xdg", scratch);
 	cr_assert_eq(setenv("XDG_STATE_HOME", dir, 1), 0);
-	cr_assert_eq(platform_key_path(got, sizeof(got)), 0);
-	snprintf(want, sizeof(want), "%s/xdg/libgmem/snp-platform-key.pem", scratch);
-	cr_expect_str_eq(got, want);
-	cr_assert_gt(gm_snp_platform_key_pem(pem, sizeof(pem)), 0);
-	expect_mode(want, 0600);
-	snprintf(dir, sizeof(dir), "%s/xdg/libgmem", scratch);
-	expect_mode(dir, 0700);
+	expect_key_made_at("xdg/libgmem/snp-platform-key.pem", "xdg/libgmem");
 
 	/* A relative XDG_STATE_HOME is ignored, as the XDG rules say. */
 	cr_assert_eq(setenv("XDG_STATE_HOME", "relative/state", 1), 0);
 	snprintf(dir, sizeof(dir), "%s/home", scratch);
 	cr_assert_eq(setenv("HOME", dir, 1), 0);
-	cr_assert_eq(platform_key_path(got, sizeof(got)), 0);
+	expect_key_made_at("home/.local/state/libgmem/snp-platform-key.pem", "home/.local/state");
 	snprintf(want, sizeof(want), "%s/home/.local/state/libgmem/snp-platform-key.pem", scratch);
-	cr_expect_str_eq(got, want);
-	cr_assert_gt(gm_snp_platform_key_pem(pem, sizeof(pem)), 0);
-	expect_mode(want, 0600);
-	snprintf(dir, sizeof(dir), "%s/home/.local/state", scratch);
-	expect_mode(dir, 0700);
 
 	cr_assert_eq(setenv(PLATFORM_KEY_ENV, "", 1), 0);
 	cr_assert_eq(platform_key_path(got, sizeof(got)), 0);
