@@ -51,11 +51,6 @@ static void fail(int status, const char *fmt, ...)
 	exit(status);
 }
 
-static const char *key_error(int err)
-{
-	return err == -EBADMSG ? "not a PEM ECDSA P-384 private key" : strerror(-err);
-}
-
 static int print_key(void)
 {
 	char pem[GM_SNP_PLATFORM_KEY_PEM_MAX], path[PATH_MAX];
@@ -64,7 +59,7 @@ static int print_key(void)
 	if (ret < 0) {
 		if (platform_key_path(path, sizeof(path)))
 			strcpy(path, "(no path)");
-		fail(EXIT_REFUSED, "platform key %s: %s", path, key_error(ret));
+		fail(EXIT_REFUSED, "platform key %s: %s", path, platform_key_strerror(ret));
 	}
 	fputs(pem, stdout);
 	return EXIT_VERIFIED;
@@ -206,7 +201,7 @@ static int verify(int argc, char **argv)
 			strcpy(path, "(no path)");
 		ret = platform_key_get(&key);
 		if (ret)
-			fail(EXIT_REFUSED, "platform key %s: %s", path, key_error(ret));
+			fail(EXIT_REFUSED, "platform key %s: %s", path, platform_key_strerror(ret));
 		EVP_PKEY_free(key);
 		snprintf(source, sizeof(source), "the platform key (%s)", path);
 	}

@@ -236,6 +236,11 @@ int platform_key_get(EVP_PKEY **key)
 	return ret;
 }
 
+const char *platform_key_strerror(int err)
+{
+	return err == -EBADMSG ? "not a PEM ECDSA P-384 private key" : strerror(-err);
+}
+
 int platform_key_public_pem(EVP_PKEY *key, char *buf, size_t len)
 {
 	BIO *bio = BIO_new(BIO_s_mem());

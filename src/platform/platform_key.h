@@ -25,6 +25,9 @@ int platform_key_path(char *buf, size_t len);
  */
 int platform_key_get(EVP_PKEY **key);
 
+/* What went wrong with the platform key, for people: -EBADMSG says what a good file holds. */
+const char *platform_key_strerror(int err);
+
 /* The public half of key as PEM (SubjectPublicKeyInfo), NUL-terminated; its length or -ERANGE. */
 int platform_key_public_pem(EVP_PKEY *key, char *buf, size_t len);
 

@@ -279,7 +279,7 @@ int snp_report_verify(const uint8_t *report, size_t len, const char *key_pem, ch
 	} else {
 		ret = platform_key_get(&key);
 		if (ret)
-			return refuse(why, n, ret, "platform key: %s", strerror(-ret));
+			return refuse(why, n, ret, "platform key: %s", platform_key_strerror(ret));
 	}
 	ret = verify_with(key, report, why, n);
 	EVP_PKEY_free(key);

@@ -376,7 +376,7 @@ Test(snp_report, key_created_on_first_use_private_and_reused)
 /* The key file holds text that is no usable key: an error, and the file stays as it was. */
 static void expect_refused_and_kept(const char *text, const char *what)
 {
-	char file[4096], pem[GM_SNP_PLATFORM_KEY_PEM_MAX];
+	char file[4096], pem[GM_SNP_PLATFORM_KEY_PEM_MAX], why[128];
 	uint8_t r[SNP_REPORT_SIZE], before[SNP_REPORT_SIZE];
 	struct snp_report_fields f;
 	FILE *out;
@@ -391,6 +391,10 @@ static void expect_refused_and_kept(const char *text, const char *what)
 	memcpy(before, r, sizeof(r));
 	cr_expect_eq(snp_report_sign(&f, r), -EBADMSG, "%s", what);
 	cr_expect_eq(memcmp(r, before, sizeof(r)), 0, "a failed sign wrote the report (%s)", what);
+	memset(r + 0x034, 0, 4);
+	r[0x034] = SNP_SIGNATURE_ALGO_ECDSA_P384_SHA384;
+	cr_expect_eq(snp_report_verify(r, sizeof(r), NULL, why, sizeof(why)), -EBADMSG);
+	cr_expect_str_eq(why, "platform key: not a PEM ECDSA P-384 private key", "%s", what);
 	read_all(key_path, file, sizeof(file));
 	cr_expect_str_eq(file, text, "%s: the key file was replaced", what);
 }
