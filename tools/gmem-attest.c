@@ -31,7 +31,7 @@ static void usage(FILE *out)
 		"verify  checks FILE's ATTESTATION_REPORT signature against the platform key, or\n"
 		"        the public key in PEMFILE, then each field given: --measurement (48\n"
 		"        bytes), --host-data (32 bytes), --report-data (up to 64 bytes, the rest\n"
-		"        zero), as hex\n"
+		"        zero), as hex (0x first or not)\n"
 		"\n"
 		"exit status: 0 verified (the fields are printed), 1 the signature or a field\n"
 		"does not match (or the platform key cannot be used), 2 bad usage, a file that\n"
@@ -65,10 +65,17 @@ static int print_key(void)
 	return EXIT_VERIFIED;
 }
 
-/* hex into out[size]: exactly size bytes, or at most size when short is allowed (zero-filled). */
+/*
+ * hex (an optional 0x first) into out[size]: exactly size bytes, or at most size when short
+ * is allowed (zero-filled).
+ */
 static void parse_hex(const char *opt, const char *hex, uint8_t *out, size_t size, bool short_ok)
 {
-	size_t n = strlen(hex);
+	size_t n;
+
+	if (hex[0] == '0' && (hex[1] == 'x' || hex[1] == 'X'))
+		hex += 2;
+	n = strlen(hex);
 
 	if (n % 2 || n / 2 > size || (!short_ok && n / 2 != size))
 		fail(EXIT_USAGE, "%s: want %s%zu bytes as hex, got %zu characters", opt,

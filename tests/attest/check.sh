@@ -55,6 +55,8 @@ expect 0 "verified:" "$ATTEST" verify "$work/r.bin" --measurement "$measurement"
 # Report data shorter than 64 bytes stands for itself followed by zeros.
 expect 1 "report data differs" "$ATTEST" verify "$work/r.bin" --report-data 8081
 expect 0 "verified:" "$ATTEST" verify "$work/r.bin" --key "$work/platform.pub"
+# Hex in either case, with or without 0x.
+expect 0 "verified:" "$ATTEST" verify "$work/r.bin" --measurement "0x$(echo "$measurement" | tr a-f A-F)"
 expect 1 "measurement differs: report has $measurement, expected $other" \
 	"$ATTEST" verify "$work/r.bin" --measurement "$other"
 expect 1 "host data differs" "$ATTEST" verify "$work/r.bin" --host-data "$(printf '%064d' 0)"
