@@ -225,6 +225,18 @@ int gm_vm_info(int vm_fd, struct gm_vm_info *info);
  */
 int gm_set_vm_memory_attributes(bool on);
 
+/*
+ * The public key of the software SEV-SNP platform, which signs its attestation
+ * reports (ECDSA P-384), as PEM (SubjectPublicKeyInfo), NUL-terminated in buf:
+ * returns its length, -ERANGE when len is too small (GM_SNP_PLATFORM_KEY_PEM_MAX
+ * always suffices). The key is created on first use, in $GMEM_PLATFORM_KEY, else
+ * $XDG_STATE_HOME/libgmem/snp-platform-key.pem, else
+ * $HOME/.local/state/libgmem/snp-platform-key.pem; a key file that cannot be read
+ * (-errno) or is not a P-384 private key (-EBADMSG) is an error, never replaced.
+ */
+#define GM_SNP_PLATFORM_KEY_PEM_MAX 512
+int gm_snp_platform_key_pem(char *buf, size_t len);
+
 #ifdef __cplusplus
 }
 #endif
