@@ -79,13 +79,38 @@ static int keep_if_p384(EVP_PKEY *k, EVP_PKEY **key)
 	return 0;
 }
 
+/*
+ * Only a regular file (a FIFO would block, O_NONBLOCK keeps open from waiting for a writer)
+ * that is this user's alone: a key someone else owns, or may read or write, lets them
+ * sign reports as this platform. Checked on the open file, so a swap after the check is moot.
+ */
+static int check_key_file(int fd)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
+	if (st.st_uid != geteuid() || (st.st_mode & 077))
+		return -EPERM;
+	return 0;
+}
+
 static int load_key(const char *path, EVP_PKEY **key)
 {
-	FILE *f = fopen(path, "re");
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK), ret;
 	EVP_PKEY *k;
+	FILE *f;
 
-	if (!f)
+	if (fd < 0)
 		return -errno;
+	ret = check_key_file(fd);
+	if (ret || !(f = fdopen(fd, "r"))) {
+		ret = ret ? ret : -errno;
+		close(fd);
+		return ret;
+	}
 	k = PEM_read_PrivateKey(f, NULL, no_passphrase, NULL);
 	fclose(f);
 	return keep_if_p384(k, key);
@@ -238,7 +263,17 @@ int platform_key_get(EVP_PKEY **key)
 
 const char *platform_key_strerror(int err)
 {
-	return err == -EBADMSG ? "not a PEM ECDSA P-384 private key" : strerror(-err);
+	switch (err) {
+	case -EBADMSG:
+		return "not a PEM ECDSA P-384 private key";
+	case -EINVAL:
+		return "not a regular file";
+	case -EPERM:
+		return "not trusted: owned by another user, or open to group or others "
+		       "(a key file is its owner's alone, mode 0600)";
+	default:
+		return strerror(-err);
+	}
 }
 
 int platform_key_public_pem(EVP_PKEY *key, char *buf, size_t len)

@@ -21,7 +21,9 @@ int platform_key_path(char *buf, size_t len);
  * A new reference to the platform key (EVP_PKEY_free it), created on first use: the
  * directories it needs with mode 0700, the file with 0600, published with link(2) so that
  * processes racing on first use all end with the one key that got there first. A file that
- * exists is only ever read: unreadable gives -errno, not a P-384 private key in PEM -EBADMSG.
+ * exists is only ever read: unreadable gives -errno, not a regular file -EINVAL, not this
+ * user's alone (another owner, any group or other permission bit) -EPERM, not a P-384
+ * private key in PEM -EBADMSG.
  */
 int platform_key_get(EVP_PKEY **key);
 

@@ -1,5 +1,6 @@
 /* The SNP attestation report (layout, signature) and the platform key that signs it. */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -385,6 +386,8 @@ static void expect_refused_and_kept(const char *text, const char *what)
 	cr_assert(out);
 	fputs(text, out);
 	fclose(out);
+	/* Only the content is wrong: the file is the user's alone. */
+	cr_assert_eq(chmod(key_path, 0600), 0);
 	cr_expect_eq(gm_snp_platform_key_pem(pem, sizeof(pem)), -EBADMSG, "%s", what);
 	sample_fields(&f);
 	memset(r, 0x5a, sizeof(r));
@@ -467,6 +470,109 @@ Test(snp_report, key_path_that_cannot_be_read_is_an_error)
 	cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0,
 		  "an unreadable key file was not refused with EACCES (status %#x)", status);
 	expect_mode(key_path, 0);
+}
+
+static int open_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	int n = 0;
+
+	cr_assert(d);
+	while (readdir(d))
+		n++;
+	closedir(d);
+	return n;
+}
+
+/* A copy of the key file at key_path, as scratch/name with mode; key_path becomes the copy. */
+static void copy_key_as(const char *name, mode_t mode)
+{
+	char text[4096];
+	size_t n = read_all(key_path, text, sizeof(text));
+	int fd;
+
+	use_key(name);
+	fd = open(key_path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	cr_assert_geq(fd, 0, "%s: %s", key_path, strerror(errno));
+	cr_assert_eq(write(fd, text, n), (ssize_t)n);
+	cr_assert_eq(fchmod(fd, mode), 0);
+	close(fd);
+}
+
+/* The path names something, but not a key this user alone holds: refused, and left as it is. */
+static void expect_key_refused(int err, const char *what)
+{
+	char pem[GM_SNP_PLATFORM_KEY_PEM_MAX], why[160];
+	uint8_t r[SNP_REPORT_SIZE];
+	struct snp_report_fields f;
+	struct stat before, after;
+
+	cr_assert_eq(lstat(key_path, &before), 0);
+	cr_expect_eq(gm_snp_platform_key_pem(pem, sizeof(pem)), err, "%s", what);
+	sample_fields(&f);
+	cr_expect_eq(snp_report_sign(&f, r), err, "%s", what);
+	memset(r, 0, sizeof(r));
+	r[0x034] = SNP_SIGNATURE_ALGO_ECDSA_P384_SHA384;
+	cr_expect_eq(snp_report_verify(r, sizeof(r), NULL, why, sizeof(why)), err, "%s", what);
+	cr_assert_eq(lstat(key_path, &after), 0);
+	cr_expect(before.st_ino == after.st_ino && before.st_mode == after.st_mode &&
+		  before.st_size == after.st_size, "%s: the file was replaced or changed", what);
+}
+
+/*
+ * A key file that others may read, write or own lets them sign reports as this platform:
+ * refused (as ssh refuses such an identity file), not used with a warning. A path that
+ * is no regular file is refused without blocking (a FIFO would wait for a writer). No
+ * error path leaves a descriptor open.
+ */
+Test(snp_report, key_file_not_the_users_alone_is_refused, .timeout = 30)
+{
+	static const mode_t loose[] = { 0640, 0604, 0620, 0602, 0644, 0666 };
+	char pem[GM_SNP_PLATFORM_KEY_PEM_MAX], good[PATH_MAX], loose_path[PATH_MAX], name[32];
+	int fds = open_fds();
+
+	use_key("good.pem");
+	pem_in_child(pem);   /* made by another process: this one has no copy in memory */
+	strcpy(good, key_path);
+	for (size_t i = 0; i < sizeof(loose) / sizeof(loose[0]); i++) {
+		snprintf(name, sizeof(name), "mode%o.pem", (unsigned)loose[i]);
+		strcpy(key_path, good);
+		copy_key_as(name, loose[i]);
+		expect_key_refused(-EPERM, name);
+	}
+
+	/* A link to a key that is the user's alone is that key; to a loose one, refused. */
+	use_key("link-to-good.pem");
+	cr_assert_eq(symlink(good, key_path), 0);
+	cr_expect_gt(gm_snp_platform_key_pem(pem, sizeof(pem)), 0);
+	use_key("link-to-loose.pem");
+	snprintf(loose_path, sizeof(loose_path), "%s/mode644.pem", scratch);
+	cr_assert_eq(symlink(loose_path, key_path), 0);
+	expect_key_refused(-EPERM, "a link to a key open to others");
+
+	/* Someone else's key file, mode 0600: its owner can change it at will. */
+	if (geteuid() == 0) {
+		strcpy(key_path, good);
+		copy_key_as("nobodys.pem", 0600);
+		cr_assert_eq(chown(key_path, 65534, 65534), 0);
+		expect_key_refused(-EPERM, "a key owned by another user");
+	}
+
+	use_key("dir.pem");
+	cr_assert_eq(mkdir(key_path, 0700), 0);
+	expect_key_refused(-EINVAL, "a directory");
+	use_key("fifo.pem");
+	cr_assert_eq(mkfifo(key_path, 0600), 0);
+	expect_key_refused(-EINVAL, "a FIFO");
+
+	use_key("corrupt-fd.pem");
+	cr_assert_eq(close(open(key_path, O_WRONLY | O_CREAT, 0600)), 0);
+	expect_key_refused(-EBADMSG, "an empty file");
+	cr_expect_eq(open_fds(), fds, "the error paths left descriptors open");
+	cr_expect_str_eq(platform_key_strerror(-EPERM),
+			 "not trusted: owned by another user, or open to group or others "
+			 "(a key file is its owner's alone, mode 0600)");
+	cr_expect_str_eq(platform_key_strerror(-EINVAL), "not a regular file");
 }
 
 /* Processes racing on first use all end with the same key, and no temporary file is left. */
