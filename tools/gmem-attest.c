@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <gmem/gmem.h>
 
@@ -30,8 +31,8 @@ static void usage(FILE *out)
 		"        ~/.local/state/libgmem/" PLATFORM_KEY_FILE ")\n"
 		"verify  checks FILE's ATTESTATION_REPORT signature against the platform key, or\n"
 		"        the public key in PEMFILE, then each field given: --measurement (48\n"
-		"        bytes), --host-data (32 bytes), --report-data (up to 64 bytes, the rest\n"
-		"        zero), as hex (0x first or not)\n"
+		"        bytes), --host-data (32 bytes), --report-data (1 to 64 bytes, the rest\n"
+		"        zero), as hex (0x first or not); it never makes a platform key\n"
 		"\n"
 		"exit status: 0 verified (the fields are printed), 1 the signature or a field\n"
 		"does not match (or the platform key cannot be used), 2 bad usage, a file that\n"
@@ -51,16 +52,27 @@ static void fail(int status, const char *fmt, ...)
 	exit(status);
 }
 
+/* Where the platform key is; with nowhere to put one, says which variables would do. */
+static void key_path(char *path, size_t len)
+{
+	int ret = platform_key_path(path, len);
+
+	if (ret == -ENOENT)
+		fail(EXIT_REFUSED, "no place for the platform key: set " PLATFORM_KEY_ENV
+		     ", or an absolute XDG_STATE_HOME or HOME");
+	if (ret)
+		fail(EXIT_REFUSED, "platform key path: %s", strerror(-ret));
+}
+
 static int print_key(void)
 {
 	char pem[GM_SNP_PLATFORM_KEY_PEM_MAX], path[PATH_MAX];
-	int ret = gm_snp_platform_key_pem(pem, sizeof(pem));
+	int ret;
 
-	if (ret < 0) {
-		if (platform_key_path(path, sizeof(path)))
-			strcpy(path, "(no path)");
+	key_path(path, sizeof(path));
+	ret = gm_snp_platform_key_pem(pem, sizeof(pem));
+	if (ret < 0)
 		fail(EXIT_REFUSED, "platform key %s: %s", path, platform_key_strerror(ret));
-	}
 	fputs(pem, stdout);
 	return EXIT_VERIFIED;
 }
@@ -77,7 +89,8 @@ static void parse_hex(const char *opt, const char *hex, uint8_t *out, size_t siz
 		hex += 2;
 	n = strlen(hex);
 
-	if (n % 2 || n / 2 > size || (!short_ok && n / 2 != size))
+	/* No digits at all is refused, short or not: an empty "$NONCE" must not mean all zeros. */
+	if (!n || n % 2 || n / 2 > size || (!short_ok && n / 2 != size))
 		fail(EXIT_USAGE, "%s: want %s%zu bytes as hex, got %zu characters", opt,
 		     short_ok ? "up to " : "", size, n);
 	memset(out, 0, size);
@@ -204,8 +217,11 @@ static int verify(int argc, char **argv)
 		EVP_PKEY_free(key);
 		snprintf(source, sizeof(source), "the key in %s", key_file);
 	} else {
-		if (platform_key_path(path, sizeof(path)))
-			strcpy(path, "(no path)");
+		key_path(path, sizeof(path));
+		/* A verifier makes no key: nothing can have been signed by one that is not there. */
+		if (access(path, F_OK) < 0 && errno == ENOENT)
+			fail(EXIT_REFUSED, "no platform key at %s: no report verifies against it "
+			     "(gmem-attest key makes one)", path);
 		ret = platform_key_get(&key);
 		if (ret)
 			fail(EXIT_REFUSED, "platform key %s: %s", path, platform_key_strerror(ret));

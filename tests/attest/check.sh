@@ -76,7 +76,7 @@ expect 1 "signature does not verify" env GMEM_PLATFORM_KEY="$work/other.pem" \
 	"$ATTEST" verify "$work/r.bin"
 
 # A platform key that is not a key: refused, and left as it was.
-echo "not a key" >"$work/corrupt.pem"
+(umask 077; echo "not a key" >"$work/corrupt.pem")
 expect 1 "not a PEM ECDSA P-384 private key" env GMEM_PLATFORM_KEY="$work/corrupt.pem" \
 	"$ATTEST" key
 expect 1 "not a PEM ECDSA P-384 private key" env GMEM_PLATFORM_KEY="$work/corrupt.pem" \
@@ -84,6 +84,19 @@ expect 1 "not a PEM ECDSA P-384 private key" env GMEM_PLATFORM_KEY="$work/corrup
 checks=$((checks + 1))
 [ "$(cat "$work/corrupt.pem")" = "not a key" ] ||
 	{ echo "check-attest: the corrupt key file was replaced"; failures=$((failures + 1)); }
+
+# A good key that others may read: not trusted, and left as it is.
+cp "$work/platform.pem" "$work/loose.pem"
+chmod 644 "$work/loose.pem"
+expect 1 "not trusted: owned by another user, or open to group or others" \
+	env GMEM_PLATFORM_KEY="$work/loose.pem" "$ATTEST" verify "$work/r.bin"
+# verify makes no key where there is none; with nowhere to put one, it says which variables.
+expect 1 "no platform key at $work/none/k.pem" env GMEM_PLATFORM_KEY="$work/none/k.pem" \
+	"$ATTEST" verify "$work/r.bin"
+checks=$((checks + 1))
+[ ! -e "$work/none" ] || { echo "check-attest: verify made a key"; failures=$((failures + 1)); }
+expect 1 "no place for the platform key: set GMEM_PLATFORM_KEY" \
+	env -u GMEM_PLATFORM_KEY -u XDG_STATE_HOME -u HOME "$ATTEST" key
 
 # Bad usage, unreadable or wrong-sized files: 2.
 head -c 100 "$work/r.bin" >"$work/short.bin"
@@ -99,6 +112,9 @@ expect 2 "--measurement needs a value" "$ATTEST" verify "$work/r.bin" --measurem
 expect 2 "want 48 bytes as hex" "$ATTEST" verify "$work/r.bin" --measurement 0011
 expect 2 "is not hex" "$ATTEST" verify "$work/r.bin" --measurement "$(printf '%096s' x)"
 expect 2 "want up to 64 bytes" "$ATTEST" verify "$work/r.bin" --report-data "${report_data}00"
+# An empty value (an unset "$NONCE") is no expectation of zeros.
+expect 2 "want up to 64 bytes as hex, got 0 characters" "$ATTEST" verify "$work/r.bin" --report-data ""
+expect 2 "want up to 64 bytes as hex, got 0 characters" "$ATTEST" verify "$work/r.bin" --report-data 0x
 expect 2 "not a PEM ECDSA P-384 public key" "$ATTEST" verify "$work/r.bin" --key "$work/r.bin"
 expect 2 "No such file" "$ATTEST" verify "$work/r.bin" --key "$work/missing.pub"
 expect 0 "usage:" "$ATTEST" --help
