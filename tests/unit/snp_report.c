@@ -12,7 +12,10 @@
 #include <unistd.h>
 
 #include <criterion/criterion.h>
+#include <openssl/bn.h>
+#include <openssl/ec.h>
 #include <openssl/evp.h>
+#include <openssl/obj_mac.h>
 #include <openssl/pem.h>
 
 #include <gmem/gmem.h>
@@ -220,6 +223,40 @@ Test(snp_report, any_changed_byte_of_r_or_s_fails)
 		}
 	}
 	cr_expect_eq(snp_report_verify(r, sizeof(r), pem, why, sizeof(why)), 0, "%s", why);
+}
+
+/*
+ * What the signature does not pin down, as with the hardware's: (R, n - S) is a second
+ * valid ECDSA signature of the same bytes, and the rest of the signature area is not
+ * signed. Neither changes a signed field, so nothing is forged; it is why a report's
+ * identity must never be a hash of its whole 0x4A0 bytes (docs/platform.md).
+ */
+Test(snp_report, signature_twins_verify_too)
+{
+	char pem[GM_SNP_PLATFORM_KEY_PEM_MAX], why[128];
+	uint8_t r[SNP_REPORT_SIZE], twin[SNP_REPORT_SIZE];
+	uint8_t *s_le = twin + SNP_REPORT_OFF_SIGNATURE + SNP_REPORT_SIG_S;
+	EC_GROUP *group = EC_GROUP_new_by_curve_name(NID_secp384r1);
+	BIGNUM *s;
+
+	cr_assert(group);
+	sign_sample(r);
+	public_pem(pem);
+	memcpy(twin, r, sizeof(r));
+	s = BN_lebin2bn(s_le, SNP_REPORT_SIG_COMPONENT_SIZE, NULL);
+	cr_assert(s && BN_sub(s, EC_GROUP_get0_order(group), s));
+	cr_assert_gt(BN_bn2lebinpad(s, s_le, SNP_REPORT_SIG_COMPONENT_SIZE), 0);
+	cr_assert_neq(memcmp(twin, r, sizeof(r)), 0);
+	cr_expect_eq(snp_report_verify(twin, sizeof(twin), pem, why, sizeof(why)), 0,
+		     "(R, n - S) is refused: %s", why);
+
+	memcpy(twin, r, sizeof(r));
+	memset(twin + SNP_REPORT_OFF_SIGNATURE + 2 * SNP_REPORT_SIG_COMPONENT_SIZE, 0xee,
+	       SNP_REPORT_SIZE - SNP_REPORT_OFF_SIGNATURE - 2 * SNP_REPORT_SIG_COMPONENT_SIZE);
+	cr_expect_eq(snp_report_verify(twin, sizeof(twin), pem, why, sizeof(why)), 0,
+		     "the reserved end of the signature area is checked: %s", why);
+	BN_free(s);
+	EC_GROUP_free(group);
 }
 
 /* Points the library at another key file: a second platform. */
