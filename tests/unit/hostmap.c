@@ -1,9 +1,13 @@
 /* Host mappings in either layout: plain munmap and mremap, failed allocations and hides, mapping count. */
 #define _GNU_SOURCE
 #include <linux/falloc.h>
+#include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/wait.h>
 
 #include "harness/hostmap_layout.h"
 #include "internal.h"
@@ -516,4 +520,131 @@ Test(hostmap, split_hide_failure_is_reported)
 	cr_expect_eq(p[SZ_2M], 0x6b);
 	gm_munmap(p, 2 * SZ_2M);
 	mapped_close(&f);
+}
+
+/*
+ * A hide that failed (the pages are hidden, their record remembers them), then
+ * gm_munmap of the middle of the hidden range and unrelated memory there: the
+ * conversions that lay the hidden pages again lay only what is still the
+ * file's mapping, never the new occupant.
+ */
+Test(hostmap, hidden_then_unmapped_range_is_never_laid_again)
+{
+	struct mapped f;
+
+	mapped_open(&f, 8 * PAGE, 8 * PAGE, SHARED_FLAGS);
+	char *p = f.p;
+
+	memset(p, 0x5a, 8 * PAGE);
+	gm_hostmap_fail(1, 3);
+	cr_expect_eq(convert(f.gmem, 0, 8 * PAGE, PRIVATE), ENOMEM);
+	gm_hostmap_fail(0, 0);
+	cr_assert_eq(gm_munmap(p + 2 * PAGE, 4 * PAGE), 0);
+	char *q = mmap(p + 2 * PAGE, 4 * PAGE, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	cr_assert_eq(q, p + 2 * PAGE, "the unmapped middle was not free");
+	memset(q, 0x77, 4 * PAGE);
+	cr_assert_eq(convert(f.gmem, 7 * PAGE, PAGE, PRIVATE), 0);
+	cr_assert_eq(convert(f.gmem, 0, 8 * PAGE, 0), 0);
+	for (int i = 0; i < 4; i++) {
+		cr_assert_not(t_read_faults(q + i * PAGE), "page %d of the new occupant unmapped", i);
+		cr_expect_eq(q[i * PAGE], 0x77, "page %d of the new occupant changed", i);
+	}
+	for (int i = 0; i < 8; i += 7) {
+		cr_assert_not(t_read_faults(p + i * PAGE), "shared page %d did not come back", i);
+		cr_expect_eq(p[i * PAGE], 0x5a, "page %d lost its data", i);
+	}
+	munmap(q, 4 * PAGE);
+	gm_munmap(p, 2 * PAGE);
+	gm_munmap(p + 6 * PAGE, 2 * PAGE);
+	mapped_close(&f);
+}
+
+/* A child forked after conversions, in either layout, has none of the file's pages mapped. */
+Test(hostmap, forked_child_has_no_pages_after_conversions)
+{
+	struct mapped f;
+	int status;
+	pid_t pid;
+
+	mapped_open(&f, 8 * PAGE, 8 * PAGE, SHARED_FLAGS);
+	memset(f.p, 0x3c, 8 * PAGE);
+	cr_assert_eq(convert(f.gmem, 2 * PAGE, 2 * PAGE, PRIVATE), 0);
+	cr_assert_eq(convert(f.gmem, 3 * PAGE, PAGE, 0), 0);
+	gm_hostmap_fail(1, 1);
+	cr_expect_eq(convert(f.gmem, 6 * PAGE, PAGE, PRIVATE), ENOMEM);
+	gm_hostmap_fail(0, 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		for (int i = 0; i < 8; i++)
+			if (!t_read_faults(f.p + i * PAGE))
+				_exit(10 + i);
+		_exit(0);
+	}
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "the child could read page %d (%s layout)", WEXITSTATUS(status) - 10,
+		  f.laid ? "laid" : "faulting");
+	gm_munmap(f.p, 8 * PAGE);
+	mapped_close(&f);
+}
+
+struct converter {
+	int gmem;
+	atomic_bool stop;
+	atomic_long rounds;
+};
+
+static void *convert_loop(void *arg)
+{
+	struct converter *c = arg;
+
+	while (!atomic_load(&c->stop)) {
+		pgoff_t at = (pgoff_t)(atomic_load(&c->rounds) % 15);
+
+		convert(c->gmem, at * PAGE, 2 * PAGE, PRIVATE);
+		convert(c->gmem, 0, 16 * PAGE, 0);
+		atomic_fetch_add(&c->rounds, 1);
+	}
+	return NULL;
+}
+
+/*
+ * Conversions race with gm_munmap and unrelated memory put where the mapping
+ * was: a conversion lays only mappings still the file's, so the new occupant
+ * keeps its bytes, in either layout.
+ */
+Test(hostmap, conversions_racing_gm_munmap_spare_the_next_occupant, .timeout = 60)
+{
+	struct converter c = { .rounds = 0 };
+	struct vmm vmm;
+	pthread_t t;
+
+	vmm_init(&vmm, KVM_X86_SW_PROTECTED_VM);
+	c.gmem = vmm_gmem(&vmm, 16 * PAGE, SHARED_FLAGS);
+	cr_assert_eq(pthread_create(&t, NULL, convert_loop, &c), 0);
+	for (int i = 0; i < 300; i++) {
+		char *p = gm_mmap(NULL, 16 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, c.gmem, 0);
+
+		cr_assert_neq(p, MAP_FAILED, "gm_mmap: %s", strerror(errno));
+		cr_assert_eq(gm_munmap(p + (i % 4) * PAGE, 8 * PAGE), 0);
+		char *q = mmap(p + (i % 4) * PAGE, 8 * PAGE, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+		cr_assert_eq(q, p + (i % 4) * PAGE, "the unmapped part was not free");
+		memset(q, 0x77, 8 * PAGE);
+		/* Two whole rounds of conversions while the occupant is there. */
+		for (long seen = atomic_load(&c.rounds); atomic_load(&c.rounds) < seen + 2;)
+			sched_yield();
+		for (int j = 0; j < 8; j++) {
+			cr_assert_not(t_read_faults(q + j * PAGE), "round %d: occupant page %d gone", i, j);
+			cr_assert_eq(q[j * PAGE], 0x77, "round %d: occupant page %d changed", i, j);
+		}
+		munmap(q, 8 * PAGE);
+		gm_munmap(p, 16 * PAGE);
+	}
+	atomic_store(&c.stop, true);
+	pthread_join(t, NULL);
+	gm_close(c.gmem);
+	vmm_destroy(&vmm);
 }
