@@ -1049,7 +1049,10 @@ void hva_notifier_unregister(struct hva_notifier *n)
 /*
  * Lays pages [first, last) of a laid mapping, or hides them. The next
  * refresh, of whichever range, lays the hidden pages too: a conversion
- * undone by a hide gives them back at the file's next conversion.
+ * undone by a hide gives them back at the file's next conversion. The two
+ * ranges are laid apart, the refresh's first: the pages between need
+ * nothing, and at vm.max_map_count a span over both would cut mappings
+ * that the refresh alone replaces whole (or merges away).
  */
 static int update_laid(struct hostmap *m, pgoff_t first, pgoff_t last, bool hide)
 {
@@ -1064,11 +1067,10 @@ static int update_laid(struct hostmap *m, pgoff_t first, pgoff_t last, bool hide
 			m->hidden_last = last;
 		return lay(m, first, last, true);
 	}
-	if (m->hidden_first != m->hidden_last) {
-		first = first < m->hidden_first ? first : m->hidden_first;
-		last = last > m->hidden_last ? last : m->hidden_last;
-	}
 	ret = lay(m, first, last, false);
+	if (ret || m->hidden_first == m->hidden_last)
+		return ret;
+	ret = lay(m, m->hidden_first, m->hidden_last, false);
 	if (!ret)
 		m->hidden_first = m->hidden_last = 0;
 	return ret;

@@ -1,4 +1,5 @@
 /* The conformance harness: setup that skips with a reason where a target lacks a feature. */
+#include <dirent.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdio.h>
@@ -159,4 +160,16 @@ bool t_access_sigbus(volatile void *addr, bool write)
 bool t_read_faults(volatile const void *addr)
 {
 	return access_faults((volatile void *)addr, false, true);
+}
+
+int t_open_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	int n = 0;
+
+	cr_assert(d);
+	while (readdir(d))
+		n++;
+	closedir(d);
+	return n;
 }

@@ -1,23 +1,10 @@
 /* How large a guest_memfd can be: allocated on use, up to the library's documented limit. */
-#include <dirent.h>
 #include <linux/falloc.h>
 
 #include "unit/vmm.h"
 
 #define PAGE 4096ULL
 #define LIMIT (1ULL << 46) /* docs/compat.md: the store is mapped whole */
-
-static int count_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	int n = 0;
-
-	cr_assert(d);
-	while (readdir(d))
-		n++;
-	closedir(d);
-	return n;
-}
 
 static int create_errno(int vm, uint64_t size, uint64_t flags)
 {
@@ -39,7 +26,7 @@ Test(size_limit, above_the_limit_is_enomem_and_leaves_nothing)
 	struct vmm m;
 
 	vmm_init(&m, KVM_X86_SW_PROTECTED_VM);
-	int fds = count_fds();
+	int fds = t_open_fds();
 
 	cr_assert_eq(gm_stats(&before), 0);
 	for (size_t f = 0; f < 3; f++)
@@ -52,7 +39,7 @@ Test(size_limit, above_the_limit_is_enomem_and_leaves_nothing)
 	cr_assert_eq(gm_stats(&after), 0);
 	cr_expect_eq(after.metadata_bytes, before.metadata_bytes);
 	cr_expect_eq(after.gmem_files, before.gmem_files);
-	cr_expect_eq(count_fds(), fds);
+	cr_expect_eq(t_open_fds(), fds);
 	vmm_destroy(&m);
 }
 

@@ -1,6 +1,5 @@
 /* The SNP attestation report (layout, signature) and the platform key that signs it. */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -20,6 +19,7 @@
 
 #include <gmem/gmem.h>
 
+#include "harness/surface.h"
 #include "platform/platform_key.h"
 #include "platform/snp_report.h"
 
@@ -509,18 +509,6 @@ Test(snp_report, key_path_that_cannot_be_read_is_an_error)
 	expect_mode(key_path, 0);
 }
 
-static int open_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	int n = 0;
-
-	cr_assert(d);
-	while (readdir(d))
-		n++;
-	closedir(d);
-	return n;
-}
-
 /* A copy of the key file at key_path, as scratch/name with mode; key_path becomes the copy. */
 static void copy_key_as(const char *name, mode_t mode)
 {
@@ -566,7 +554,7 @@ Test(snp_report, key_file_not_the_users_alone_is_refused, .timeout = 30)
 {
 	static const mode_t loose[] = { 0640, 0604, 0620, 0602, 0644, 0666 };
 	char pem[GM_SNP_PLATFORM_KEY_PEM_MAX], good[PATH_MAX], loose_path[PATH_MAX], name[32];
-	int fds = open_fds();
+	int fds = t_open_fds();
 
 	use_key("good.pem");
 	pem_in_child(pem);   /* made by another process: this one has no copy in memory */
@@ -605,7 +593,7 @@ Test(snp_report, key_file_not_the_users_alone_is_refused, .timeout = 30)
 	use_key("corrupt-fd.pem");
 	cr_assert_eq(close(open(key_path, O_WRONLY | O_CREAT, 0600)), 0);
 	expect_key_refused(-EBADMSG, "an empty file");
-	cr_expect_eq(open_fds(), fds, "the error paths left descriptors open");
+	cr_expect_eq(t_open_fds(), fds, "the error paths left descriptors open");
 	cr_expect_str_eq(platform_key_strerror(-EPERM),
 			 "not trusted: owned by another user, or open to group or others "
 			 "(a key file is its owner's alone, mode 0600)");
