@@ -39,7 +39,7 @@ CFLAGS       ?= -g
 ALL_CFLAGS   := -std=gnu11 -Wall -Wextra $(WERROR) -Wno-unused-parameter $(VARIANT_CFLAGS) \
                 -Iinclude $(CFLAGS)
 LIB_CFLAGS   := $(ALL_CFLAGS) -fPIC -fvisibility=hidden
-LDLIBS       := -lurcu-bp -lpthread
+LDLIBS       := -lurcu-bp -lpthread -lcrypto
 SAN_LDFLAGS  := $(filter -fsanitize=%,$(VARIANT_CFLAGS))
 
 LIB_SRCS     := $(wildcard src/*.c src/kvm/*.c src/mmu/*.c src/platform/*.c)

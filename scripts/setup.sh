@@ -8,7 +8,7 @@
 set -eu
 
 # Building the library and the tools, and running gmem-vm.
-BUILD_PACKAGES="gcc libc6-dev make pkg-config liburcu-dev binutils"
+BUILD_PACKAGES="gcc libc6-dev make pkg-config liburcu-dev libssl-dev binutils"
 # make test on top of that: Criterion for the unit and conformance tests, clang and
 # libFuzzer (libclang-rt-14-dev) for the fuzz targets, valgrind (which also ships
 # <valgrind/memcheck.h>, used by src/uaccess.c) for the valgrind run, groff for the man

@@ -4,6 +4,7 @@
 
 #include "attr.h"
 #include "backing.h"
+#include "platform/rmp.h"
 
 struct mmu;
 
@@ -18,6 +19,7 @@ struct gmem_vm {
 	int host_fd;                  /* the host's VM on the kvm backend, else -1 */
 	bool private_mem;             /* the VM type has private memory */
 	bool attrs_in_vm;             /* kvm.vm_memory_attributes=1: the file holds no attributes */
+	bool has_rmp;                 /* a trusted entity tracks who owns each page (SNP) */
 };
 
 /* A memslot's hold on pages [pgoff, pgoff + npages) of a file, mapped at base_gfn. */
@@ -44,6 +46,12 @@ struct gmem {
 	 */
 	pthread_rwlock_t invalidate_lock;
 	struct attr_map attrs;
+	/*
+	 * The trusted entity's view of the file's pages (SNP's reverse map), or
+	 * NULL for VM types without one. Memory belongs to the file, so its pages
+	 * are the "physical" pages the map is indexed by.
+	 */
+	struct rmp *rmp;
 	struct gmem_binding *bindings; /* slots bound to this file, under invalidate_lock */
 	struct gmem_pin *pins;    /* device DMA pins, under invalidate_lock */
 	atomic_uint host_mappings;

@@ -108,6 +108,7 @@ enum gm_file_type {
 	GM_FILE_VM,
 	GM_FILE_VCPU,
 	GM_FILE_GMEM,
+	GM_FILE_SEV,   /* the platform device, /dev/sev */
 };
 
 /* fd table (file.c): user-visible fds that stand for library objects. */

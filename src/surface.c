@@ -10,6 +10,7 @@
 
 #include "gmem.h"
 #include "kvm.h"
+#include "platform/snp.h"
 #include "vcpu.h"
 
 /* The mode bits of fallocate(2) that name an operation; WRITE_ZEROES is new in 6.17. */
@@ -70,6 +71,9 @@ GM_EXPORT int gm_ioctl(int fd, unsigned long request, ...)
 		/* The vCPU sits above the VM, so the VM's ioctl does not create it. */
 		if (request == KVM_CREATE_VCPU)
 			ret = vcpu_create(gm_container_of(obj, struct vm, obj), arg);
+		/* The platform sits above the VM too: it populates through the VM's slots. */
+		else if (request == KVM_MEMORY_ENCRYPT_OP)
+			ret = snp_mem_enc_ioctl(gm_container_of(obj, struct vm, obj), arg);
 		else
 			ret = vm_ioctl(gm_container_of(obj, struct vm, obj), request, arg);
 		break;

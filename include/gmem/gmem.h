@@ -153,6 +153,33 @@ void gm_guest_write(struct gm_guest *guest, uint64_t gpa, const void *src, size_
 /* Fetches instruction bytes; the soft stage-2 has no execute permission, so it is a read. */
 void gm_guest_fetch(struct gm_guest *guest, void *dst, uint64_t gpa, size_t len);
 
+/*
+ * SEV-SNP guests (KVM_X86_SNP_VM). A private page the guest touches for the
+ * first time after launch is assigned to it but not validated; the guest
+ * must PVALIDATE it before use. An access to a page it has not validated
+ * raises a #VC: the guest's handler runs with error code GM_VC_NOT_VALIDATED
+ * (SVM_EXIT_NOT_VALIDATED) and the faulting GPA, and the access is retried
+ * when it returns. Without a handler, or with a #VC inside the handler, the
+ * guest aborts (GM_UCALL_ABORT), as a guest without one would crash.
+ */
+#define GM_VC_NOT_VALIDATED 0x404
+typedef void (*gm_guest_vc_fn)(struct gm_guest *guest, uint64_t error_code, uint64_t gpa,
+			       void *arg);
+void gm_guest_set_vc_handler(struct gm_guest *guest, gm_guest_vc_fn fn, void *arg);
+
+/* PVALIDATE's results (what the instruction leaves in EAX, and CF as NOUPDATE). */
+#define GM_PVALIDATE_SUCCESS           0
+#define GM_PVALIDATE_FAIL_INPUT        1
+#define GM_PVALIDATE_FAIL_SIZEMISMATCH 6
+#define GM_PVALIDATE_FAIL_NOUPDATE     255
+/*
+ * Validates (or rescinds) the guest's private 4 KiB page at gpa. A page that
+ * is not private exits to userspace as a private access would
+ * (KVM_EXIT_MEMORY_FAULT); a page-misaligned gpa, an MMIO gpa or a VM that is
+ * not SNP gives GM_PVALIDATE_FAIL_INPUT.
+ */
+int gm_guest_pvalidate(struct gm_guest *guest, uint64_t gpa, bool validate);
+
 /* A KVM hypercall (nr in RAX, args in RBX, RCX, RDX); returns what RAX gets back. */
 uint64_t gm_guest_hypercall(struct gm_guest *guest, uint64_t nr, uint64_t a0, uint64_t a1,
 			    uint64_t a2);
@@ -224,6 +251,41 @@ int gm_vm_info(int vm_fd, struct gm_vm_info *info);
  * first VM is created: -EBUSY after that.
  */
 int gm_set_vm_memory_attributes(bool on);
+
+/*
+ * The software SEV-SNP platform (docs/platform.md). A VM of type
+ * KVM_X86_SNP_VM is launched with KVM_MEMORY_ENCRYPT_OP as on the kernel; the
+ * commands' sev_fd must be a platform device fd, which gm_open_sev gives (what
+ * open("/dev/sev", O_RDWR) gives under the interposer): -1 and errno on failure.
+ */
+int gm_open_sev(void);
+
+enum gm_snp_state {
+	GM_SNP_STATE_NONE = 0,    /* no LAUNCH_START yet */
+	GM_SNP_STATE_LAUNCH = 1,  /* pages can be added */
+	GM_SNP_STATE_RUNNING = 2, /* after LAUNCH_FINISH */
+};
+
+struct gm_snp_launch_info {
+	uint32_t state;               /* enum gm_snp_state */
+	uint32_t reserved;
+	uint64_t policy;
+	uint8_t measurement[48];      /* the launch digest so far */
+	uint8_t host_data[32];        /* from LAUNCH_FINISH */
+	uint64_t pages_measured[8];   /* pages added, by SNP page type (1 NORMAL, 2 VMSA, ...) */
+};
+/* The trusted entity's view of an SNP VM's launch; -EINVAL before KVM_SEV_INIT2. */
+int gm_snp_launch_info(int vm_fd, struct gm_snp_launch_info *info);
+
+/*
+ * Folds one page into a launch digest as the SNP firmware ABI defines it
+ * (digest = SHA-384 of PAGE_INFO): an offline calculator's step. page (4 KiB)
+ * is read for NORMAL (1) and VMSA (2) pages only. 0 or -ENOMEM.
+ */
+int gm_snp_launch_digest_page(uint8_t digest[48], uint8_t page_type, uint64_t gpa,
+			      const void *page);
+/* The GPA and contents (a zero page) of a soft vCPU's VMSA in the digest. */
+#define GM_SNP_VMSA_GPA 0xFFFFFFFFF000ULL
 
 #ifdef __cplusplus
 }

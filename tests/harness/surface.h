@@ -22,6 +22,7 @@
 #define TARGET_NAME "kernel"
 #define TARGET_IS_KERNEL 1
 static inline int sys_open_kvm(void) { return open("/dev/kvm", O_RDWR); }
+static inline int sys_open_sev(void) { return open("/dev/sev", O_RDWR); }
 #define sys_ioctl ioctl
 #define sys_mmap mmap
 #define sys_munmap munmap
@@ -38,6 +39,7 @@ static inline int sys_open_kvm(void) { return open("/dev/kvm", O_RDWR); }
 #define TARGET_NAME "libgmem"
 #define TARGET_IS_KERNEL 0
 #define sys_open_kvm gm_open_kvm
+#define sys_open_sev gm_open_sev
 #define sys_ioctl gm_ioctl
 #define sys_mmap gm_mmap
 #define sys_munmap gm_munmap

@@ -1,0 +1,10 @@
+/* The platform device (/dev/sev): the fd that names the trusted entity in SEV commands. */
+#ifndef GMEM_PLATFORM_PSP_H
+#define GMEM_PLATFORM_PSP_H
+
+#include "internal.h"
+
+/* __sev_issue_cmd's check of a command's sev_fd: 0, or -EBADF when it is not the device. */
+int psp_check_fd(int sev_fd);
+
+#endif
