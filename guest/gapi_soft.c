@@ -51,6 +51,19 @@ void guest_soft_entry(struct gm_guest *g, void *arg)
 	guest_scenario((struct gapi *)g, (unsigned)(uintptr_t)arg, GUEST_BOOT_PARAMS_GPA);
 }
 
+/* The SNP guest's #VC handler: a page it has not validated yet is one it starts to use. */
+static void validate_on_vc(struct gm_guest *g, uint64_t code, uint64_t gpa, void *arg)
+{
+	if (code != GM_VC_NOT_VALIDATED || gm_guest_pvalidate(g, gpa, true) != GM_PVALIDATE_SUCCESS)
+		gm_guest_abort(g, __FILE__, __LINE__, "#VC: the page cannot be validated");
+}
+
+void guest_snp_soft_entry(struct gm_guest *g, void *arg)
+{
+	gm_guest_set_vc_handler(g, validate_on_vc, NULL);
+	guest_scenario((struct gapi *)g, (unsigned)(uintptr_t)arg, GUEST_BOOT_PARAMS_GPA);
+}
+
 void stress_guest_soft_entry(struct gm_guest *g, void *arg)
 {
 	stress_guest_scenario((struct gapi *)g, (unsigned)(uintptr_t)arg, GUEST_BOOT_PARAMS_GPA);
