@@ -199,9 +199,10 @@ $(BUILD)/tests/conformance-kernel: $(CONF_SRCS) $(HARNESS_SRCS) $(wildcard tests
 
 # The unit tests also run gmem-vm as a program.
 $(BUILD)/tests/unit: $(UNIT_SRCS) $(HARNESS_SRCS) $(wildcard tests/harness/*.h) $(GUEST_LIB) \
-		     $(TEST_STATIC) $(BUILD)/bin/gmem-vm
+		     $(TEST_STATIC) $(BUILD)/bin/gmem-vm $(BUILD)/bin/gmem-measure
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -DGM_TARGET_LIBGMEM -DGM_TEST_HOOKS -DGMEM_VM_BIN='"$(BUILD)/bin/gmem-vm"' \
+	      -DGMEM_MEASURE_BIN='"$(BUILD)/bin/gmem-measure"' \
 	      -Isrc -Itests -I. $(UNIT_SRCS) $(HARNESS_SRCS) -o $@ \
 	      $(GUEST_LIB) $(TEST_STATIC) -lcriterion $(LDLIBS) $(SAN_LDFLAGS)
 
