@@ -6,6 +6,7 @@
 #   make bench    build and run the benchmarks (results under build/bench/)
 #   make stress   gmem-stress: everything at once on one VM, checked (STRESS_SECONDS, default 180)
 #   make fuzz     the libFuzzer targets, FUZZ_SECONDS each (default 60)
+#   make test-laid the tests of host mappings again, laid (GMEM_USERFAULTFD=0; part of make test)
 #   make mutation one-line breakages of the library, each against make test-run (slow)
 #   make install  library, headers, pkg-config file, man pages and gmem-vm under $(PREFIX)
 
@@ -82,7 +83,7 @@ TEST_BINS    += $(BUILD)/tests/link-own-symbols
 BENCH_SRCS   := $(wildcard bench/*.c)
 BENCHES      := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all lib tools run test test-run test-build bench install uninstall clean deps check-exports \
+.PHONY: all lib tools run test test-run test-laid test-build bench install uninstall clean deps check-exports \
 	check-install check-layering stress deps-test check-deps check-valgrind check-version check-docs \
 	check-man check-examples mutation
 all: lib tools
@@ -374,6 +375,29 @@ test-run: test-build
 	[ -n "$(TEST_RESULTS_KEEP)" ] || scripts/test-summary.sh $(GM_TEST_RESULTS) || status=1; \
 	exit $$status
 
+# Host mappings laid without userfaultfd (docs/compat.md; the host's guest_memfd on the kvm
+# backend lays them too), forced with GMEM_USERFAULTFD=0: the unit suites that map files,
+# conformance-libgmem and the stress programs that convert mapped files. One result per
+# program, as test-run; skips say "laid/".
+LAID_UNIT_FILTER := @(convert|guest_soft|hostmap|hugetlb|kvm_backend|memory|pin|plain_syscalls|release|stage2_pages|vcpu_exits|vcpu_run)/*
+LAID_TESTS := unit conformance-libgmem stress-hugetlb_split stress-conversions stress-vcpu_stress
+test-laid: $(LAID_TESTS:%=$(BUILD)/tests/%)
+	@mkdir -p $(dir $(GM_TEST_RESULTS)); [ -n "$(TEST_RESULTS_KEEP)" ] || : > $(GM_TEST_RESULTS)
+	@status=0; for t in $(LAID_TESTS); do \
+		echo "== laid: $(BUILD)/tests/$$t"; \
+		case $$t in \
+		unit) set -- --jobs 2 --filter '$(LAID_UNIT_FILTER)' ;; \
+		conformance-*) set -- --jobs 2 ;; \
+		*) set -- ;; esac; \
+		GMEM_USERFAULTFD=0 GM_TEST_VARIANT=laid $(BUILD)/tests/$$t "$$@"; \
+		rc=$$?; case $$rc in \
+		0) echo "PASS laid $$t" ;; \
+		77) echo "SKIPPED laid $$t" ;; \
+		*) echo "FAIL laid $$t (exit $$rc)"; status=1 ;; esac >> $(GM_TEST_RESULTS); \
+	done; \
+	[ -n "$(TEST_RESULTS_KEEP)" ] || scripts/test-summary.sh $(GM_TEST_RESULTS) || status=1; \
+	exit $$status
+
 # Every step runs even after a failure; the last one lists the skips and the counts, and
 # fails when any step failed.
 test: deps-test
@@ -388,6 +412,7 @@ test: deps-test
 	@scripts/test-step.sh check-examples $(MAKE) --no-print-directory check-examples
 	@scripts/test-step.sh check-install $(MAKE) --no-print-directory check-install
 	@scripts/test-step.sh --own test-run $(MAKE) --no-print-directory test-run TEST_RESULTS_KEEP=1
+	@scripts/test-step.sh --own laid-test-run $(MAKE) --no-print-directory test-laid TEST_RESULTS_KEEP=1
 	@scripts/test-step.sh --own asan-test-run $(MAKE) --no-print-directory VARIANT=asan test-run \
 	    TEST_RESULTS_KEEP=1
 	@scripts/test-step.sh --own tsan-test-run $(MAKE) --no-print-directory VARIANT=tsan test-run \

@@ -31,6 +31,8 @@ struct hostmap {
 	int prot;
 	bool faulting;          /* registered: pages come only through the fault handler */
 	bool sealed;            /* PROT_NONE: a hide could not zap it */
+	pgoff_t hidden_first;   /* laid: pages a hide took away, laid again by the next refresh */
+	pgoff_t hidden_last;
 	bool dead;              /* unmapped by the VMM, out of the list, freed soon */
 	struct layout *layout;  /* hugetlbfs, faulting: which folios map the split store */
 	struct gmem *gmem;      /* referenced: memory belongs to the file */
@@ -483,12 +485,16 @@ static void deliver_sigbus(const struct fault *f, uintptr_t page, size_t len)
 		userfault_wake((void *)page, len);
 }
 
-/* The piece that one fault maps: the folio on hugetlbfs unless split, else the page. */
+/*
+ * The piece a mapping shows as one page: the folio on hugetlbfs unless split,
+ * else the page. A laid mapping lays a split folio from the 4 KiB store.
+ */
 static size_t piece_size(const struct hostmap *m, uint64_t off)
 {
 	const struct backing *b = &m->gmem->backing;
+	bool small = m->faulting ? laid_small(m, off) : backing_is_split(b, off);
 
-	return b->kind == GM_BACKING_HUGETLB && !laid_small(m, off) ? b->page_size : GM_PAGE_SIZE;
+	return b->kind == GM_BACKING_HUGETLB && !small ? b->page_size : GM_PAGE_SIZE;
 }
 
 /* Maps the page at f->addr if it is shared; 0, -EAGAIN to try again later, or -errno for SIGBUS. */
@@ -1040,6 +1046,34 @@ void hva_notifier_unregister(struct hva_notifier *n)
 	pthread_rwlock_unlock(&notifiers_lock);
 }
 
+/*
+ * Lays pages [first, last) of a laid mapping, or hides them. The next
+ * refresh, of whichever range, lays the hidden pages too: a conversion
+ * undone by a hide gives them back at the file's next conversion.
+ */
+static int update_laid(struct hostmap *m, pgoff_t first, pgoff_t last, bool hide)
+{
+	int ret;
+
+	if (hide) {
+		if (!clamp(m, &first, &last))
+			return 0;
+		if (m->hidden_first == m->hidden_last || first < m->hidden_first)
+			m->hidden_first = first;
+		if (m->hidden_first == m->hidden_last || last > m->hidden_last)
+			m->hidden_last = last;
+		return lay(m, first, last, true);
+	}
+	if (m->hidden_first != m->hidden_last) {
+		first = first < m->hidden_first ? first : m->hidden_first;
+		last = last > m->hidden_last ? last : m->hidden_last;
+	}
+	ret = lay(m, first, last, false);
+	if (!ret)
+		m->hidden_first = m->hidden_last = 0;
+	return ret;
+}
+
 /* Applies the file's attributes (or hides) over [start, end) of one mapping, notifiers around it. */
 static int update_one(struct hostmap *m, pgoff_t start, pgoff_t end, bool hide,
 		      struct hostmap **dropped)
@@ -1050,12 +1084,13 @@ static int update_one(struct hostmap *m, pgoff_t start, pgoff_t end, bool hide,
 	struct hva_notifier *n;
 	int err;
 
-	if (!clamp(m, &first, &last) && !m->sealed)
+	if (!clamp(m, &first, &last) && !m->sealed && m->hidden_first == m->hidden_last)
 		return 0;
 	pthread_rwlock_rdlock(&notifiers_lock);
 	for (n = notifiers; n; n = n->next)
 		n->invalidate_begin(n, va_start, va_end);
-	err = m->faulting ? update_faulting(m, start, end, hide, dropped) : lay(m, start, end, hide);
+	err = m->faulting ? update_faulting(m, start, end, hide, dropped)
+			  : update_laid(m, start, end, hide);
 	for (n = notifiers; n; n = n->next)
 		n->invalidate_end(n, va_start, va_end);
 	pthread_rwlock_unlock(&notifiers_lock);

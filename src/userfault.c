@@ -120,8 +120,14 @@ static void uffd_init(void)
 	struct uffdio_api api = { .api = UFFD_API };
 	sigset_t all, old;
 	pthread_t thread;
+	const char *env = getenv("GMEM_USERFAULTFD");
 	int fd;
 
+	/* GMEM_USERFAULTFD=0: the laid layout of a kernel without userfaultfd, for its tests. */
+	if (env && !strcmp(env, "0")) {
+		uffd_err = -EOPNOTSUPP;
+		return;
+	}
 	if (offered < 0 || (offered & UFFD_NEEDED) != UFFD_NEEDED) {
 		uffd_err = offered < 0 ? (int)offered : -EOPNOTSUPP;
 		return;

@@ -127,13 +127,16 @@ static void on_sigbus(int sig)
 	siglongjmp(sigbus_jmp, 1);
 }
 
-bool t_access_sigbus(volatile void *addr, bool write)
+/* Whether the access raises SIGBUS, or with segv also SIGSEGV. */
+static bool access_faults(volatile void *addr, bool write, bool segv)
 {
-	struct sigaction sa = { .sa_handler = on_sigbus }, old;
+	struct sigaction sa = { .sa_handler = on_sigbus }, old_bus, old_segv;
 	bool faulted = false;
 
 	sigemptyset(&sa.sa_mask);
-	sigaction(SIGBUS, &sa, &old);
+	sigaction(SIGBUS, &sa, &old_bus);
+	if (segv)
+		sigaction(SIGSEGV, &sa, &old_segv);
 	if (sigsetjmp(sigbus_jmp, 1) == 0) {
 		if (write)
 			*(volatile char *)addr = 0x5a;
@@ -142,6 +145,18 @@ bool t_access_sigbus(volatile void *addr, bool write)
 	} else {
 		faulted = true;
 	}
-	sigaction(SIGBUS, &old, NULL);
+	sigaction(SIGBUS, &old_bus, NULL);
+	if (segv)
+		sigaction(SIGSEGV, &old_segv, NULL);
 	return faulted;
+}
+
+bool t_access_sigbus(volatile void *addr, bool write)
+{
+	return access_faults(addr, write, false);
+}
+
+bool t_read_faults(volatile const void *addr)
+{
+	return access_faults((volatile void *)addr, false, true);
 }

@@ -123,6 +123,8 @@ void t_env_teardown(struct gm_env *e);
 
 /* Whether a read (or write) of addr raises SIGBUS. */
 bool t_access_sigbus(volatile void *addr, bool write);
+/* Whether a read of addr faults at all: SIGBUS, or SIGSEGV (nothing mapped, or PROT_NONE). */
+bool t_read_faults(volatile const void *addr);
 
 #define ioctl_errno(...) ({ errno = 0; int _r = (int)sys_ioctl(__VA_ARGS__); _r < 0 ? errno : 0; })
 

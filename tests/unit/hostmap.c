@@ -1,10 +1,11 @@
-/* Host mappings behind the library's back: plain munmap and mremap, failed allocations and hides, mapping count. */
+/* Host mappings in either layout: plain munmap and mremap, failed allocations and hides, mapping count. */
 #define _GNU_SOURCE
 #include <linux/falloc.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdio.h>
 
+#include "harness/hostmap_layout.h"
 #include "internal.h"
 #include "unit/vmm.h"
 
@@ -28,31 +29,6 @@ static struct gm_gmem_info info_of(int fd)
 	return info;
 }
 
-static sigjmp_buf fault_jmp;
-
-static void on_fault(int sig)
-{
-	siglongjmp(fault_jmp, sig);
-}
-
-/* Whether a read of p faults in any way (SIGBUS, or SIGSEGV on a mapping left PROT_NONE). */
-static bool inaccessible(volatile char *p)
-{
-	struct sigaction sa = { .sa_handler = on_fault }, old_bus, old_segv;
-	bool faulted = false;
-
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGBUS, &sa, &old_bus);
-	sigaction(SIGSEGV, &sa, &old_segv);
-	if (sigsetjmp(fault_jmp, 1) == 0)
-		(void)*p;
-	else
-		faulted = true;
-	sigaction(SIGBUS, &old_bus, NULL);
-	sigaction(SIGSEGV, &old_segv, NULL);
-	return faulted;
-}
-
 /* The kernel mappings of the process that overlap [p, p + len). */
 static long kernel_mappings(const char *p, uint64_t len)
 {
@@ -69,27 +45,54 @@ static long kernel_mappings(const char *p, uint64_t len)
 	return n;
 }
 
-/*
- * A plain munmap, then the address reused by unrelated memory: no later
- * conversion or punch may touch the new occupant, and the record is gone.
- */
-Test(hostmap, plain_munmap_then_reuse)
+/* A SW_PROTECTED VM and one shared file, its first map_len bytes mapped: where most tests start. */
+struct mapped {
+	struct vmm vmm;
+	int gmem;
+	char *p;
+	uint64_t map_len;
+	bool laid;      /* the file's mappings are laid (harness/hostmap_layout.h) */
+};
+
+static void mapped_open(struct mapped *f, uint64_t size, uint64_t map_len, uint64_t flags)
 {
-	struct vmm m;
+	vmm_init(&f->vmm, KVM_X86_SW_PROTECTED_VM);
+	f->gmem = vmm_gmem(&f->vmm, size, flags);
+	f->laid = hostmap_laid(f->gmem);
+	f->map_len = map_len;
+	f->p = gm_mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_SHARED, f->gmem, 0);
+	cr_assert_neq(f->p, MAP_FAILED, "gm_mmap: %s", strerror(errno));
+}
 
-	vmm_init(&m, KVM_X86_SW_PROTECTED_VM);
-	int gmem = vmm_gmem(&m, 8 * PAGE, SHARED_FLAGS);
-	char *p = gm_mmap(NULL, 8 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, gmem, 0);
+/* Closes the file and the VM; the mapping is the test's to unmap. */
+static void mapped_close(struct mapped *f)
+{
+	gm_close(f->gmem);
+	vmm_destroy(&f->vmm);
+}
 
-	cr_assert_neq(p, MAP_FAILED);
-	memset(p, 0x11, 8 * PAGE);
-	cr_assert_eq(munmap(p, 8 * PAGE), 0);
+/* Ends the test, reported as skipped for why, unless it runs in this layout. */
+static void skip_unless(struct mapped *f, bool runs, const char *why)
+{
+	if (runs)
+		return;
+	gm_munmap(f->p, f->map_len);
+	mapped_close(f);
+	cr_skip_test("%s", why);
+}
+
+/*
+ * With unrelated memory at 8 pages the file's mapping p once held: no
+ * conversion or punch may touch it, and the file counts no mapping.
+ */
+static void check_new_occupant(int gmem, char *p)
+{
 	char *q = mmap(p, 8 * PAGE, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+
 	cr_assert_eq(q, p, "the address was not free after munmap");
 	memset(q, 0x77, 8 * PAGE);
 	cr_expect_eq(info_of(gmem).host_mappings, 0, "the stale record is still counted");
-
 	for (int round = 0; round < 2; round++) {
 		cr_assert_eq(convert(gmem, 0, 8 * PAGE, PRIVATE), 0);
 		cr_assert_eq(convert(gmem, 2 * PAGE, 2 * PAGE, 0), 0);
@@ -97,49 +100,75 @@ Test(hostmap, plain_munmap_then_reuse)
 		cr_assert_eq(convert(gmem, 0, 8 * PAGE, 0), 0);
 	}
 	for (int i = 0; i < 8; i++) {
-		cr_assert_not(inaccessible(q + i * PAGE), "page %d of the new occupant unmapped", i);
+		cr_assert_not(t_read_faults(q + i * PAGE), "page %d of the new occupant unmapped", i);
 		cr_expect_eq(q[i * PAGE], 0x77, "page %d of the new occupant changed", i);
 		cr_expect_eq(q[i * PAGE + PAGE - 1], 0x77, "page %d of the new occupant changed", i);
 	}
 	munmap(q, 8 * PAGE);
-	gm_close(gmem);
-	vmm_destroy(&m);
+}
+
+/* A plain munmap, then the address reused by unrelated memory: the library saw the munmap. */
+Test(hostmap, plain_munmap_then_reuse)
+{
+	struct mapped f;
+
+	mapped_open(&f, 8 * PAGE, 8 * PAGE, SHARED_FLAGS);
+	skip_unless(&f, !f.laid, HOSTMAP_SKIP_LAID_UNSEEN);
+	memset(f.p, 0x11, 8 * PAGE);
+	cr_assert_eq(munmap(f.p, 8 * PAGE), 0);
+	check_new_occupant(f.gmem, f.p);
+	mapped_close(&f);
+}
+
+/*
+ * In either layout, gm_munmap after a plain munmap forgets the mapping, and
+ * the address can be reused. Laid, the record (and its reference on the
+ * file) outlives the plain munmap until then, as docs/compat.md says.
+ */
+Test(hostmap, gm_munmap_after_plain_munmap_then_reuse)
+{
+	struct mapped f;
+
+	mapped_open(&f, 8 * PAGE, 8 * PAGE, SHARED_FLAGS);
+	memset(f.p, 0x11, 8 * PAGE);
+	cr_assert_eq(munmap(f.p, 8 * PAGE), 0);
+	cr_expect_eq(info_of(f.gmem).host_mappings, f.laid ? 1 : 0,
+		     "laid: the record stays until gm_munmap; faulting: the munmap is seen");
+	cr_assert_eq(gm_munmap(f.p, 8 * PAGE), 0, "%s", strerror(errno));
+	check_new_occupant(f.gmem, f.p);
+	mapped_close(&f);
 }
 
 /* Growing a one-page shared mapping must not show the private page after it. */
 Test(hostmap, mremap_grow_hides_private)
 {
-	struct vmm m;
+	struct mapped f;
 
-	vmm_init(&m, KVM_X86_SW_PROTECTED_VM);
-	int gmem = vmm_gmem(&m, 4 * PAGE, SHARED_FLAGS);
-	char *p = gm_mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, gmem, 0);
-
-	cr_assert_neq(p, MAP_FAILED);
-	cr_assert_eq(convert(gmem, PAGE, PAGE, PRIVATE), 0);
-	p[0] = 1;
-	char *q = mremap(p, PAGE, 2 * PAGE, MREMAP_MAYMOVE);
+	mapped_open(&f, 4 * PAGE, PAGE, SHARED_FLAGS);
+	skip_unless(&f, !f.laid, HOSTMAP_SKIP_LAID_UNSEEN);
+	cr_assert_eq(convert(f.gmem, PAGE, PAGE, PRIVATE), 0);
+	f.p[0] = 1;
+	char *q = mremap(f.p, PAGE, 2 * PAGE, MREMAP_MAYMOVE);
 
 	cr_assert_neq(q, MAP_FAILED, "mremap: %s", strerror(errno));
-	cr_expect(inaccessible(q + PAGE), "the private page is readable through a grown mapping");
-	cr_expect_not(inaccessible(q), "the shared page went with the move");
+	cr_expect(t_read_faults(q + PAGE), "the private page is readable through a grown mapping");
+	cr_expect_not(t_read_faults(q), "the shared page went with the move");
 	cr_expect_eq(q[0], 1);
 	munmap(q, 2 * PAGE);
-	gm_close(gmem);
-	vmm_destroy(&m);
+	mapped_close(&f);
 }
 
 /* A moved mapping follows later conversions at its new address. */
 Test(hostmap, mremap_move_follows_conversions)
 {
-	struct vmm m;
+	struct mapped f;
 
-	vmm_init(&m, KVM_X86_SW_PROTECTED_VM);
-	int gmem = vmm_gmem(&m, 4 * PAGE, SHARED_FLAGS);
-	char *p = gm_mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, gmem, 0);
+	mapped_open(&f, 4 * PAGE, 4 * PAGE, SHARED_FLAGS);
+	skip_unless(&f, !f.laid, HOSTMAP_SKIP_LAID_UNSEEN);
+	int gmem = f.gmem;
+	char *p = f.p;
 	char *target = mmap(NULL, 4 * PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
-	cr_assert_neq(p, MAP_FAILED);
 	cr_assert_neq(target, MAP_FAILED);
 	for (int i = 0; i < 4; i++)
 		p[i * PAGE] = (char)(i + 1);
@@ -148,12 +177,12 @@ Test(hostmap, mremap_move_follows_conversions)
 	cr_assert_eq(q, target, "mremap: %s", strerror(errno));
 	cr_assert_eq(q[PAGE], 2);
 	cr_assert_eq(convert(gmem, PAGE, 2 * PAGE, PRIVATE), 0);
-	cr_expect(inaccessible(q + PAGE), "a page made private after the move is readable");
-	cr_expect(inaccessible(q + 2 * PAGE), "a page made private after the move is readable");
+	cr_expect(t_read_faults(q + PAGE), "a page made private after the move is readable");
+	cr_expect(t_read_faults(q + 2 * PAGE), "a page made private after the move is readable");
 	cr_expect_eq(q[0], 1);
 	cr_expect_eq(q[3 * PAGE], 4);
 	cr_assert_eq(convert(gmem, PAGE, 2 * PAGE, 0), 0);
-	cr_expect_not(inaccessible(q + PAGE), "shared again, the page must come back");
+	cr_expect_not(t_read_faults(q + PAGE), "shared again, the page must come back");
 	cr_expect_eq(info_of(gmem).host_mappings, 1);
 	/* The old address is free again: a new occupant there is never touched. */
 	char *r = mmap(p, 4 * PAGE, PROT_READ | PROT_WRITE,
@@ -163,12 +192,35 @@ Test(hostmap, mremap_move_follows_conversions)
 	memset(r, 0x33, 4 * PAGE);
 	cr_assert_eq(convert(gmem, 0, 4 * PAGE, PRIVATE), 0);
 	cr_expect_eq(r[PAGE], 0x33);
-	cr_expect(inaccessible(q), "private after the move");
+	cr_expect(t_read_faults(q), "private after the move");
 	cr_expect_eq(gm_munmap(q, 4 * PAGE), 0);
 	cr_expect_eq(info_of(gmem).host_mappings, 0);
 	munmap(r, 4 * PAGE);
-	gm_close(gmem);
-	vmm_destroy(&m);
+	mapped_close(&f);
+}
+
+/*
+ * The record of a mapping a plain mremap moved: faulting, it follows the
+ * move; laid, it stays at the old address until gm_munmap there, as
+ * docs/compat.md says. Either way gm_munmap leaves no record behind.
+ */
+Test(hostmap, plain_mremap_record_until_gm_munmap)
+{
+	struct mapped f;
+	char *target = mmap(NULL, 4 * PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	cr_assert_neq(target, MAP_FAILED);
+	mapped_open(&f, 4 * PAGE, 4 * PAGE, SHARED_FLAGS);
+	char *q = mremap(f.p, 4 * PAGE, 4 * PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, target);
+
+	cr_assert_eq(q, target, "mremap: %s", strerror(errno));
+	cr_expect_eq(info_of(f.gmem).host_mappings, 1);
+	cr_assert_eq(gm_munmap(f.p, 4 * PAGE), 0, "%s", strerror(errno));
+	cr_expect_eq(info_of(f.gmem).host_mappings, f.laid ? 0 : 1,
+		     "gm_munmap at the old address, %s layout", f.laid ? "laid" : "faulting");
+	cr_assert_eq(gm_munmap(q, 4 * PAGE), 0, "%s", strerror(errno));
+	cr_expect_eq(info_of(f.gmem).host_mappings, 0);
+	mapped_close(&f);
 }
 
 /*
@@ -199,9 +251,9 @@ Test(hostmap, fixed_middle_allocation_failure)
 			failed++;
 		}
 		cr_assert_eq(convert(gmem, 6 * PAGE, PAGE, PRIVATE), 0);
-		cr_expect(inaccessible(p + 6 * PAGE), "after %ld: the right part shows a private page",
+		cr_expect(t_read_faults(p + 6 * PAGE), "after %ld: the right part shows a private page",
 			  after);
-		cr_expect_not(inaccessible(p + 5 * PAGE), "after %ld: a shared page was lost", after);
+		cr_expect_not(t_read_faults(p + 5 * PAGE), "after %ld: a shared page was lost", after);
 		cr_assert_eq(convert(gmem, 6 * PAGE, PAGE, 0), 0);
 		cr_expect_eq(p[6 * PAGE], 0x42, "after %ld", after);
 		cr_assert_eq(gm_munmap(p, 8 * PAGE), 0);
@@ -212,34 +264,28 @@ Test(hostmap, fixed_middle_allocation_failure)
 	vmm_destroy(&m);
 }
 
-/*
- * The kernel uses one VMA whatever the attributes: 100,000 private islands
- * in a mapped 1 GiB file must not cost the process its mappings.
- */
-Test(hostmap, private_islands_cost_no_mappings, .timeout = 120)
+/* ASan and TSan map memory of their own as the test runs. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+static const bool sanitized = true;
+#else
+static const bool sanitized = false;
+#endif
+
+/* Converts islands private pages at p + PAGE, p + 3 * PAGE, ...: 0, or the first failure's errno. */
+static int make_islands(struct mapped *f, uint64_t islands, uint64_t *made)
 {
-	const uint64_t size = 1ULL << 30, islands = 100000;
-	struct vmm m;
-	long before, after;
+	int err = 0;
 
-	vmm_init(&m, KVM_X86_SW_PROTECTED_VM);
-	int gmem = vmm_gmem(&m, size, SHARED_FLAGS);
-	char *p = gm_mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, gmem, 0);
+	for (*made = 0; *made < islands && !err; (*made)++)
+		err = convert(f->gmem, (2 * *made + 1) * PAGE, PAGE, PRIVATE);
+	if (err)
+		(*made)--;
+	return err;
+}
 
-	cr_assert_neq(p, MAP_FAILED);
-	before = kernel_mappings(p, size);
-	cr_expect_eq(before, 1, "a fresh mapping of a shared file is %ld kernel mappings", before);
-	for (uint64_t i = 0; i < islands; i++)
-		cr_assert_eq(convert(gmem, (2 * i + 1) * PAGE, PAGE, PRIVATE), 0, "island %llu",
-			     (unsigned long long)i);
-	after = kernel_mappings(p, size);
-	cr_expect_eq(after, before, "%ld kernel mappings before the islands, %ld after", before, after);
-	cr_expect(inaccessible(p + PAGE));
-	cr_expect(inaccessible(p + (2 * islands - 1) * PAGE));
-	cr_expect_not(inaccessible(p + 2 * islands * PAGE));
-	p[4 * PAGE] = 9;
-	cr_expect_eq(p[4 * PAGE], 9);
-	/* The process can still map as before. */
+/* Whether the process can still make a few more mappings. */
+static void check_can_still_map(void)
+{
 	for (int i = 0; i < 64; i++) {
 		void *a = mmap(NULL, PAGE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
@@ -247,9 +293,98 @@ Test(hostmap, private_islands_cost_no_mappings, .timeout = 120)
 		mprotect(a, PAGE, PROT_NONE);
 		munmap(a, PAGE);
 	}
+}
+
+/*
+ * The kernel uses one VMA whatever the attributes: 100,000 private islands
+ * in a mapped 1 GiB file must not cost the process its mappings.
+ */
+Test(hostmap, private_islands_cost_no_mappings, .timeout = 120)
+{
+	const uint64_t size = 1ULL << 30, islands = 100000;
+	struct mapped f;
+	uint64_t made;
+	long before, after;
+
+	mapped_open(&f, size, size, SHARED_FLAGS);
+	skip_unless(&f, !f.laid, HOSTMAP_SKIP_LAID_RUNS);
+	char *p = f.p;
+
+	before = kernel_mappings(p, size);
+	cr_expect_eq(before, 1, "a fresh mapping of a shared file is %ld kernel mappings", before);
+	cr_assert_eq(make_islands(&f, islands, &made), 0, "island %llu", (unsigned long long)made);
+	after = kernel_mappings(p, size);
+	cr_expect_eq(after, before, "%ld kernel mappings before the islands, %ld after", before, after);
+	cr_expect(t_read_faults(p + PAGE));
+	cr_expect(t_read_faults(p + (2 * islands - 1) * PAGE));
+	cr_expect_not(t_read_faults(p + 2 * islands * PAGE));
+	p[4 * PAGE] = 9;
+	cr_expect_eq(p[4 * PAGE], 9);
+	check_can_still_map();
 	cr_expect_eq(gm_munmap(p, size), 0);
-	gm_close(gmem);
-	vmm_destroy(&m);
+	mapped_close(&f);
+}
+
+/*
+ * What private islands cost in kernel mappings, as docs/compat.md says:
+ * nothing with userfaultfd; laid, one mapping per run, and shared again
+ * the runs are one mapping again.
+ */
+Test(hostmap, islands_cost_what_the_layout_says)
+{
+	const uint64_t size = 256 * PAGE, islands = 64;
+	struct mapped f;
+	uint64_t made;
+
+	mapped_open(&f, size, size, SHARED_FLAGS);
+	memset(f.p, 0x2e, size);
+	cr_expect_eq(kernel_mappings(f.p, size), 1);
+	cr_assert_eq(make_islands(&f, islands, &made), 0, "island %llu", (unsigned long long)made);
+	cr_expect_eq(kernel_mappings(f.p, size), f.laid ? 2 * islands + 1 : 1,
+		     "%s layout", f.laid ? "laid" : "faulting");
+	for (uint64_t i = 0; i < 2 * islands + 1; i++)
+		cr_expect_eq(t_read_faults(f.p + i * PAGE), i % 2 == 1, "page %llu",
+			     (unsigned long long)i);
+	cr_assert_eq(convert(f.gmem, 0, size, 0), 0);
+	cr_expect_eq(kernel_mappings(f.p, size), 1);
+	cr_expect_eq(f.p[3 * PAGE], 0x2e, "a page lost its data across the conversions");
+	cr_expect_eq(gm_munmap(f.p, size), 0);
+	mapped_close(&f);
+}
+
+/*
+ * Laid, vm.max_map_count bounds the private islands: the conversion that
+ * would pass it fails with ENOMEM and changes nothing; converting back gives
+ * the process its mappings again.
+ */
+Test(hostmap, laid_map_count_bounds_islands, .timeout = 120)
+{
+	const uint64_t size = 1ULL << 30, islands = 100000;
+	struct mapped f;
+	uint64_t made;
+
+	mapped_open(&f, size, size, SHARED_FLAGS);
+	skip_unless(&f, f.laid, HOSTMAP_SKIP_FAULTING);
+	skip_unless(&f, !sanitized, "a sanitizer's runtime aborts when it cannot map (vm.max_map_count)");
+	char *island;
+
+	cr_assert_eq(make_islands(&f, islands, &made), ENOMEM,
+		     "%llu islands and no bound", (unsigned long long)made);
+	island = f.p + (2 * made + 1) * PAGE;
+	cr_expect_eq(info_of(f.gmem).shared_bytes, size - made * PAGE,
+		     "the failed conversion changed attributes");
+	cr_expect_not(t_read_faults(island), "the failed conversion hid its page");
+	island[0] = 5;
+	cr_expect_eq(island[0], 5);
+	cr_expect(t_read_faults(island - 2 * PAGE), "the last island made is readable");
+	/* At the bound even a conversion that frees mappings may need one first: free two. */
+	cr_assert_eq(convert(f.gmem, (2 * made - 1) * PAGE, PAGE, 0), 0);
+	cr_expect_not(t_read_faults(island - 2 * PAGE));
+	cr_assert_eq(convert(f.gmem, 0, size, 0), 0);
+	cr_expect_eq(kernel_mappings(f.p, size), 1);
+	check_can_still_map();
+	cr_expect_eq(gm_munmap(f.p, size), 0);
+	mapped_close(&f);
 }
 
 /*
@@ -259,32 +394,58 @@ Test(hostmap, private_islands_cost_no_mappings, .timeout = 120)
  */
 Test(hostmap, failed_hide_leaves_range_inaccessible)
 {
-	struct vmm m;
+	struct mapped f;
 
-	vmm_init(&m, KVM_X86_SW_PROTECTED_VM);
-	int gmem = vmm_gmem(&m, 8 * PAGE, SHARED_FLAGS);
-	char *p = gm_mmap(NULL, 8 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, gmem, 0);
+	mapped_open(&f, 8 * PAGE, 8 * PAGE, SHARED_FLAGS);
+	char *p = f.p;
 
-	cr_assert_neq(p, MAP_FAILED);
 	memset(p, 0x5a, 8 * PAGE);
 	gm_hostmap_fail(1, 3);
-	cr_expect_eq(convert(gmem, 0, 8 * PAGE, PRIVATE), ENOMEM);
+	cr_expect_eq(convert(f.gmem, 0, 8 * PAGE, PRIVATE), ENOMEM);
 	gm_hostmap_fail(0, 0);
-	cr_expect_eq(info_of(gmem).shared_bytes, 8 * PAGE, "a failed conversion changed attributes");
+	cr_expect_eq(info_of(f.gmem).shared_bytes, 8 * PAGE, "a failed conversion changed attributes");
 	for (int i = 0; i < 8; i++)
-		cr_expect(inaccessible(p + i * PAGE), "page %d readable after a failed hide", i);
+		cr_expect(t_read_faults(p + i * PAGE), "page %d readable after a failed hide", i);
 	/* The next conversion that can reach the mapping lays it again. */
-	cr_assert_eq(convert(gmem, 7 * PAGE, PAGE, PRIVATE), 0);
-	cr_expect_not(inaccessible(p), "the shared page did not come back");
+	cr_assert_eq(convert(f.gmem, 7 * PAGE, PAGE, PRIVATE), 0);
+	cr_assert_not(t_read_faults(p), "the shared page did not come back");
 	cr_expect_eq(p[0], 0x5a);
-	cr_expect(inaccessible(p + 7 * PAGE));
+	cr_expect(t_read_faults(p + 7 * PAGE));
 	gm_munmap(p, 8 * PAGE);
-	gm_close(gmem);
-	vmm_destroy(&m);
+	mapped_close(&f);
+}
+
+/*
+ * A conversion undone by a hide (the change and the undo failed, the hide
+ * worked): faulting, the pages fault in from the restored attributes; laid,
+ * they stay hidden until the file's next conversion, even of pages that
+ * this mapping does not hold.
+ */
+Test(hostmap, hidden_range_comes_back_at_next_conversion)
+{
+	struct mapped f;
+
+	mapped_open(&f, 8 * PAGE, 4 * PAGE, SHARED_FLAGS);
+	memset(f.p, 0x4d, 4 * PAGE);
+	gm_hostmap_fail(1, 2);
+	cr_expect_eq(convert(f.gmem, 0, 4 * PAGE, PRIVATE), ENOMEM);
+	gm_hostmap_fail(0, 0);
+	cr_expect_eq(info_of(f.gmem).shared_bytes, 8 * PAGE, "a failed conversion changed attributes");
+	for (int i = 0; i < 4; i++)
+		cr_expect_eq(t_read_faults(f.p + i * PAGE), f.laid, "page %d, %s layout", i,
+			     f.laid ? "laid" : "faulting");
+	cr_assert_eq(convert(f.gmem, 6 * PAGE, PAGE, PRIVATE), 0);
+	for (int i = 0; i < 4; i++) {
+		cr_assert_not(t_read_faults(f.p + i * PAGE), "shared page %d did not come back", i);
+		cr_expect_eq(f.p[i * PAGE], 0x4d, "page %d lost its data", i);
+	}
+	gm_munmap(f.p, 4 * PAGE);
+	mapped_close(&f);
 }
 
 /* A SIGBUS on a private page is the kernel's: BUS_ADRERR at the faulting address. */
 static siginfo_t bus_info;
+static sigjmp_buf fault_jmp;
 
 static void on_bus_info(int sig, siginfo_t *si, void *uc)
 {
@@ -296,14 +457,12 @@ static void on_bus_info(int sig, siginfo_t *si, void *uc)
 Test(hostmap, sigbus_is_the_kernels)
 {
 	struct sigaction sa = { .sa_sigaction = on_bus_info, .sa_flags = SA_SIGINFO }, old;
-	struct vmm m;
+	struct mapped f;
 
-	vmm_init(&m, KVM_X86_SW_PROTECTED_VM);
-	int gmem = vmm_gmem(&m, 4 * PAGE, SHARED_FLAGS);
-	volatile char *p = gm_mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, gmem, 0);
+	mapped_open(&f, 4 * PAGE, 4 * PAGE, SHARED_FLAGS);
+	volatile char *p = f.p;
 
-	cr_assert_neq(p, MAP_FAILED);
-	cr_assert_eq(convert(gmem, 2 * PAGE, PAGE, PRIVATE), 0);
+	cr_assert_eq(convert(f.gmem, 2 * PAGE, PAGE, PRIVATE), 0);
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGBUS, &sa, &old);
 	if (sigsetjmp(fault_jmp, 1) == 0) {
@@ -322,9 +481,8 @@ Test(hostmap, sigbus_is_the_kernels)
 	cr_expect_eq(errno, EFAULT);
 	close(pipefd[0]);
 	close(pipefd[1]);
-	gm_munmap((void *)p, 4 * PAGE);
-	gm_close(gmem);
-	vmm_destroy(&m);
+	gm_munmap(f.p, 4 * PAGE);
+	mapped_close(&f);
 }
 
 /*
@@ -334,34 +492,28 @@ Test(hostmap, sigbus_is_the_kernels)
  */
 Test(hostmap, split_hide_failure_is_reported)
 {
-	struct vmm m;
+	struct mapped f;
 
-	vmm_init(&m, KVM_X86_SW_PROTECTED_VM);
-	int gmem = vmm_gmem(&m, 2 * SZ_2M, SHARED_FLAGS | GM_GUEST_MEMFD_FOLIO_2M);
+	mapped_open(&f, 2 * SZ_2M, 2 * SZ_2M, SHARED_FLAGS | GM_GUEST_MEMFD_FOLIO_2M);
+	skip_unless(&f, info_of(f.gmem).backing == GM_BACKING_HUGETLB,
+		    "no free 2 MiB huge pages: the file is on a memfd");
+	int gmem = f.gmem;
+	char *p = f.p;
 
-	if (info_of(gmem).backing != GM_BACKING_HUGETLB) {
-		gm_close(gmem);
-		vmm_destroy(&m);
-		cr_skip_test("no free 2 MiB huge pages: the file is on a memfd");
-	}
-	char *p = gm_mmap(NULL, 2 * SZ_2M, PROT_READ | PROT_WRITE, MAP_SHARED, gmem, 0);
-
-	cr_assert_neq(p, MAP_FAILED);
 	memset(p, 0x6b, 2 * SZ_2M);
 	gm_hostmap_fail(1, 1);
 	cr_expect_eq(convert(gmem, 5 * PAGE, PAGE, PRIVATE), ENOMEM,
 		     "a conversion whose hide failed reported success");
 	gm_hostmap_fail(0, 0);
 	cr_expect_eq(info_of(gmem).shared_bytes, 2 * SZ_2M);
-	cr_expect_not(inaccessible(p + 5 * PAGE), "the failed conversion left the page hidden");
+	cr_expect_not(t_read_faults(p + 5 * PAGE), "the failed conversion left the page hidden");
 	cr_expect_eq(p[5 * PAGE], 0x6b);
 	cr_expect_eq(info_of(gmem).split_folios, 0, "the folio stayed split");
 	/* Without the failure the same conversion works, and the page is the guest's. */
 	cr_assert_eq(convert(gmem, 5 * PAGE, PAGE, PRIVATE), 0);
-	cr_expect(inaccessible(p + 5 * PAGE));
+	cr_expect(t_read_faults(p + 5 * PAGE));
 	cr_expect_eq(p[6 * PAGE], 0x6b);
 	cr_expect_eq(p[SZ_2M], 0x6b);
 	gm_munmap(p, 2 * SZ_2M);
-	gm_close(gmem);
-	vmm_destroy(&m);
+	mapped_close(&f);
 }

@@ -1,5 +1,4 @@
 /* DMA pins and the library's own mappings of guest memory: what they let the VMM reach. */
-#include <setjmp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/wait.h>
@@ -22,32 +21,6 @@ static uint64_t allocated_bytes(int gmem)
 
 	cr_assert_eq(gm_gmem_info(gmem, &info), 0);
 	return info.allocated_bytes;
-}
-
-static sigjmp_buf fault_jmp;
-
-static void on_fault(int sig)
-{
-	(void)sig;
-	siglongjmp(fault_jmp, 1);
-}
-
-/* Whether a read of p faults at all (SIGSEGV: nothing mapped; SIGBUS: a hole). */
-static bool read_faults(volatile const char *p)
-{
-	struct sigaction sa = { .sa_handler = on_fault }, old_segv, old_bus;
-	bool faulted = false;
-
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGSEGV, &sa, &old_segv);
-	sigaction(SIGBUS, &sa, &old_bus);
-	if (sigsetjmp(fault_jmp, 1) == 0)
-		(void)*p;
-	else
-		faulted = true;
-	sigaction(SIGSEGV, &old_segv, NULL);
-	sigaction(SIGBUS, &old_bus, NULL);
-	return faulted;
 }
 
 /* A SW_PROTECTED VM with one all-shared, mappable guest_memfd of npages. */
@@ -100,17 +73,17 @@ Test(pin, dma_reaches_the_pinned_pages_only_while_pinned)
 	/* The neighbours, private or not, are out of the device's reach. */
 	cr_assert_eq(convert(gmem, 0, 5 * PAGE, PRIVATE), 0);
 	cr_assert_eq(convert(gmem, 7 * PAGE, 9 * PAGE, PRIVATE), 0);
-	cr_expect(read_faults(dma - 1), "the page before the pin is reachable");
-	cr_expect(read_faults(dma - PAGE), "the page before the pin is reachable");
-	cr_expect(read_faults(dma + 2 * PAGE), "the page after the pin is reachable");
-	cr_expect(read_faults(dma + 2 * PAGE + PAGE - 1), "the page after the pin is reachable");
+	cr_expect(t_read_faults(dma - 1), "the page before the pin is reachable");
+	cr_expect(t_read_faults(dma - PAGE), "the page before the pin is reachable");
+	cr_expect(t_read_faults(dma + 2 * PAGE), "the page after the pin is reachable");
+	cr_expect(t_read_faults(dma + 2 * PAGE + PAGE - 1), "the page after the pin is reachable");
 
 	/* Unpinned, the pages may become private: the device has lost them first. */
 	cr_assert_eq(gm_gmem_unpin(gmem, 5 * PAGE, 2 * PAGE), 0);
-	cr_expect(read_faults(dma), "the pin's address still works after unpin");
-	cr_expect(read_faults(dma + PAGE), "the pin's address still works after unpin");
+	cr_expect(t_read_faults(dma), "the pin's address still works after unpin");
+	cr_expect(t_read_faults(dma + PAGE), "the pin's address still works after unpin");
 	cr_assert_eq(convert(gmem, 5 * PAGE, 2 * PAGE, PRIVATE), 0);
-	cr_expect(read_faults(dma + PAGE));
+	cr_expect(t_read_faults(dma + PAGE));
 	gm_munmap(host, 16 * PAGE);
 	gm_close(gmem);
 	vmm_destroy(&m);
@@ -126,7 +99,7 @@ Test(pin, closing_the_file_unmaps_its_pins)
 	cr_assert_eq(gm_gmem_pin(gmem, PAGE, PAGE, (void **)&dma), 0);
 	dma[0] = 1;
 	gm_close(gmem);
-	cr_expect(read_faults(dma));
+	cr_expect(t_read_faults(dma));
 	vmm_destroy(&m);
 }
 
