@@ -85,7 +85,7 @@ BENCHES      := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all lib tools run test test-run test-laid test-build bench install uninstall clean deps check-exports \
 	check-install check-layering stress deps-test check-deps check-valgrind check-version check-docs \
-	check-man check-examples mutation
+	check-man check-examples check-attest mutation
 all: lib tools
 
 lib: $(SHARED) $(STATIC)
@@ -183,6 +183,18 @@ $(BUILD)/bin/%: tools/%.c $(GUEST_LIB) $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -I. $< -o $@ $(GUEST_LIB) $(STATIC) $(LDLIBS) $(SAN_LDFLAGS)
 
+# gmem-attest and the attestation benchmark use only the attestation module (no VM code):
+# they link its objects, whose internal calls libgmem.a keeps hidden.
+ATTEST_OBJS  := $(BUILD)/obj/src/platform/snp_report.o $(BUILD)/obj/src/platform/platform_key.o
+$(BUILD)/bin/gmem-attest: tools/gmem-attest.c $(ATTEST_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Isrc $< -o $@ $(ATTEST_OBJS) -lcrypto $(SAN_LDFLAGS)
+
+# tests/attest/check.sh: gmem-attest's verdicts on a report this helper signs with known fields.
+$(BUILD)/tests/attest-make-report: tests/attest/make_report.c $(TEST_STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Isrc $< -o $@ $(TEST_STATIC) $(LDLIBS) $(SAN_LDFLAGS)
+
 $(BUILD)/tests/conformance-libgmem: $(CONF_SRCS) $(HARNESS_SRCS) $(wildcard tests/harness/*.h) $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -DGM_TARGET_LIBGMEM -Itests $(CONF_SRCS) $(HARNESS_SRCS) -o $@ \
@@ -237,6 +249,10 @@ $(GMEM_STRESS): $(GMEM_STRESS_SRCS) $(wildcard tests/stress/vm/*.h) $(GUEST_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -DGM_TEST_HOOKS -Isrc -Itests -I. $(GMEM_STRESS_SRCS) -o $@ $(GUEST_LIB) \
 	      $(TEST_STATIC) $(LDLIBS) $(SAN_LDFLAGS)
+
+$(BUILD)/bench/snp_report: bench/snp_report.c $(wildcard bench/*.h) $(ATTEST_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Ibench -Isrc $< -o $@ $(ATTEST_OBJS) $(LDLIBS) -lm $(SAN_LDFLAGS)
 
 $(BUILD)/bench/%: bench/%.c $(wildcard bench/*.h) $(STATIC)
 	@mkdir -p $(dir $@)
@@ -336,6 +352,10 @@ check-man:
 check-examples: $(STATIC)
 	@scripts/check-examples.py $(BUILD)
 
+# gmem-attest key and verify: verdicts, reasons and exit statuses (platform keys in a scratch dir).
+check-attest: $(BUILD)/bin/gmem-attest $(BUILD)/tests/attest-make-report
+	@tests/attest/check.sh $(BUILD)
+
 # The Makefile's VERSION, gmem.h's GM_VERSION_* and gm_version() agree.
 check-version: $(STATIC)
 	@scripts/check-version.sh $(BUILD)
@@ -410,6 +430,7 @@ test: deps-test
 	@scripts/test-step.sh check-layering $(MAKE) --no-print-directory check-layering
 	@scripts/test-step.sh check-version $(MAKE) --no-print-directory check-version
 	@scripts/test-step.sh check-examples $(MAKE) --no-print-directory check-examples
+	@scripts/test-step.sh check-attest $(MAKE) --no-print-directory check-attest
 	@scripts/test-step.sh check-install $(MAKE) --no-print-directory check-install
 	@scripts/test-step.sh --own test-run $(MAKE) --no-print-directory test-run TEST_RESULTS_KEEP=1
 	@scripts/test-step.sh --own laid-test-run $(MAKE) --no-print-directory test-laid TEST_RESULTS_KEEP=1
@@ -441,8 +462,8 @@ bench: deps
 	@scripts/bench.sh $(BENCHES)
 
 # Everything is staged under $(INSTALL_STAGE) first; scripts/install.sh then moves it under
-# $(DESTDIR), all or nothing. gmem-vm is installed (it links libgmem statically); the other
-# tools are not.
+# $(DESTDIR), all or nothing. gmem-vm (it links libgmem statically) and gmem-attest are
+# installed; the other tools are not.
 INSTALL_STAGE := $(BUILD)/install-stage
 MAN_PAGES    := $(wildcard man/man3/*.3)
 install: lib tools
@@ -454,7 +475,7 @@ install: lib tools
 	@ln -sf libgmem.so.$(VERSION) $(INSTALL_STAGE)$(LIBDIR)/libgmem.so.$(SOVERSION)
 	@ln -sf libgmem.so.$(VERSION) $(INSTALL_STAGE)$(LIBDIR)/libgmem.so
 	@install -m 644 $(STATIC) $(INSTALL_STAGE)$(LIBDIR)/
-	@install -m 755 $(BUILD)/bin/gmem-vm $(INSTALL_STAGE)$(BINDIR)/
+	@install -m 755 $(BUILD)/bin/gmem-vm $(BUILD)/bin/gmem-attest $(INSTALL_STAGE)$(BINDIR)/
 	@$(if $(MAN_PAGES),install -m 644 $(MAN_PAGES) $(INSTALL_STAGE)$(MANDIR)/man3/)
 	@sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
 	    -e 's|@VERSION@|$(VERSION)|' src/libgmem.pc.in > $(INSTALL_STAGE)$(LIBDIR)/pkgconfig/libgmem.pc
@@ -464,7 +485,7 @@ uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/libgmem.so* $(DESTDIR)$(LIBDIR)/libgmem.a \
 	      $(DESTDIR)$(LIBDIR)/pkgconfig/libgmem.pc
 	rm -rf $(DESTDIR)$(INCLUDEDIR)/gmem
-	rm -f $(DESTDIR)$(BINDIR)/gmem-vm
+	rm -f $(DESTDIR)$(BINDIR)/gmem-vm $(DESTDIR)$(BINDIR)/gmem-attest
 	rm -f $(MAN_PAGES:man/man3/%=$(DESTDIR)$(MANDIR)/man3/%)
 
 clean:

@@ -36,7 +36,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         binary = os.path.join(tmp, "vmm_loop")
         subprocess.run([cc, "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-Iinclude", PROGRAM,
-                        "-o", binary, os.path.join(build, "libgmem.a"), "-lurcu-bp", "-lpthread"],
+                        "-o", binary, os.path.join(build, "libgmem.a"), "-lurcu-bp", "-lpthread", "-lcrypto"],
                        cwd=ROOT, check=True)
         run = subprocess.run([binary], cwd=ROOT, capture_output=True, text=True, timeout=120)
     if run.returncode != 0 or run.stdout != output:

@@ -24,7 +24,7 @@ done
 prog=$(mktemp)
 trap 'rm -f "$prog"' EXIT
 printf '#include <stdio.h>\n#include <gmem/gmem.h>\nint main(void) { puts(gm_version()); return 0; }\n' |
-	$CC -Iinclude -x c - -x none -o "$prog" "$build/libgmem.a" -lurcu-bp -lpthread
+	$CC -Iinclude -x c - -x none -o "$prog" "$build/libgmem.a" -lurcu-bp -lpthread -lcrypto
 running=$("$prog")
 [ "$running" = "$version" ] || { echo "check-version: gm_version() says $running, the Makefile $version"; fail=1; }
 [ $fail -eq 0 ] && echo "version: $version in the Makefile, gmem.h and gm_version()"

@@ -7,7 +7,8 @@
 #   scripts/setup.sh --list SET     print the set's packages, one a line
 set -eu
 
-# Building the library and the tools, and running gmem-vm.
+# Building the library and the tools, and running gmem-vm; libssl-dev for libcrypto (the
+# software SNP platform's key and report signatures).
 BUILD_PACKAGES="gcc libc6-dev make pkg-config liburcu-dev libssl-dev binutils"
 # make test on top of that: Criterion for the unit and conformance tests, clang and
 # libFuzzer (libclang-rt-14-dev) for the fuzz targets, valgrind (which also ships

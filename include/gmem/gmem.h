@@ -287,6 +287,18 @@ int gm_snp_launch_digest_page(uint8_t digest[48], uint8_t page_type, uint64_t gp
 /* The GPA and contents (a zero page) of a soft vCPU's VMSA in the digest. */
 #define GM_SNP_VMSA_GPA 0xFFFFFFFFF000ULL
 
+/*
+ * The public key of the software SEV-SNP platform, which signs its attestation
+ * reports (ECDSA P-384), as PEM (SubjectPublicKeyInfo), NUL-terminated in buf:
+ * returns its length, -ERANGE when len is too small (GM_SNP_PLATFORM_KEY_PEM_MAX
+ * always suffices). The key is created on first use, in $GMEM_PLATFORM_KEY, else
+ * $XDG_STATE_HOME/libgmem/snp-platform-key.pem, else
+ * $HOME/.local/state/libgmem/snp-platform-key.pem; a key file that cannot be read
+ * (-errno) or is not a P-384 private key (-EBADMSG) is an error, never replaced.
+ */
+#define GM_SNP_PLATFORM_KEY_PEM_MAX 512
+int gm_snp_platform_key_pem(char *buf, size_t len);
+
 #ifdef __cplusplus
 }
 #endif
