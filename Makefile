@@ -85,7 +85,7 @@ BENCHES      := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all lib tools run test test-run test-laid test-build bench install uninstall clean deps check-exports \
 	check-install check-layering stress deps-test check-deps check-valgrind check-version check-docs \
-	check-man check-examples check-attest mutation
+	check-man check-examples check-attest check-snp-launch mutation
 all: lib tools
 
 lib: $(SHARED) $(STATIC)
@@ -352,6 +352,10 @@ check-man:
 check-examples: $(STATIC)
 	@scripts/check-examples.py $(BUILD)
 
+# An SNP launch end to end: gmem-vm's report verifies against gmem-measure's digest.
+check-snp-launch: $(BUILD)/bin/gmem-vm $(BUILD)/bin/gmem-measure $(BUILD)/bin/gmem-attest
+	@tests/snp/launch_attest.sh $(BUILD)
+
 # gmem-attest key and verify: verdicts, reasons and exit statuses (platform keys in a scratch dir).
 check-attest: $(BUILD)/bin/gmem-attest $(BUILD)/tests/attest-make-report
 	@tests/attest/check.sh $(BUILD)
@@ -431,6 +435,7 @@ test: deps-test
 	@scripts/test-step.sh check-version $(MAKE) --no-print-directory check-version
 	@scripts/test-step.sh check-examples $(MAKE) --no-print-directory check-examples
 	@scripts/test-step.sh check-attest $(MAKE) --no-print-directory check-attest
+	@scripts/test-step.sh check-snp-launch $(MAKE) --no-print-directory check-snp-launch
 	@scripts/test-step.sh check-install $(MAKE) --no-print-directory check-install
 	@scripts/test-step.sh --own test-run $(MAKE) --no-print-directory test-run TEST_RESULTS_KEEP=1
 	@scripts/test-step.sh --own laid-test-run $(MAKE) --no-print-directory test-laid TEST_RESULTS_KEEP=1

@@ -4,6 +4,8 @@
 #include <string.h>
 
 #include "mmu/fault.h"
+#include "platform/snp.h"
+#include "platform/snp_report.h"
 #include "vcpu.h"
 
 static struct vcpu *guest_vcpu(struct gm_guest *guest)
@@ -252,4 +254,23 @@ GM_EXPORT int gm_guest_pvalidate(struct gm_guest *guest, uint64_t gpa, bool vali
 		if (ret != -EAGAIN)
 			vcpu_exit(v, KVM_EXIT_UNKNOWN, -ret);
 	}
+}
+
+GM_EXPORT int gm_guest_snp_report(struct gm_guest *guest, const uint8_t data[64], void *report,
+				  size_t len)
+{
+	struct vcpu *v = guest_vcpu(guest);
+	uint8_t out[SNP_REPORT_SIZE], in[64];
+	int ret;
+
+	vcpu_check_kick(v);
+	if (len < SNP_REPORT_SIZE)
+		return -EINVAL;
+	if (gm_copy_from_user(in, data, sizeof(in)))
+		return -EFAULT;
+	/* The guest runs at VMPL 0: a soft guest has no lower privilege levels. */
+	ret = snp_guest_report(v->vm, in, 0, out);
+	if (!ret)
+		ret = gm_copy_to_user(report, out, sizeof(out));
+	return ret;
 }

@@ -23,6 +23,8 @@
 
 #include <gmem/gmem.h>
 
+#include <sys/random.h>
+
 #include "vm_config.h"
 #include "x86_boot.h"
 /* What the run did, for the report. Updated by the vCPU threads. */
@@ -49,6 +51,11 @@ struct vm {
 	bool kvm;               /* the kvm backend */
 	int kvm_fd, vm_fd, gmem;
 	int sev;                /* --vm snp: the platform device */
+	/* --vm snp: the nonce given to the guest and the report it handed back. */
+	uint8_t nonce[64];
+	uint8_t report[GM_SNP_REPORT_SIZE];
+	bool report_seen, report_ok;
+	char report_why[160];
 	char *host;             /* the VMM's mapping of guest memory */
 	struct vcpu_state vcpus[GUEST_MAX_VCPUS];
 	struct stats stats;
@@ -400,6 +407,29 @@ static void handle_ucall(struct vm *vm, struct vcpu_state *s)
 	case GUEST_UCALL_FAIL:
 		snprintf(s->error, sizeof(s->error), "the guest failed check %" PRIu64, a[1]);
 		break;
+	case GUEST_UCALL_NONCE:
+		/* A fresh nonce in the page the guest made shared: the report must carry it. */
+		if (!vm->opt.snp || a[2] != sizeof(vm->nonce) || !in_memory(vm, a[1], a[2]) ||
+		    getrandom(vm->nonce, sizeof(vm->nonce), 0) != (ssize_t)sizeof(vm->nonce)) {
+			snprintf(s->error, sizeof(s->error), "cannot give the guest a nonce");
+			return;
+		}
+		memcpy(vm->host + a[1], vm->nonce, sizeof(vm->nonce));
+		break;
+	case GUEST_UCALL_REPORT:
+		if ((int64_t)a[2] < 0) {
+			snprintf(s->error, sizeof(s->error), "the guest's report request failed: %s",
+				 strerror((int)-(int64_t)a[2]));
+			return;
+		}
+		if (!vm->opt.snp || a[2] != GM_SNP_REPORT_SIZE || !in_memory(vm, a[1], a[2])) {
+			snprintf(s->error, sizeof(s->error), "the guest handed back no report");
+			return;
+		}
+		memcpy(vm->report, vm->host + a[1], GM_SNP_REPORT_SIZE);
+		vm->report_seen = true;
+		say(vm, VERBOSE, "vCPU %u: attestation report, %u bytes\n", s->id, GM_SNP_REPORT_SIZE);
+		break;
 	default:
 		snprintf(s->error, sizeof(s->error), "unknown ucall %#" PRIx64, cmd);
 	}
@@ -534,7 +564,61 @@ static void print_size(char *buf, size_t n, uint64_t bytes)
 		snprintf(buf, n, "%" PRIu64 " KiB", bytes / KIB);
 }
 
-/* --vm snp: what the platform measured. */
+/*
+ * --vm snp: whether the guest's report is signed by the platform's key (its
+ * public half only) and carries the nonce and the launch digest; the reason
+ * in why when not.
+ */
+static bool report_verified(struct vm *vm, char *why, size_t n)
+{
+	struct gm_snp_launch_info info;
+	char pem[GM_SNP_PLATFORM_KEY_PEM_MAX];
+	int ret;
+
+	if (!vm->report_seen) {
+		snprintf(why, n, "the guest handed back no report");
+		return false;
+	}
+	ret = gm_snp_platform_key_pem(pem, sizeof(pem));
+	if (ret < 0) {
+		snprintf(why, n, "no platform key: %s", strerror(-ret));
+		return false;
+	}
+	if (gm_snp_report_verify(vm->report, GM_SNP_REPORT_SIZE, pem, why, n))
+		return false;
+	if (gm_snp_launch_info(vm->vm_fd, &info)) {
+		snprintf(why, n, "the launch cannot be read");
+		return false;
+	}
+	if (memcmp(vm->report + GM_SNP_REPORT_DATA_OFFSET, vm->nonce, sizeof(vm->nonce))) {
+		snprintf(why, n, "REPORT_DATA is not the nonce");
+		return false;
+	}
+	if (memcmp(vm->report + GM_SNP_REPORT_MEASUREMENT_OFFSET, info.measurement,
+		   sizeof(info.measurement))) {
+		snprintf(why, n, "MEASUREMENT is not the launch digest");
+		return false;
+	}
+	snprintf(why, n, "signature valid (platform key), REPORT_DATA = the nonce, MEASUREMENT = "
+		 "the launch digest");
+	return true;
+}
+
+/* --report FILE: the guest's report as it handed it back. */
+static bool write_report(struct vm *vm)
+{
+	FILE *f = fopen(vm->opt.report_path, "wb");
+	bool ok = f && fwrite(vm->report, GM_SNP_REPORT_SIZE, 1, f) == 1;
+
+	if (f && fclose(f))
+		ok = false;
+	if (!ok)
+		fprintf(stderr, "%s: cannot write the report to '%s': %s\n", prog, vm->opt.report_path,
+			strerror(errno));
+	return ok;
+}
+
+/* --vm snp: what the platform measured, and the report. */
 static void report_snp(struct vm *vm)
 {
 	static const char *const types[8] = { NULL, "normal", "VMSA", "zero", "unmeasured",
@@ -559,6 +643,10 @@ static void report_snp(struct vm *vm)
 	}
 	printf("%s; guest %s\n", first ? " none" : "",
 	       info.state == GM_SNP_STATE_RUNNING ? "running (LAUNCH_FINISH done)" : "not launched");
+	printf("  attestation   report %s: %s%s%s\n",
+	       !vm->report_seen ? "missing" : vm->report_ok ? "verified" : "NOT VERIFIED",
+	       vm->report_why, vm->opt.report_path && vm->report_seen ? "; written to " : "",
+	       vm->opt.report_path && vm->report_seen ? vm->opt.report_path : "");
 }
 
 static void report(struct vm *vm, const double *phase_ms, bool private_refused)
@@ -692,6 +780,14 @@ int main(int argc, char **argv)
 		}
 	}
 	ok = ok && private_refused;
+	if (vm.opt.snp) {
+		vm.report_ok = report_verified(&vm, vm.report_why, sizeof(vm.report_why));
+		if (!vm.report_ok)
+			fprintf(stderr, "%s: the attestation report: %s\n", prog, vm.report_why);
+		if (vm.report_seen && vm.opt.report_path && !write_report(&vm))
+			vm.report_ok = false;
+		ok = ok && vm.report_ok;
+	}
 
 	/* The report reads the live VM; teardown is timed after it and ends the phases line. */
 	report(&vm, phase, private_refused);

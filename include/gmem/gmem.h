@@ -180,6 +180,21 @@ void gm_guest_set_vc_handler(struct gm_guest *guest, gm_guest_vc_fn fn, void *ar
  */
 int gm_guest_pvalidate(struct gm_guest *guest, uint64_t gpa, bool validate);
 
+/*
+ * SEV-SNP: the guest asks the platform for an attestation report (SNP's
+ * MSG_REPORT_REQ at VMPL 0) carrying data, 64 bytes of its own (a verifier's
+ * nonce). The request goes to the platform directly, never through the VMM.
+ * report gets GM_SNP_REPORT_SIZE bytes: the SNP ABI's ATTESTATION_REPORT,
+ * signed by the platform key (gm_snp_platform_key_pem). 0, or -EINVAL (len too
+ * small, not an SNP guest, or before LAUNCH_FINISH), -EFAULT, or the platform
+ * key's -errno.
+ */
+#define GM_SNP_REPORT_SIZE 0x4A0
+/* Where REPORT_DATA (64 bytes) and MEASUREMENT (48) sit in the report. */
+#define GM_SNP_REPORT_DATA_OFFSET        0x050
+#define GM_SNP_REPORT_MEASUREMENT_OFFSET 0x090
+int gm_guest_snp_report(struct gm_guest *guest, const uint8_t data[64], void *report, size_t len);
+
 /* A KVM hypercall (nr in RAX, args in RBX, RCX, RDX); returns what RAX gets back. */
 uint64_t gm_guest_hypercall(struct gm_guest *guest, uint64_t nr, uint64_t a0, uint64_t a1,
 			    uint64_t a2);
@@ -298,6 +313,15 @@ int gm_snp_launch_digest_page(uint8_t digest[48], uint8_t page_type, uint64_t gp
  */
 #define GM_SNP_PLATFORM_KEY_PEM_MAX 512
 int gm_snp_platform_key_pem(char *buf, size_t len);
+
+/*
+ * Checks an attestation report's ECDSA P-384 signature against key_pem (a PEM
+ * public key; NULL: the platform's own). 0 when it verifies; otherwise a
+ * sentence in why (n bytes) and -EINVAL (len is not GM_SNP_REPORT_SIZE),
+ * -EBADMSG (another signature algorithm, a bad signature, or key_pem is not a
+ * P-384 public key) or the platform key's -errno.
+ */
+int gm_snp_report_verify(const void *report, size_t len, const char *key_pem, char *why, size_t n);
 
 #ifdef __cplusplus
 }

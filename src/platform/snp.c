@@ -9,6 +9,7 @@
 #include "platform/launch_digest.h"
 #include "platform/psp.h"
 #include "platform/snp.h"
+#include "platform/snp_report.h"
 
 /* The policy bits the platform knows: ABI minor and major, SMT, MBO, MIGRATE_MA, DEBUG, SINGLE_SOCKET. */
 #define SNP_POLICY_MASK_VALID    0x1fffffULL
@@ -424,4 +425,38 @@ GM_EXPORT int gm_snp_launch_info(int vm_fd, struct gm_snp_launch_info *info)
 	pthread_mutex_unlock(&psp_lock);
 	gm_object_put(obj);
 	return ret ? ret : gm_copy_to_user(info, &out, sizeof(out));
+}
+
+int snp_guest_report(struct vm *vm, const uint8_t data[64], uint32_t vmpl, uint8_t *report)
+{
+	struct snp_report_fields f = { .version = SNP_REPORT_VERSION, .vmpl = vmpl };
+	struct snp_vm *snp;
+	int ret = 0;
+
+	pthread_mutex_lock(&psp_lock);
+	snp = snp_of(vm);
+	/* A guest can only ask once it runs: after LAUNCH_FINISH. */
+	if (!snp || !snp->has_context || snp->state != SNP_STATE_RUNNING)
+		ret = -EINVAL;
+	if (!ret) {
+		f.guest_svn = snp->guest_svn;
+		f.policy = snp->policy;
+		memcpy(f.family_id, snp->family_id, sizeof(f.family_id));
+		memcpy(f.image_id, snp->image_id, sizeof(f.image_id));
+		f.author_key_en = snp->author_key_en;
+		memcpy(f.report_data, data, sizeof(f.report_data));
+		memcpy(f.measurement, snp->ld, sizeof(f.measurement));
+		memcpy(f.host_data, snp->host_data, sizeof(f.host_data));
+		memcpy(f.id_key_digest, snp->id_key_digest, sizeof(f.id_key_digest));
+		memcpy(f.author_key_digest, snp->author_key_digest, sizeof(f.author_key_digest));
+		memcpy(f.report_id, snp->report_id, sizeof(f.report_id));
+	}
+	pthread_mutex_unlock(&psp_lock);
+	return ret ? ret : snp_report_sign(&f, report);
+}
+
+GM_EXPORT int gm_snp_report_verify(const void *report, size_t len, const char *key_pem, char *why,
+				   size_t n)
+{
+	return snp_report_verify(report, len, key_pem, why, n);
 }

@@ -510,3 +510,102 @@ Test(snp, soft_backend_only)
 	cr_expect_eq(errno, EINVAL);
 	gm_close(kvm);
 }
+
+/* ---- The guest's report request ---- */
+
+static char key_dir[32];
+
+static void key_init(void)
+{
+	char path[64];
+
+	strcpy(key_dir, "/tmp/gmem-snp-XXXXXX");
+	cr_assert(mkdtemp(key_dir));
+	snprintf(path, sizeof(path), "%s/platform.pem", key_dir);
+	cr_assert_eq(setenv("GMEM_PLATFORM_KEY", path, 1), 0);
+}
+
+static void key_fini(void)
+{
+	char cmd[96];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", key_dir);
+	if (system(cmd))
+		fprintf(stderr, "snp_attest: could not remove %s\n", key_dir);
+}
+
+struct report_req {
+	uint8_t data[64];
+	uint8_t report[GM_SNP_REPORT_SIZE];
+	int ret, ret_short;
+};
+
+static void guest_report(struct gm_guest *g, void *arg)
+{
+	struct report_req *r = arg;
+
+	r->ret_short = gm_guest_snp_report(g, r->data, r->report, GM_SNP_REPORT_SIZE - 1);
+	r->ret = gm_guest_snp_report(g, r->data, r->report, sizeof(r->report));
+	gm_guest_ucall(g, GM_UCALL_DONE, 0);
+}
+
+/* The report carries the guest's data and the launch digest, signed by the platform key. */
+Test(snp_attest, guest_report, .init = key_init, .fini = key_fini)
+{
+	struct snp s;
+	struct gm_snp_launch_info info;
+	static struct report_req r;
+	char why[160], pem[GM_SNP_PLATFORM_KEY_PEM_MAX];
+
+	for (int i = 0; i < 64; i++)
+		r.data[i] = (uint8_t)(0xc0 + i);
+	launch_two_pages(&s, guest_report, &r);
+	vmm_expect_ucall(&s.m, GM_UCALL_DONE);
+	cr_expect_eq(r.ret_short, -EINVAL, "a buffer short of the report");
+	cr_assert_eq(r.ret, 0);
+	cr_assert_eq(gm_snp_launch_info(s.m.vm, &info), 0);
+	cr_expect_arr_eq(r.report + GM_SNP_REPORT_DATA_OFFSET, r.data, 64);
+	cr_expect_arr_eq(r.report + GM_SNP_REPORT_MEASUREMENT_OFFSET, info.measurement, 48);
+	cr_expect_eq(r.report[0xC0], 0xaa, "HOST_DATA from LAUNCH_FINISH");
+	cr_expect_eq(r.report[0x08], 0x00);
+	cr_expect_eq(r.report[0x0A], 0x03, "POLICY (bits 16, 17)");
+	cr_assert_gt(gm_snp_platform_key_pem(pem, sizeof(pem)), 0);
+	cr_expect_eq(gm_snp_report_verify(r.report, sizeof(r.report), pem, why, sizeof(why)), 0,
+		     "%s", why);
+	/* Any byte changed under the signature: it no longer verifies. */
+	r.report[GM_SNP_REPORT_MEASUREMENT_OFFSET] ^= 1;
+	cr_expect_eq(gm_snp_report_verify(r.report, sizeof(r.report), pem, why, sizeof(why)),
+		     -EBADMSG);
+	snp_destroy(&s);
+}
+
+/* Before LAUNCH_FINISH there is no running guest to report on. */
+static void guest_report_early(struct gm_guest *g, void *arg)
+{
+	uint8_t data[64] = { 0 };
+	static uint8_t report[GM_SNP_REPORT_SIZE];
+
+	gm_guest_ucall(g, GM_UCALL_DONE, 1, (uint64_t)(int64_t)gm_guest_snp_report(g, data, report,
+										   sizeof(report)));
+}
+
+Test(snp_attest, report_before_finish, .init = key_init, .fini = key_fini)
+{
+	struct snp s;
+
+	snp_create(&s, 1, true);
+	vmm_vcpu(&s.m, 0, guest_report_early, NULL);
+	cr_expect_eq((int64_t)vmm_expect_ucall(&s.m, GM_UCALL_DONE), -EINVAL);
+	snp_destroy(&s);
+}
+
+/* Only SNP guests have a platform to ask. */
+Test(snp_attest, report_not_snp, .init = key_init, .fini = key_fini)
+{
+	struct vmm m;
+
+	vmm_init(&m, KVM_X86_SW_PROTECTED_VM);
+	vmm_vcpu(&m, 0, guest_report_early, NULL);
+	cr_expect_eq((int64_t)vmm_expect_ucall(&m, GM_UCALL_DONE), -EINVAL);
+	vmm_destroy(&m);
+}
