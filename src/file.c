@@ -47,10 +47,33 @@ static struct fd_entry *_Atomic *fd_slot(int fd, bool create)
 	return c ? &c[fd & (FD_CHUNK_SIZE - 1)] : NULL;
 }
 
+/* Puts e in fd's slot; an entry already there is stale (its fd was closed or replaced). */
+static int publish(int fd, struct fd_entry *e)
+{
+	struct fd_entry *_Atomic *slot;
+	struct fd_entry *stale;
+
+	pthread_mutex_lock(&fd_table_lock);
+	slot = fd_slot(fd, true);
+	if (!slot) {
+		pthread_mutex_unlock(&fd_table_lock);
+		return -EMFILE;
+	}
+	stale = atomic_exchange(slot, e);
+	pthread_mutex_unlock(&fd_table_lock);
+	atomic_fetch_add(&open_fds, 1);
+	if (stale) {
+		atomic_fetch_sub(&open_fds, 1);
+		gm_synchronize_rcu();
+		gm_object_put(stale->obj);
+		gm_free(stale);
+	}
+	return 0;
+}
+
 int gm_file_install(enum gm_file_type type, struct gm_object *obj, const char *name, bool cloexec)
 {
 	struct fd_entry *e = gm_zalloc(sizeof(*e));
-	struct fd_entry *_Atomic *slot;
 	struct stat st;
 	int fd, ret;
 
@@ -80,23 +103,9 @@ int gm_file_install(enum gm_file_type type, struct gm_object *obj, const char *n
 	e->dev = st.st_dev;
 	e->ino = st.st_ino;
 
-	pthread_mutex_lock(&fd_table_lock);
-	slot = fd_slot(fd, true);
-	if (!slot) {
-		pthread_mutex_unlock(&fd_table_lock);
-		ret = -EMFILE;
+	ret = publish(fd, e);
+	if (ret)
 		goto err_close;
-	}
-	/* A stale entry means the number was closed behind our back: drop it. */
-	struct fd_entry *stale = atomic_exchange(slot, e);
-	pthread_mutex_unlock(&fd_table_lock);
-	atomic_fetch_add(&open_fds, 1);
-	if (stale) {
-		atomic_fetch_sub(&open_fds, 1);
-		gm_synchronize_rcu();
-		gm_object_put(stale->obj);
-		gm_free(stale);
-	}
 	return fd;
 
 err_close:
@@ -184,4 +193,83 @@ int gm_file_close(int fd)
 uint64_t gm_file_count(void)
 {
 	return atomic_load(&open_fds);
+}
+
+bool gm_file_maybe(int fd)
+{
+	struct fd_entry *_Atomic *slot = fd_slot(fd, false);
+
+	return slot && atomic_load_explicit(slot, memory_order_relaxed);
+}
+
+int gm_file_dup(int oldfd, int newfd)
+{
+	struct fd_entry *e = gm_zalloc(sizeof(*e));
+	enum gm_file_type type;
+	struct gm_object *obj;
+	struct stat st;
+	int ret;
+
+	if (!e)
+		return -ENOMEM;
+	obj = gm_file_get(oldfd, &type);
+	if (!obj) {
+		gm_free(e);
+		return 0;
+	}
+	/* newfd is a second fd of the same handle: the same inode tells it apart from reuse. */
+	if (fstat(newfd, &st) < 0) {
+		ret = -errno;
+		goto err;
+	}
+	e->type = type;
+	e->obj = obj;
+	e->dev = st.st_dev;
+	e->ino = st.st_ino;
+	ret = publish(newfd, e);
+	if (ret)
+		goto err;
+	return 1;
+err:
+	gm_object_put(obj);
+	gm_free(e);
+	return ret;
+}
+
+void gm_file_drop_stale(int fd)
+{
+	struct fd_entry *_Atomic *slot = fd_slot(fd, false);
+	struct fd_entry *e;
+
+	if (!slot)
+		return;
+	pthread_mutex_lock(&fd_table_lock);
+	e = atomic_load(slot);
+	if (!e || fd_matches(fd, e)) {
+		pthread_mutex_unlock(&fd_table_lock);
+		return;
+	}
+	atomic_store(slot, NULL);
+	pthread_mutex_unlock(&fd_table_lock);
+	atomic_fetch_sub(&open_fds, 1);
+	gm_synchronize_rcu();
+	fd_entry_free(&e->rcu);
+}
+
+int gm_file_next(int from)
+{
+	for (int fd = from < 0 ? 0 : from; (unsigned)fd >> FD_CHUNK_SHIFT < FD_CHUNKS;) {
+		struct fd_entry *_Atomic *c =
+			atomic_load_explicit(&fd_chunks[(unsigned)fd >> FD_CHUNK_SHIFT],
+					     memory_order_acquire);
+
+		if (!c) {
+			fd = (fd | (FD_CHUNK_SIZE - 1)) + 1;
+			continue;
+		}
+		if (atomic_load_explicit(&c[fd & (FD_CHUNK_SIZE - 1)], memory_order_relaxed))
+			return fd;
+		fd++;
+	}
+	return -1;
 }

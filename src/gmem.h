@@ -135,6 +135,20 @@ int hostmap_create(struct gmem *g, void *addr, size_t len, int prot, int flags, 
 		   void **out);
 /* 1 when [addr, addr + len) held library mappings (now unmapped), 0 if none, or -errno. */
 int hostmap_unmap(void *addr, size_t len);
+/* Whether the library has ever mapped a file for the host (lock-free): if not, no address is ours. */
+bool hostmap_exists(void);
+/* The part of one library mapping inside a range: [start, end) shows g from file offset off. */
+struct hostmap_piece {
+	uintptr_t start, end;
+	uint64_t off;
+	struct gmem *gmem; /* referenced */
+};
+/*
+ * The pieces of library mappings in [addr, addr + len), in address order, in
+ * *out (hostmap_pieces_put them); returns how many, or -ENOMEM.
+ */
+int hostmap_pieces(void *addr, size_t len, struct hostmap_piece **out);
+void hostmap_pieces_put(struct hostmap_piece *pieces, int n);
 /* Forgets library mappings in [addr, addr + len), which something else has replaced. */
 void hostmap_forget(void *addr, size_t len);
 /* mmap(2)'s generic checks of the arguments, without mapping anything: 0 or -errno. */

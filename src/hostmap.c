@@ -72,6 +72,8 @@ static uintptr_t self_start, self_end;
 static bool registered;
 /* Set whenever events change the list: a walk that drained must start again. */
 static bool list_changed;
+/* Set with the first mapping: until then no host address is the library's. */
+static atomic_bool ever_mapped;
 static pthread_once_t hole_once = PTHREAD_ONCE_INIT;
 static int hole_fd = -1;
 
@@ -894,6 +896,7 @@ int hostmap_create(struct gmem *g, void *addr, size_t len, int prot, int flags, 
 	m = hostmap_new(g, flags & MAP_FIXED);
 	if (!m)
 		return -ENOMEM;
+	atomic_store(&ever_mapped, true);
 	p = reserve(addr, len, prot, flags, off, g->backing.page_size);
 	ret = p == MAP_FAILED ? -errno : 0;
 	/*
@@ -1126,4 +1129,71 @@ int hostmap_undo(struct gmem *g, pgoff_t start, pgoff_t end)
 	if (!hostmap_refresh(g, start, end))
 		return 0;
 	return hostmap_hide(g, start, end);
+}
+
+bool hostmap_exists(void)
+{
+	return atomic_load_explicit(&ever_mapped, memory_order_relaxed);
+}
+
+static int piece_cmp(const void *a, const void *b)
+{
+	const struct hostmap_piece *x = a, *y = b;
+
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
+int hostmap_pieces(void *addr, size_t len, struct hostmap_piece **out)
+{
+	uintptr_t start = (uintptr_t)addr, end = page_end(addr, len);
+	struct hostmap *dropped = NULL;
+	struct hostmap_piece *pieces = NULL;
+	size_t n = 0, cap = 0;
+	int ret = 0;
+
+	*out = NULL;
+	if (!hostmap_exists())
+		return 0;
+	pthread_mutex_lock(&hostmap_lock);
+	drain_locked(&dropped);
+	for (struct hostmap *m = hostmaps; m; m = m->next) {
+		if (m->end <= start || end <= m->start)
+			continue;
+		if (n == cap) {
+			struct hostmap_piece *more;
+
+			cap = cap ? 2 * cap : 4;
+			more = gm_zalloc(cap * sizeof(*more));
+			if (!more) {
+				ret = -ENOMEM;
+				break;
+			}
+			if (n)
+				memcpy(more, pieces, n * sizeof(*more));
+			gm_free(pieces);
+			pieces = more;
+		}
+		pieces[n].start = m->start > start ? m->start : start;
+		pieces[n].end = m->end < end ? m->end : end;
+		pieces[n].off = m->off + (pieces[n].start - m->start);
+		pieces[n].gmem = m->gmem;
+		gmem_get(m->gmem);
+		n++;
+	}
+	pthread_mutex_unlock(&hostmap_lock);
+	drop_all(dropped);
+	if (ret) {
+		hostmap_pieces_put(pieces, n);
+		return ret;
+	}
+	qsort(pieces, n, sizeof(*pieces), piece_cmp);
+	*out = pieces;
+	return (int)n;
+}
+
+void hostmap_pieces_put(struct hostmap_piece *pieces, int n)
+{
+	for (int i = 0; i < n; i++)
+		gmem_put(pieces[i].gmem);
+	gm_free(pieces);
 }

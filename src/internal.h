@@ -117,6 +117,17 @@ struct gm_object *gm_file_get(int fd, enum gm_file_type *type);
 struct gm_object *gm_file_get_typed(int fd, enum gm_file_type want, int *err);
 int gm_file_close(int fd);
 uint64_t gm_file_count(void);
+/* Whether fd may be a library fd: false is certain, true needs gm_file_get. Lock-free. */
+bool gm_file_maybe(int fd);
+/*
+ * After newfd became a duplicate of oldfd (dup, dup2, F_DUPFD): newfd stands
+ * for oldfd's object too. 1 when oldfd is ours, 0 when not, or -errno.
+ */
+int gm_file_dup(int oldfd, int newfd);
+/* Forgets fd's entry if fd no longer is the handle it recorded (replaced by dup2). */
+void gm_file_drop_stale(int fd);
+/* The lowest fd >= from that may be a library fd, or -1. */
+int gm_file_next(int from);
 
 #define gm_container_of(ptr, type, member) \
 	((type *)((char *)(ptr) - offsetof(type, member)))
