@@ -387,6 +387,8 @@ GM_EXPORT int gm_dup2(int oldfd, int newfd)
 	return gm_dup3(oldfd, newfd, 0);
 }
 
+#define KERNEL_O_LARGEFILE 0100000
+
 GM_EXPORT int gm_fcntl(int fd, int cmd, ...)
 {
 	enum gm_file_type type;
@@ -409,9 +411,12 @@ GM_EXPORT int gm_fcntl(int fd, int cmd, ...)
 		return (int)sys_ret(-EINVAL);
 	case F_GETFL:
 		ret = fcntl(fd, cmd, arg);
-		/* Anonymous inodes are made without O_LARGEFILE; only open(2) of /dev/kvm adds it. */
+		/*
+		 * Anonymous inodes are made without O_LARGEFILE; only open(2) of
+		 * /dev/kvm adds it. (glibc's O_LARGEFILE is 0 on 64-bit: the kernel's bit.)
+		 */
 		if (ret >= 0 && type != GM_FILE_KVM)
-			ret &= ~O_LARGEFILE;
+			ret &= ~KERNEL_O_LARGEFILE;
 		return ret;
 	default:
 		return fcntl(fd, cmd, arg);

@@ -35,6 +35,14 @@
 #define GMEM_SIZE (4UL << 20)
 
 static int failures;
+/* The system fd a constructor opened, before main: the interposer must already answer. */
+static int early_kvm = -1;
+
+__attribute__((constructor)) static void open_before_main(void)
+{
+	if (getenv("GMEM_PRELOAD_TEST_CHILD"))
+		early_kvm = open("/dev/kvm", O_RDWR);
+}
 
 #define CHECK(cond, ...)                                                                     \
 	do {                                                                                     \
@@ -320,6 +328,10 @@ int main(int argc, char **argv)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (!getenv("GMEM_PRELOAD_TEST_CHILD"))
 		return relaunch(argv);
+	CHECK(early_kvm >= 0 && fd_is_memfd(early_kvm) &&
+		      ioctl(early_kvm, KVM_GET_API_VERSION, 0) == KVM_API_VERSION,
+	      "a constructor's open(\"/dev/kvm\") before main gets the library");
+	close(early_kvm);
 	check_system_fd();
 	kvm = open("/dev/kvm", O_RDWR);
 	vm = ioctl(kvm, KVM_CREATE_VM, KVM_X86_SW_PROTECTED_VM);
