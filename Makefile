@@ -278,6 +278,12 @@ $(GMEM_STRESS): $(GMEM_STRESS_SRCS) $(wildcard tests/stress/vm/*.h) $(GUEST_LIB)
 	$(CC) $(ALL_CFLAGS) -DGM_TEST_HOOKS -Isrc -Itests -I. $(GMEM_STRESS_SRCS) -o $@ $(GUEST_LIB) \
 	      $(TEST_STATIC) $(LDLIBS) $(SAN_LDFLAGS)
 
+# The interposer's overhead: the same program with and without the preload library.
+$(BUILD)/bench/interposer: bench/interposer.c $(wildcard bench/*.h) $(STATIC) $(PRELOAD)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Ibench -DGMEM_PRELOAD_LIB='"$(CURDIR)/$(PRELOAD)"' $< -o $@ $(STATIC) \
+	      $(LDLIBS) -lm $(SAN_LDFLAGS)
+
 $(BUILD)/bench/%: bench/%.c $(wildcard bench/*.h) $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Ibench $< -o $@ $(STATIC) $(LDLIBS) -lm $(SAN_LDFLAGS)

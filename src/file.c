@@ -60,6 +60,9 @@ static int publish(int fd, struct fd_entry *e)
 		return -EMFILE;
 	}
 	stale = atomic_exchange(slot, e);
+	/* Under the lock, so it only grows. */
+	if (fd > atomic_load_explicit(&gm_file_max_fd, memory_order_relaxed))
+		atomic_store_explicit(&gm_file_max_fd, fd, memory_order_relaxed);
 	pthread_mutex_unlock(&fd_table_lock);
 	atomic_fetch_add(&open_fds, 1);
 	if (stale) {
@@ -195,7 +198,9 @@ uint64_t gm_file_count(void)
 	return atomic_load(&open_fds);
 }
 
-bool gm_file_maybe(int fd)
+_Atomic int gm_file_max_fd = -1;
+
+bool gm_file_slot_used(int fd)
 {
 	struct fd_entry *_Atomic *slot = fd_slot(fd, false);
 
@@ -258,7 +263,9 @@ void gm_file_drop_stale(int fd)
 
 int gm_file_next(int from)
 {
-	for (int fd = from < 0 ? 0 : from; (unsigned)fd >> FD_CHUNK_SHIFT < FD_CHUNKS;) {
+	int max = atomic_load(&gm_file_max_fd);
+
+	for (int fd = from < 0 ? 0 : from; fd <= max;) {
 		struct fd_entry *_Atomic *c =
 			atomic_load_explicit(&fd_chunks[(unsigned)fd >> FD_CHUNK_SHIFT],
 					     memory_order_acquire);

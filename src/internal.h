@@ -117,8 +117,18 @@ struct gm_object *gm_file_get(int fd, enum gm_file_type *type);
 struct gm_object *gm_file_get_typed(int fd, enum gm_file_type want, int *err);
 int gm_file_close(int fd);
 uint64_t gm_file_count(void);
-/* Whether fd may be a library fd: false is certain, true needs gm_file_get. Lock-free. */
-bool gm_file_maybe(int fd);
+/* The highest fd the library has installed, -1 before the first: fds above it are not ours. */
+extern _Atomic int gm_file_max_fd;
+bool gm_file_slot_used(int fd);
+/*
+ * Whether fd may be a library fd: false is certain, true needs gm_file_get.
+ * Lock-free, and inline: the interposer asks it on every fd call it passes on.
+ */
+static inline bool gm_file_maybe(int fd)
+{
+	return fd <= atomic_load_explicit(&gm_file_max_fd, memory_order_relaxed) &&
+	       gm_file_slot_used(fd);
+}
 /*
  * After newfd became a duplicate of oldfd (dup, dup2, F_DUPFD): newfd stands
  * for oldfd's object too. 1 when oldfd is ours, 0 when not, or -errno.
