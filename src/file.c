@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include "rcu.h"
 
@@ -191,6 +192,24 @@ int gm_file_close(int fd)
 	gm_synchronize_rcu();
 	fd_entry_free(&e->rcu);
 	return 1;
+}
+
+int gm_fd_hide(int fd)
+{
+	struct rlimit rl;
+	int high, flags;
+
+	if (fd < 0 || getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return fd;
+	/* Above the numbers a program uses, within the limit, without growing the table much. */
+	high = rl.rlim_cur / 2 < 1024 ? (int)(rl.rlim_cur / 2) : 1024;
+	if (fd >= high || (flags = fcntl(fd, F_GETFD)) < 0)
+		return fd;
+	high = fcntl(fd, (flags & FD_CLOEXEC) ? F_DUPFD_CLOEXEC : F_DUPFD, high);
+	if (high < 0)
+		return fd;
+	close(fd);
+	return high;
 }
 
 uint64_t gm_file_count(void)

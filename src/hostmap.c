@@ -79,7 +79,7 @@ static int hole_fd = -1;
 
 static void hole_init(void)
 {
-	hole_fd = memfd_create("kvm-gmem-hole", MFD_CLOEXEC);
+	hole_fd = gm_fd_hide(memfd_create("kvm-gmem-hole", MFD_CLOEXEC));
 }
 
 static int map_hole(uintptr_t addr, size_t len, int prot, uint64_t off)
@@ -1129,6 +1129,48 @@ int hostmap_undo(struct gmem *g, pgoff_t start, pgoff_t end)
 	if (!hostmap_refresh(g, start, end))
 		return 0;
 	return hostmap_hide(g, start, end);
+}
+
+int hostmap_grow(void *old, size_t old_size, size_t new_size, int flags, void *new_addr,
+		 void **out)
+{
+	uintptr_t start = (uintptr_t)old, end = page_end(old, old_size ? old_size : 1);
+	struct hostmap *m, *dropped = NULL;
+	bool found = false;
+	int ret = 0;
+	void *p;
+
+	pthread_mutex_lock(&hostmap_lock);
+	drain_locked(&dropped);
+	for (m = hostmaps; m; m = m->next)
+		found |= m->start < end && start < m->end;
+	m = find_locked(start);
+	/*
+	 * Only a whole mapping whose pages all come through the fault handler can
+	 * grow: its new pages fault to us like the rest (the VMA keeps its
+	 * registration). A laid mapping, a split hugetlbfs layout or a part of a
+	 * mapping would show pages the library does not control.
+	 */
+	if (!found)
+		ret = 0;
+	else if (!old_size || !m || m->start != start || m->end != end || !m->faulting ||
+		 m->layout || m->sealed || (flags & MREMAP_DONTUNMAP))
+		ret = -EINVAL;
+	else if ((p = mremap(old, old_size, new_size, flags, new_addr)) == MAP_FAILED)
+		ret = -errno;
+	else {
+		/* A move has been read by now (mremap waits for it): the record is at p. */
+		drain_locked(&dropped);
+		m = find_locked((uintptr_t)p);
+		if (m && m->start == (uintptr_t)p)
+			m->end = page_end(p, new_size);
+		list_changed = true;
+		*out = p;
+		ret = 1;
+	}
+	pthread_mutex_unlock(&hostmap_lock);
+	drop_all(dropped);
+	return ret;
 }
 
 bool hostmap_exists(void)

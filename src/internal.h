@@ -136,6 +136,13 @@ static inline bool gm_file_maybe(int fd)
 int gm_file_dup(int oldfd, int newfd);
 /* Forgets fd's entry if fd no longer is the handle it recorded (replaced by dup2). */
 void gm_file_drop_stale(int fd);
+/*
+ * fd, moved above the numbers a program uses (or left where it is if it
+ * cannot move). The library's internal fds (stores, the userfaultfd, the
+ * host's KVM fds) do not exist in the kernel: a program that closes a library
+ * fd gets its number back from its next open, as with the kernel's.
+ */
+int gm_fd_hide(int fd);
 /* The lowest fd >= from that may be a library fd, or -1. */
 int gm_file_next(int from);
 

@@ -547,25 +547,21 @@ GM_EXPORT int gm_mprotect(void *addr, size_t len, int prot)
 
 GM_EXPORT void *gm_mremap(void *old, size_t old_size, size_t new_size, int flags, ...)
 {
-	struct hostmap_piece *pieces;
-	void *new_addr = NULL;
+	void *new_addr = NULL, *out;
 	va_list ap;
-	int n;
+	int ret;
 
 	va_start(ap, flags);
 	if (flags & MREMAP_FIXED)
 		new_addr = va_arg(ap, void *);
 	va_end(ap);
-	if (new_size > old_size && page_aligned(old)) {
-		n = hostmap_pieces(old, old_size ? old_size : 1, &pieces);
-		if (n < 0) {
-			errno = -n;
-			return MAP_FAILED;
-		}
-		hostmap_pieces_put(pieces, n);
-		/* A grown part (or a copy, from size 0) would be memory the library does not know. */
-		if (n) {
-			errno = EINVAL;
+	/* Moves and shrinks reach the library as userfaultfd events; growth needs it first. */
+	if (new_size > old_size && page_aligned(old) && hostmap_exists()) {
+		ret = hostmap_grow(old, old_size, new_size, flags, new_addr, &out);
+		if (ret) {
+			if (ret > 0)
+				return out;
+			errno = -ret;
 			return MAP_FAILED;
 		}
 	}

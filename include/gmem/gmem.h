@@ -53,7 +53,7 @@ ssize_t gm_pwritev(int fd, const struct iovec *iov, int iovcnt, off_t off);
 int gm_madvise(void *addr, size_t len, int advice);
 /* PROT_EXEC on a guest_memfd mapping is EACCES (noexec mount). */
 int gm_mprotect(void *addr, size_t len, int prot);
-/* Moves and shrinks; growing a guest_memfd mapping is EINVAL (docs/compat.md). */
+/* Moves, shrinks and grows a whole guest_memfd mapping; growing a part is EINVAL (docs/compat.md). */
 void *gm_mremap(void *old_addr, size_t old_size, size_t new_size, int flags, ...);
 /* A duplicate of a library fd is the same file: every call works on it. */
 int gm_dup(int fd);

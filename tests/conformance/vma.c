@@ -116,24 +116,59 @@ Test(vma, mremap_moves)
 	vma_teardown(&v);
 }
 
-/* libgmem refuses to grow a mapping of a guest_memfd (docs/compat.md); the kernel grows it. */
+/*
+ * A grown mapping shows the file in its new part too, shared pages as data
+ * and private ones as SIGBUS, whether it grew in place or moved.
+ */
 Test(vma, mremap_grow)
 {
 	struct vma_env v;
-	char *p;
+	struct kvm_memory_attributes2 attrs = {
+		.offset = 3 * PAGE_SIZE, .size = PAGE_SIZE, .attributes = KVM_MEMORY_ATTRIBUTE_PRIVATE,
+	};
+	char *small, *p, *blocker;
 
 	vma_setup(&v);
-	p = sys_mremap(v.map, PAGE_SIZE, 2 * PAGE_SIZE, MREMAP_MAYMOVE);
-	if (TARGET_IS_KERNEL) {
-		cr_expect_neq(p, MAP_FAILED, "%s", strerror(errno));
-	} else {
-		cr_expect_eq(p, MAP_FAILED);
-		cr_expect_eq(errno, EINVAL, "grow: %s", strerror(errno));
-		/* Nothing changed: the mapping is whole. */
-		v.map[PAGE_SIZE] = 1;
-		cr_expect_eq(v.map[PAGE_SIZE], 1);
+	memset(v.map, 0x44, 4 * PAGE_SIZE);
+	small = sys_mmap(NULL, PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, v.gmem, 0);
+	cr_assert_neq(small, MAP_FAILED);
+	/* Something right after it: the growth has to move the mapping. */
+	blocker = mmap(small + PAGE_SIZE, PAGE_SIZE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS |
+		       MAP_FIXED_NOREPLACE, -1, 0);
+	p = sys_mremap(small, PAGE_SIZE, 2 * PAGE_SIZE, MREMAP_MAYMOVE);
+	cr_assert_neq(p, MAP_FAILED, "grow: %s", strerror(errno));
+	cr_expect_eq(p[0], 0x44);
+	cr_expect_eq(p[PAGE_SIZE], 0x44, "the grown part does not show the file");
+	/* In place this time, over pages that include a private one. */
+	if (blocker != MAP_FAILED)
+		munmap(blocker, PAGE_SIZE);
+	if (sys_ioctl(v.gmem, KVM_SET_MEMORY_ATTRIBUTES2, &attrs) == 0) {
+		small = sys_mremap(p, 2 * PAGE_SIZE, 4 * PAGE_SIZE, MREMAP_MAYMOVE);
+		cr_assert_neq(small, MAP_FAILED, "grow again: %s", strerror(errno));
+		p = small;
+		cr_expect_eq(p[2 * PAGE_SIZE], 0x44);
+		cr_expect(t_access_sigbus(p + 3 * PAGE_SIZE, false), "a private page in the grown part");
 	}
-	if (p != MAP_FAILED && p != v.map)
-		munmap(p, 2 * PAGE_SIZE);
+	sys_munmap(p, 4 * PAGE_SIZE);
 	vma_teardown(&v);
 }
+
+#if !TARGET_IS_KERNEL
+/* Only a whole mapping grows: growing a part of one is refused and changes nothing. */
+Test(vma, mremap_grow_of_a_part_refused)
+{
+	struct vma_env v;
+
+	vma_setup(&v);
+	v.map[PAGE_SIZE] = 5;
+	errno = 0;
+	cr_expect_eq(sys_mremap(v.map + PAGE_SIZE, PAGE_SIZE, 2 * PAGE_SIZE, MREMAP_MAYMOVE),
+		     MAP_FAILED);
+	cr_expect_eq(errno, EINVAL, "%s", strerror(errno));
+	cr_expect_eq(v.map[PAGE_SIZE], 5);
+	errno = 0;
+	cr_expect_eq(sys_mremap(v.map, 0, PAGE_SIZE, MREMAP_MAYMOVE), MAP_FAILED);
+	cr_expect_eq(errno, EINVAL, "a copy from size 0: %s", strerror(errno));
+	vma_teardown(&v);
+}
+#endif

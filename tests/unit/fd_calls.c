@@ -143,3 +143,21 @@ Test(fd_calls, madv_remove_across_plain_and_library_memory)
 	close(memfd);
 	vmm_destroy(&m);
 }
+
+/*
+ * The kernel's guest_memfd is one fd: after its close, the next open gets its
+ * number. The library's own fds (the store...) sit above the program's.
+ */
+Test(fd_calls, a_closed_library_fd_number_is_the_next_open)
+{
+	struct vmm m;
+	int gmem, next;
+
+	vmm_init(&m, KVM_X86_SW_PROTECTED_VM);
+	gmem = vmm_gmem(&m, 16 * PAGE, GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED);
+	cr_assert_eq(gm_close(gmem), 0);
+	next = open("/dev/null", O_RDONLY);
+	cr_expect_eq(next, gmem, "the number went to an fd of the library's own (got %d)", next);
+	close(next);
+	vmm_destroy(&m);
+}
