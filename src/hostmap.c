@@ -56,6 +56,36 @@ struct fault {
  * made under it waits for the reader.
  */
 static pthread_mutex_t hostmap_lock = PTHREAD_MUTEX_INITIALIZER;
+/*
+ * Whether this thread holds hostmap_lock. liburcu-bp maps and remaps its own
+ * memory (a thread's first read-side section grows its arena with mremap),
+ * which under gmem-run reaches the interposer and so the calls below: a call
+ * made while this thread holds the lock cannot be about a library mapping,
+ * and must not wait for the lock.
+ */
+static __thread bool hostmap_lock_held;
+
+static void hostmap_lock_take(void)
+{
+	pthread_mutex_lock(&hostmap_lock);
+	hostmap_lock_held = true;
+}
+
+static int hostmap_lock_try(void)
+{
+	int ret = pthread_mutex_trylock(&hostmap_lock);
+
+	if (!ret)
+		hostmap_lock_held = true;
+	return ret;
+}
+
+static void hostmap_lock_drop(void)
+{
+	hostmap_lock_held = false;
+	pthread_mutex_unlock(&hostmap_lock);
+}
+
 static struct hostmap *hostmaps;
 static struct hostmap *spares;      /* records allocated before a call that may cut one */
 static struct fault *faults;
@@ -113,6 +143,13 @@ static bool map_should_fail(void)
 	if (left <= 1)
 		atomic_store(&fail_countdown, 0);
 	return left >= 1;
+}
+/* Test hook: runs fn(arg) holding the mapping lock, as liburcu-bp's own calls can run. */
+void gm_hostmap_call_locked(void (*fn)(void *), void *arg)
+{
+	hostmap_lock_take();
+	fn(arg);
+	hostmap_lock_drop();
 }
 #else
 static inline bool map_should_fail(void)
@@ -553,7 +590,7 @@ bool hostmap_service(void)
 	size_t kept = 0;
 	bool waiting;
 
-	if (pthread_mutex_trylock(&hostmap_lock))
+	if (hostmap_lock_try())
 		return true;
 	drain_locked(&dropped);
 	unpoison_locked();
@@ -568,7 +605,7 @@ bool hostmap_service(void)
 		faults = NULL;
 		faults_cap = 0;
 	}
-	pthread_mutex_unlock(&hostmap_lock);
+	hostmap_lock_drop();
 	drop_all(dropped);
 	return waiting;
 }
@@ -577,9 +614,9 @@ void hostmap_sync(void)
 {
 	struct hostmap *dropped = NULL;
 
-	pthread_mutex_lock(&hostmap_lock);
+	hostmap_lock_take();
 	drain_locked(&dropped);
-	pthread_mutex_unlock(&hostmap_lock);
+	hostmap_lock_drop();
 	drop_all(dropped);
 }
 
@@ -588,7 +625,7 @@ struct gmem *hostmap_lookup(uintptr_t addr, uint64_t *off, int *prot)
 	struct hostmap *m, *dropped = NULL;
 	struct gmem *g = NULL;
 
-	pthread_mutex_lock(&hostmap_lock);
+	hostmap_lock_take();
 	/* Unmap and move events first: a mapping the VMM has unmapped is not found. */
 	drain_locked(&dropped);
 	m = find_locked(addr);
@@ -598,7 +635,7 @@ struct gmem *hostmap_lookup(uintptr_t addr, uint64_t *off, int *prot)
 		*off = m->off + (addr - m->start);
 		*prot = m->prot;
 	}
-	pthread_mutex_unlock(&hostmap_lock);
+	hostmap_lock_drop();
 	drop_all(dropped);
 	return g;
 }
@@ -846,10 +883,10 @@ static struct hostmap *hostmap_new(struct gmem *g, bool fixed)
 		return NULL;
 	}
 	if (spare) {
-		pthread_mutex_lock(&hostmap_lock);
+		hostmap_lock_take();
 		spare->next = spares;
 		spares = spare;
-		pthread_mutex_unlock(&hostmap_lock);
+		hostmap_lock_drop();
 	}
 	return m;
 }
@@ -861,7 +898,7 @@ static int hostmap_add(struct hostmap *m)
 	int ret;
 
 	pthread_rwlock_rdlock(&g->invalidate_lock);
-	pthread_mutex_lock(&hostmap_lock);
+	hostmap_lock_take();
 	ret = m->faulting ? map_faulting(m, &dropped) : lay(m, 0, (pgoff_t)-1, false);
 	if (!ret) {
 		gmem_get(g);
@@ -869,7 +906,7 @@ static int hostmap_add(struct hostmap *m)
 		m->next = hostmaps;
 		hostmaps = m;
 	}
-	pthread_mutex_unlock(&hostmap_lock);
+	hostmap_lock_drop();
 	pthread_rwlock_unlock(&g->invalidate_lock);
 	drop_all(dropped);
 	return ret;
@@ -939,10 +976,12 @@ void hostmap_forget(void *addr, size_t len)
 {
 	struct hostmap *dropped = NULL;
 
-	pthread_mutex_lock(&hostmap_lock);
+	if (hostmap_lock_held)
+		return;
+	hostmap_lock_take();
 	drain_locked(&dropped);
 	forget_locked((uintptr_t)addr, page_end(addr, len), &dropped);
-	pthread_mutex_unlock(&hostmap_lock);
+	hostmap_lock_drop();
 	drop_all(dropped);
 }
 
@@ -951,12 +990,12 @@ static void forget_replaced(void *addr, size_t len)
 {
 	struct hostmap *dropped = NULL;
 
-	pthread_mutex_lock(&hostmap_lock);
+	hostmap_lock_take();
 	drain_locked(&dropped);
 	if (addr != MAP_FAILED)
 		forget_locked((uintptr_t)addr, page_end(addr, len), &dropped);
 	spare_put_locked(&dropped);
-	pthread_mutex_unlock(&hostmap_lock);
+	hostmap_lock_drop();
 	drop_all(dropped);
 }
 
@@ -986,15 +1025,18 @@ static bool cuts_whole_pieces_locked(uintptr_t start, uintptr_t end)
 
 int hostmap_unmap(void *addr, size_t len)
 {
-	struct hostmap *spare = gm_zalloc(sizeof(*spare)), *dropped = NULL;
+	struct hostmap *spare, *dropped = NULL;
 	uintptr_t start = (uintptr_t)addr, end = page_end(addr, len);
 	bool found = false;
 	int err = 0;
 
+	if (hostmap_lock_held)
+		return munmap(addr, len) < 0 ? -errno : 0;
 	/* A mapping cut in the middle splits in two: allocate before changing anything. */
+	spare = gm_zalloc(sizeof(*spare));
 	if (!spare)
 		return -ENOMEM;
-	pthread_mutex_lock(&hostmap_lock);
+	hostmap_lock_take();
 	spare->next = spares;
 	spares = spare;
 	drain_locked(&dropped);
@@ -1005,7 +1047,7 @@ int hostmap_unmap(void *addr, size_t len)
 		err = -errno;
 	if (err) {
 		spare_put_locked(&dropped);
-		pthread_mutex_unlock(&hostmap_lock);
+		hostmap_lock_drop();
 		drop_all(dropped);
 		return err;
 	}
@@ -1014,7 +1056,7 @@ int hostmap_unmap(void *addr, size_t len)
 	drain_locked(&dropped);
 	forget_locked(start, end, &dropped);
 	spare_put_locked(&dropped);
-	pthread_mutex_unlock(&hostmap_lock);
+	hostmap_lock_drop();
 	drop_all(dropped);
 	return found;
 }
@@ -1070,7 +1112,7 @@ static int hostmap_update(struct gmem *g, pgoff_t start, pgoff_t end, bool hide)
 	struct hostmap *m, *dropped = NULL;
 	int ret = 0;
 
-	pthread_mutex_lock(&hostmap_lock);
+	hostmap_lock_take();
 	/* Records of mappings the VMM has unmapped go first: nothing is written through them. */
 	drain_locked(&dropped);
 restart:
@@ -1086,7 +1128,7 @@ restart:
 		if (list_changed)
 			goto restart;
 	}
-	pthread_mutex_unlock(&hostmap_lock);
+	hostmap_lock_drop();
 	drop_all(dropped);
 	return ret;
 }
@@ -1114,12 +1156,12 @@ bool hostmap_cut_inside(struct gmem *g, pgoff_t start, pgoff_t end)
 	struct hostmap *dropped = NULL;
 	bool cut = false;
 
-	pthread_mutex_lock(&hostmap_lock);
+	hostmap_lock_take();
 	/* Every munmap that has returned is among the events: the records are current. */
 	drain_locked(&dropped);
 	for (struct hostmap *m = hostmaps; m && !cut; m = m->next)
 		cut = m->gmem == g && holds_part(m, start, end);
-	pthread_mutex_unlock(&hostmap_lock);
+	hostmap_lock_drop();
 	drop_all(dropped);
 	return cut;
 }
@@ -1140,7 +1182,9 @@ int hostmap_grow(void *old, size_t old_size, size_t new_size, int flags, void *n
 	int ret = 0;
 	void *p;
 
-	pthread_mutex_lock(&hostmap_lock);
+	if (hostmap_lock_held)
+		return 0;
+	hostmap_lock_take();
 	drain_locked(&dropped);
 	for (m = hostmaps; m; m = m->next)
 		found |= m->start < end && start < m->end;
@@ -1168,7 +1212,7 @@ int hostmap_grow(void *old, size_t old_size, size_t new_size, int flags, void *n
 		*out = p;
 		ret = 1;
 	}
-	pthread_mutex_unlock(&hostmap_lock);
+	hostmap_lock_drop();
 	drop_all(dropped);
 	return ret;
 }
@@ -1194,9 +1238,9 @@ int hostmap_pieces(void *addr, size_t len, struct hostmap_piece **out)
 	int ret = 0;
 
 	*out = NULL;
-	if (!hostmap_exists())
+	if (!hostmap_exists() || hostmap_lock_held)
 		return 0;
-	pthread_mutex_lock(&hostmap_lock);
+	hostmap_lock_take();
 	drain_locked(&dropped);
 	for (struct hostmap *m = hostmaps; m; m = m->next) {
 		if (m->end <= start || end <= m->start)
@@ -1222,7 +1266,7 @@ int hostmap_pieces(void *addr, size_t len, struct hostmap_piece **out)
 		gmem_get(m->gmem);
 		n++;
 	}
-	pthread_mutex_unlock(&hostmap_lock);
+	hostmap_lock_drop();
 	drop_all(dropped);
 	if (ret) {
 		hostmap_pieces_put(pieces, n);

@@ -62,6 +62,8 @@ uint64_t gm_heap_bytes(void);
 void gm_heap_fail_after(long n);
 /* Host-mapping mmaps fail from the after-th from now (1 = the next), times in a row. */
 void gm_hostmap_fail(long after, long times);
+/* Tests only: runs fn(arg) holding the host-mapping lock. */
+void gm_hostmap_call_locked(void (*fn)(void *), void *arg);
 #endif
 
 /* Copies to and from caller memory that fail with -EFAULT instead of crashing. */

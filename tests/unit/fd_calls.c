@@ -1,6 +1,8 @@
 /* The fd and mapping calls of the direct API that the interposer routes: dup, close_range, statx, madvise. */
 #include "unit/vmm.h"
 
+#include "internal.h"
+
 #include <linux/stat.h>
 #include <sys/stat.h>
 
@@ -159,5 +161,44 @@ Test(fd_calls, a_closed_library_fd_number_is_the_next_open)
 	next = open("/dev/null", O_RDONLY);
 	cr_expect_eq(next, gmem, "the number went to an fd of the library's own (got %d)", next);
 	close(next);
+	vmm_destroy(&m);
+}
+
+/*
+ * Under gmem-run, liburcu-bp's own mmap, mremap and munmap reach the mapping
+ * calls, possibly while the library holds its mapping lock on the same
+ * thread: they act on the memory at once instead of waiting for the lock.
+ */
+static void anonymous_calls(void *arg)
+{
+	int *ok = arg;
+	char *p = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *q;
+
+	if (p == MAP_FAILED)
+		return;
+	q = gm_mremap(p, PAGE, 2 * PAGE, MREMAP_MAYMOVE);
+	if (q == MAP_FAILED)
+		return;
+	q[PAGE] = 1;
+	*ok = gm_madvise(q, 2 * PAGE, MADV_DOFORK) == 0 &&
+	      gm_mmap(q, PAGE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == q &&
+	      gm_munmap(q, 2 * PAGE) == 0;
+}
+
+Test(fd_calls, mapping_calls_under_the_mapping_lock_do_not_wait, .timeout = 20)
+{
+	struct vmm m;
+	char *lib;
+	int gmem, ok = 0;
+
+	vmm_init(&m, KVM_X86_SW_PROTECTED_VM);
+	gmem = vmm_gmem(&m, 4 * PAGE, GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED);
+	/* With a library mapping, the calls look at the mapping list. */
+	lib = gm_mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, gmem, 0);
+	cr_assert_neq(lib, MAP_FAILED);
+	gm_hostmap_call_locked(anonymous_calls, &ok);
+	cr_expect(ok, "a mapping call under the lock failed");
+	gm_munmap(lib, 4 * PAGE);
 	vmm_destroy(&m);
 }
