@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -311,15 +312,72 @@ static void check_threads(void)
 	CHECK(ok, "four threads open and close the system and VM fds at once");
 }
 
-/* Outside gmem-run: check the static refusal, then run this program again under it. */
-static int relaunch(char **argv)
+/* The exit status of a shell command, or -1. */
+static int run(const char *fmt, ...)
 {
 	char cmd[4096];
+	va_list ap;
 	int rc;
 
-	snprintf(cmd, sizeof(cmd), "%s -- %s >/dev/null 2>&1", GMEM_RUN_BIN, GMEM_STATIC_BIN);
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
 	rc = system(cmd);
-	CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 2, "gmem-run refuses a static program (exit 2)");
+	return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+/* Whether the first line of a command's output is want. */
+static bool output_is(const char *want, const char *fmt, ...)
+{
+	char cmd[4096], line[256] = "";
+	va_list ap;
+	FILE *p;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	p = popen(cmd, "r");
+	if (!p)
+		return false;
+	if (!fgets(line, sizeof(line), p))
+		line[0] = '\0';
+	pclose(p);
+	line[strcspn(line, "\n")] = '\0';
+	return !strcmp(line, want);
+}
+
+/* What this program prints with --probe-attrs: KVM_CAP_MEMORY_ATTRIBUTES of a SW_PROTECTED VM. */
+static int probe_attrs(void)
+{
+	int kvm = open("/dev/kvm", O_RDWR), vm = ioctl(kvm, KVM_CREATE_VM, KVM_X86_SW_PROTECTED_VM);
+
+	printf("%d\n", ioctl(vm, KVM_CHECK_EXTENSION, KVM_CAP_MEMORY_ATTRIBUTES));
+	return 0;
+}
+
+/* Outside gmem-run: check gmem-run itself, then run this program again under it. */
+static int relaunch(char **argv)
+{
+	CHECK(run("%s -- %s >/dev/null 2>&1", GMEM_RUN_BIN, GMEM_STATIC_BIN) == 2,
+	      "gmem-run refuses a static program (exit 2)");
+	CHECK(run("%s --backend bogus -- true 2>/dev/null", GMEM_RUN_BIN) == 2 &&
+		      run("%s --vm-memory-attributes 2 -- true 2>/dev/null", GMEM_RUN_BIN) == 2 &&
+		      run("%s 2>/dev/null", GMEM_RUN_BIN) == 2,
+	      "gmem-run refuses bad options (exit 2)");
+	CHECK(run("%s -- /nonexistent/program 2>/dev/null", GMEM_RUN_BIN) == 127,
+	      "gmem-run: a missing program is exit 127");
+	CHECK(output_is("kvm 1", "%s --backend kvm --vm-memory-attributes 1 -- sh -c "
+			"'echo $GMEM_BACKEND $GMEM_VM_MEMORY_ATTRIBUTES'", GMEM_RUN_BIN),
+	      "gmem-run sets GMEM_BACKEND and GMEM_VM_MEMORY_ATTRIBUTES");
+	CHECK(output_is("yes", "LD_PRELOAD=/lib/x86_64-linux-gnu/libc.so.6 %s -- sh -c "
+			"'case \"$LD_PRELOAD\" in *libgmem-preload.so*libc.so.6) echo yes;; esac'",
+			GMEM_RUN_BIN),
+	      "gmem-run puts the preload first in LD_PRELOAD and keeps what was there");
+	CHECK(output_is("8", "%s --vm-memory-attributes 1 -- %s --probe-attrs", GMEM_RUN_BIN,
+			argv[0]) &&
+		      output_is("0", "%s --vm-memory-attributes 0 -- %s --probe-attrs", GMEM_RUN_BIN,
+				argv[0]),
+	      "--vm-memory-attributes 1 gives per-VM attributes (KVM_CAP_MEMORY_ATTRIBUTES PRIVATE)");
 	fflush(stdout);
 	setenv("GMEM_PRELOAD_TEST_CHILD", "1", 1);
 	execl(GMEM_RUN_BIN, GMEM_RUN_BIN, "--backend", "soft", "--", argv[0], (char *)NULL);
@@ -331,8 +389,9 @@ int main(int argc, char **argv)
 {
 	int kvm, vm;
 
-	(void)argc;
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (argc > 1 && !strcmp(argv[1], "--probe-attrs"))
+		return probe_attrs();
 	if (!getenv("GMEM_PRELOAD_TEST_CHILD"))
 		return relaunch(argv);
 	CHECK(early_kvm >= 0 && fd_is_memfd(early_kvm) &&
