@@ -48,6 +48,20 @@ static struct fd_entry *_Atomic *fd_slot(int fd, bool create)
 	return c ? &c[fd & (FD_CHUNK_SIZE - 1)] : NULL;
 }
 
+/* Fills e for the handle open as fd: its inode tells it apart from a later fd of that number. */
+static int entry_fill(struct fd_entry *e, enum gm_file_type type, struct gm_object *obj, int fd)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	e->type = type;
+	e->obj = obj;
+	e->dev = st.st_dev;
+	e->ino = st.st_ino;
+	return 0;
+}
+
 /* Puts e in fd's slot; an entry already there is stale (its fd was closed or replaced). */
 static int publish(int fd, struct fd_entry *e)
 {
@@ -78,7 +92,6 @@ static int publish(int fd, struct fd_entry *e)
 int gm_file_install(enum gm_file_type type, struct gm_object *obj, const char *name, bool cloexec)
 {
 	struct fd_entry *e = gm_zalloc(sizeof(*e));
-	struct stat st;
 	int fd, ret;
 
 	if (!e)
@@ -98,15 +111,9 @@ int gm_file_install(enum gm_file_type type, struct gm_object *obj, const char *n
 		ret = -errno;
 		goto err_close;
 	}
-	if (fstat(fd, &st) < 0) {
-		ret = -errno;
+	ret = entry_fill(e, type, obj, fd);
+	if (ret)
 		goto err_close;
-	}
-	e->type = type;
-	e->obj = obj;
-	e->dev = st.st_dev;
-	e->ino = st.st_ino;
-
 	ret = publish(fd, e);
 	if (ret)
 		goto err_close;
@@ -231,7 +238,6 @@ int gm_file_dup(int oldfd, int newfd)
 	struct fd_entry *e = gm_zalloc(sizeof(*e));
 	enum gm_file_type type;
 	struct gm_object *obj;
-	struct stat st;
 	int ret;
 
 	if (!e)
@@ -242,15 +248,9 @@ int gm_file_dup(int oldfd, int newfd)
 		return 0;
 	}
 	/* newfd is a second fd of the same handle: the same inode tells it apart from reuse. */
-	if (fstat(newfd, &st) < 0) {
-		ret = -errno;
-		goto err;
-	}
-	e->type = type;
-	e->obj = obj;
-	e->dev = st.st_dev;
-	e->ino = st.st_ino;
-	ret = publish(newfd, e);
+	ret = entry_fill(e, type, obj, newfd);
+	if (!ret)
+		ret = publish(newfd, e);
 	if (ret)
 		goto err;
 	return 1;

@@ -72,29 +72,7 @@ __attribute__((constructor(101))) static void preload_init(void)
 	{                                                                                        \
 		return NEXT(name) args;                                                          \
 	}
-#define NEXT_FIXED(X)                                                                        \
-	X(munmap, int, (void *a, size_t l), (a, l))                                             \
-	X(mprotect, int, (void *a, size_t l, int p), (a, l, p))                                 \
-	X(madvise, int, (void *a, size_t l, int adv), (a, l, adv))                              \
-	X(mmap, void *, (void *a, size_t l, int p, int f, int fd, off_t o), (a, l, p, f, fd, o)) \
-	X(fallocate, int, (int fd, int m, off_t o, off_t l), (fd, m, o, l))                     \
-	X(close, int, (int fd), (fd))                                                           \
-	X(dup, int, (int fd), (fd))                                                             \
-	X(dup3, int, (int o, int n, int f), (o, n, f))                                          \
-	X(dup2, int, (int o, int n), (o, n))                                                    \
-	X(fstat, int, (int fd, struct stat *st), (fd, st))                                      \
-	X(statx, int, (int d, const char *p, int f, unsigned m, struct statx *s), (d, p, f, m, s)) \
-	X(read, ssize_t, (int fd, void *b, size_t n), (fd, b, n))                               \
-	X(write, ssize_t, (int fd, const void *b, size_t n), (fd, b, n))                        \
-	X(pread, ssize_t, (int fd, void *b, size_t n, off_t o), (fd, b, n, o))                  \
-	X(pwrite, ssize_t, (int fd, const void *b, size_t n, off_t o), (fd, b, n, o))           \
-	X(readv, ssize_t, (int fd, const struct iovec *v, int c), (fd, v, c))                   \
-	X(writev, ssize_t, (int fd, const struct iovec *v, int c), (fd, v, c))                  \
-	X(preadv, ssize_t, (int fd, const struct iovec *v, int c, off_t o), (fd, v, c, o))      \
-	X(pwritev, ssize_t, (int fd, const struct iovec *v, int c, off_t o), (fd, v, c, o))     \
-	X(lseek, off_t, (int fd, off_t o, int w), (fd, o, w))                                   \
-	X(ftruncate, int, (int fd, off_t l), (fd, l))
-NEXT_FIXED(X)
+NEXT_RENAMED(X)
 #undef X
 
 #define VA_ARG_ULONG(last, var)                                                              \
@@ -105,12 +83,22 @@ NEXT_FIXED(X)
 		va_end(ap);                                                                      \
 	} while (0)
 
+/* The six arguments syscall(2) may take (unused ones are whatever the registers hold). */
+#define SYSCALL_ARGS(nr, a)                                                                  \
+	do {                                                                                     \
+		va_list ap;                                                                      \
+		va_start(ap, nr);                                                                \
+		for (int i = 0; i < 6; i++)                                                      \
+			a[i] = va_arg(ap, long);                                                 \
+		va_end(ap);                                                                      \
+	} while (0)
+
 __attribute__((visibility("hidden"))) int gm_next_open(const char *path, int flags, ...)
 {
 	unsigned long mode = 0;
 
 	VA_ARG_ULONG(flags, mode);
-	return NEXT(open)(path, flags, (mode_t)mode);
+	return NEXT(openat)(AT_FDCWD, path, flags, (mode_t)mode);
 }
 
 __attribute__((visibility("hidden"))) int gm_next_openat(int dirfd, const char *path, int flags,
@@ -151,12 +139,8 @@ __attribute__((visibility("hidden"))) void *gm_next_mremap(void *old, size_t old
 __attribute__((visibility("hidden"))) long gm_next_syscall(long nr, ...)
 {
 	long a[6];
-	va_list ap;
 
-	va_start(ap, nr);
-	for (int i = 0; i < 6; i++)
-		a[i] = va_arg(ap, long);
-	va_end(ap);
+	SYSCALL_ARGS(nr, a);
 	return NEXT(syscall)(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
 
@@ -260,18 +244,16 @@ PRELOAD_EXPORT int openat(int dirfd, const char *path, int flags, ...)
 	return NEXT(openat)(dirfd, path, flags, mode);
 }
 
+/* open(2) is openat(2) from the working directory, in the kernel as in glibc. */
 PRELOAD_EXPORT int open(const char *path, int flags, ...)
 {
 	va_list ap;
 	mode_t mode;
-	int ret = library_open(path, flags);
 
-	if (ret != -2)
-		return ret;
 	va_start(ap, flags);
 	mode = open_mode(flags, ap);
 	va_end(ap);
-	return NEXT(open)(path, flags, mode);
+	return openat(AT_FDCWD, path, flags, mode);
 }
 
 EXPORT_ALIAS(int, open64, open, (const char *path, int flags, ...));
@@ -522,12 +504,8 @@ PRELOAD_EXPORT int madvise(void *addr, size_t len, int advice)
 PRELOAD_EXPORT long syscall(long nr, ...)
 {
 	long a[6];
-	va_list ap;
 
-	va_start(ap, nr);
-	for (int i = 0; i < 6; i++)
-		a[i] = va_arg(ap, long);
-	va_end(ap);
+	SYSCALL_ARGS(nr, a);
 	switch (nr) {
 	case SYS_open:
 		return open((const char *)a[0], (int)a[1], (mode_t)a[2]);
