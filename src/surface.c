@@ -225,8 +225,11 @@ static long other_fstat(enum gm_file_type type, int fd, struct stat *st)
 
 	if (fstat(fd, &tmp) < 0)
 		return -errno;
-	/* /dev/kvm is a character device; anonymous inodes have no file type bits. */
-	tmp.st_mode = (type == GM_FILE_KVM ? S_IFCHR : 0) | S_IRUSR | S_IWUSR;
+	/*
+	 * /dev/kvm and /dev/sev are character devices (/dev/sev's minor is dynamic:
+	 * 0 here); anonymous inodes have no file type bits.
+	 */
+	tmp.st_mode = (type == GM_FILE_KVM || type == GM_FILE_SEV ? S_IFCHR : 0) | S_IRUSR | S_IWUSR;
 	tmp.st_rdev = type == GM_FILE_KVM ? makedev(10, 232) : 0;
 	tmp.st_nlink = 1;
 	tmp.st_size = 0;

@@ -6,20 +6,26 @@ static void psp_release(struct gm_object *obj)
 	gm_free(obj);
 }
 
-GM_EXPORT int gm_open_sev(void)
+int psp_open(bool cloexec)
 {
 	struct gm_object *obj = gm_zalloc(sizeof(*obj));
 	int fd;
 
-	if (!obj) {
-		errno = ENOMEM;
-		return -1;
-	}
+	if (!obj)
+		return -ENOMEM;
 	gm_object_init(obj, psp_release);
-	/* open(2) of the device: not close-on-exec unless asked. */
-	fd = gm_file_install(GM_FILE_SEV, obj, "sev", false);
-	if (fd < 0) {
+	fd = gm_file_install(GM_FILE_SEV, obj, "sev", cloexec);
+	if (fd < 0)
 		gm_object_put(obj);
+	return fd;
+}
+
+GM_EXPORT int gm_open_sev(void)
+{
+	/* open(2) of the device: not close-on-exec unless asked. */
+	int fd = psp_open(false);
+
+	if (fd < 0) {
 		errno = -fd;
 		return -1;
 	}

@@ -18,6 +18,7 @@
 #include "gmem.h"
 #include "internal.h"
 #include "kvm.h"
+#include "platform/psp.h"
 
 #define PRELOAD_EXPORT __attribute__((visibility("default")))
 /*
@@ -160,12 +161,18 @@ static int open_kvm(int flags)
 	return set_errno(kvm_dev_open(flags & O_CLOEXEC));
 }
 
+static int open_sev(int flags)
+{
+	return set_errno(psp_open(flags & O_CLOEXEC));
+}
+
 /* Devices the library stands in for; a platform adds its device here. */
 static const struct opener {
 	const char *path;
 	int (*open)(int flags);
 } openers[] = {
 	{ "/dev/kvm", open_kvm },
+	{ "/dev/sev", open_sev },
 };
 
 /* N of /proc/self/fd/N (or /dev/fd/N, /proc/thread-self/fd/N, /proc/<our pid>/fd/N), else -1. */
@@ -193,7 +200,7 @@ static int proc_fd_number(const char *path)
 }
 
 /*
- * Opening a library fd again through /proc: /dev/kvm opens anew; the others
+ * Opening a library fd again through /proc: /dev/kvm and /dev/sev open anew; the others
  * are anonymous inodes, which cannot be opened (ENXIO). -2: not a library fd.
  */
 static int reopen_library_fd(int fd, int flags)
@@ -207,7 +214,9 @@ static int reopen_library_fd(int fd, int flags)
 	if (!obj)
 		return -2;
 	gm_object_put(obj);
-	return type == GM_FILE_KVM ? open_kvm(flags) : set_errno(-ENXIO);
+	if (type == GM_FILE_KVM)
+		return open_kvm(flags);
+	return type == GM_FILE_SEV ? open_sev(flags) : set_errno(-ENXIO);
 }
 
 /* The library's answer to opening path, or -2 when the C library should open it. */

@@ -223,6 +223,44 @@ out:
 	CHECK(close(gfd) == 0 && FAILS_WITH(fstat(gfd, &st)) == EBADF, "close of the guest_memfd");
 }
 
+/* /dev/sev is the software SNP platform's device: SEV commands accept it, not a plain fd. */
+static void check_sev_device(int kvm)
+{
+	struct kvm_sev_init init = { 0 };
+	struct kvm_sev_snp_launch_start start = { .policy = (1ULL << 17) | (1ULL << 16) };
+	struct kvm_sev_cmd cmd = { .id = KVM_SEV_INIT2, .data = (uintptr_t)&init };
+	int sev = open("/dev/sev", O_RDWR | O_CLOEXEC), again, plain, vm;
+	char path[64];
+	struct stat st;
+
+	CHECK(sev >= 0 && fd_is_memfd(sev), "open(\"/dev/sev\") gives the library's platform device");
+	CHECK(fstat(sev, &st) == 0 && S_ISCHR(st.st_mode), "fstat shows a character device");
+	CHECK(fcntl(sev, F_GETFD) == FD_CLOEXEC, "O_CLOEXEC is kept on /dev/sev");
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", sev);
+	again = open(path, O_RDWR);
+	CHECK(again >= 0 && again != sev && fd_is_memfd(again),
+	      "reopening /proc/self/fd/N of /dev/sev opens the device again");
+	vm = ioctl(kvm, KVM_CREATE_VM, KVM_X86_SNP_VM);
+	CHECK(vm >= 0, "KVM_CREATE_VM(KVM_X86_SNP_VM)");
+	cmd.sev_fd = (uint32_t)sev;
+	CHECK(ioctl(vm, KVM_MEMORY_ENCRYPT_OP, &cmd) == 0, "KVM_SEV_INIT2");
+	/*
+	 * LAUNCH_START is the first command that hands sev_fd to the platform; the
+	 * context creation it starts with fails, which KVM reports as ENOTTY.
+	 */
+	plain = open("/dev/null", O_RDWR);
+	cmd = (struct kvm_sev_cmd){ .id = KVM_SEV_SNP_LAUNCH_START, .data = (uintptr_t)&start,
+				    .sev_fd = (uint32_t)plain };
+	CHECK(FAILS_WITH(ioctl(vm, KVM_MEMORY_ENCRYPT_OP, &cmd)) == ENOTTY,
+	      "SNP_LAUNCH_START with a sev_fd that is not the device: ENOTTY");
+	cmd.sev_fd = (uint32_t)again;
+	CHECK(ioctl(vm, KVM_MEMORY_ENCRYPT_OP, &cmd) == 0, "SNP_LAUNCH_START with the reopened device");
+	close(plain);
+	close(again);
+	close(vm);
+	close(sev);
+}
+
 static void check_dup(int vm)
 {
 	int d = dup(vm), d2 = fcntl(vm, F_DUPFD_CLOEXEC, 100), d3 = dup2(vm, 200);
@@ -403,6 +441,7 @@ int main(int argc, char **argv)
 	vm = ioctl(kvm, KVM_CREATE_VM, KVM_X86_SW_PROTECTED_VM);
 	CHECK(vm >= 0, "KVM_CREATE_VM(KVM_X86_SW_PROTECTED_VM)");
 	check_guest_memfd(vm);
+	check_sev_device(kvm);
 	check_dup(vm);
 	close(vm);
 	close(kvm);
