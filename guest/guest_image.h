@@ -18,6 +18,12 @@ extern const uint8_t guest_image_end[];
  */
 struct gm_guest;
 void guest_soft_entry(struct gm_guest *g, void *arg);
+/*
+ * The scenario as an SEV-SNP guest (gmem-vm --vm snp): it validates each page
+ * of unmeasured private memory the first time it touches it, from its #VC
+ * handler, as a guest accepts memory lazily.
+ */
+void guest_snp_soft_entry(struct gm_guest *g, void *arg);
 
 /*
  * The stress guest (guest/stress.c) for gmem-stress, both ways: the image

@@ -61,6 +61,11 @@ enum guest_ucall {
 	GUEST_UCALL_RESULT,           /* a0 = vCPU, a1 = 1 when every check passed, a2 = failed check */
 	GUEST_UCALL_FAIL,             /* a0 = vCPU, a1 = number of the failed check;
 				       * the guest cannot go on and halts after it */
+	/* SNP guests (soft, vCPU 0), before the scenario: the attestation exchange. */
+	GUEST_UCALL_NONCE,            /* a0 = vCPU, a1 = gpa of a shared page, a2 = 64: the VMM
+				       * writes the nonce there */
+	GUEST_UCALL_REPORT,           /* a0 = vCPU, a1 = gpa of the report (shared), a2 = its
+				       * length, or the negative errno of the request */
 };
 
 /*

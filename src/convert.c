@@ -95,6 +95,27 @@ static void merge_folios(struct gmem *g, pgoff_t start, pgoff_t end)
 }
 
 /*
+ * Pages of [start, end) that the guest held go back to the hypervisor: on
+ * hardware the host would then read ciphertext; here it reads zeros, never
+ * what the guest wrote while they were private. Room in the map was reserved.
+ */
+static void rmp_scrub(struct gmem *g, pgoff_t start, pgoff_t end)
+{
+	pgoff_t at = start, run_start, run_end;
+
+	while (rmp_next_guest_run(g->rmp, at, end, &run_start, &run_end)) {
+		for (pgoff_t i = run_start; i < run_end; i++) {
+			void *page = backing_addr(&g->backing, i << GM_PAGE_SHIFT);
+
+			if (page)
+				memset(page, 0, GM_PAGE_SIZE);
+		}
+		at = run_end;
+	}
+	rmp_set(g->rmp, start, end, RMP_HYPERVISOR);
+}
+
+/*
  * The conversion itself, with the file's invalidate_lock held for write.
  * Everything that can fail comes before the zap; after it nothing may, but
  * for the host's mappings, whose failure is undone so the call changed nothing.
@@ -128,6 +149,13 @@ static int convert_locked(struct gmem *g, pgoff_t start, pgoff_t end, uint64_t a
 	ret = attr_reserve_n(&g->attrs, 2 + 2 * nr_saved);
 	if (ret)
 		goto out;
+
+	/* The reverse map's room for the pages the guest gives back. */
+	if (!to_private && g->rmp) {
+		ret = rmp_reserve(g->rmp);
+		if (ret)
+			goto out;
+	}
 
 	/* A page the host holds for DMA cannot be taken away from it, nor moved. */
 	folio_align(g, &zap_start, &zap_end);
@@ -187,6 +215,9 @@ static int convert_locked(struct gmem *g, pgoff_t start, pgoff_t end, uint64_t a
 			backing_split(&g->backing, split[i] << GM_PAGE_SHIFT);
 		}
 	}
+	/* Scrubbed while neither the guest (zapped) nor the host (not yet shown) can see it. */
+	if (!to_private && g->rmp)
+		rmp_scrub(g, start, end);
 	attr_set(&g->attrs, start, end, attrs);
 	if (host_failed || ((!to_private || huge_store) && hostmap_refresh(g, host_start, host_end))) {
 		/* The host cannot see the pages: undo, so that the call changed nothing. */

@@ -52,6 +52,7 @@ static void gmem_release(struct gm_object *obj)
 	pthread_rwlock_unlock(&g->invalidate_lock);
 	pthread_mutex_unlock(g->vm.slots_lock);
 	backing_destroy(&g->backing);
+	rmp_destroy(g->rmp);
 	attr_map_destroy(&g->attrs);
 	pthread_rwlock_destroy(&g->invalidate_lock);
 	gm_object_put(g->vm.obj);
@@ -124,6 +125,14 @@ int gmem_create(const struct gmem_vm *vm, uint64_t size, uint64_t flags)
 		ret = backing_init(&g->backing, size, vm->host_fd >= 0 ? GM_PAGE_SHIFT : shift);
 	if (ret)
 		goto err_attrs;
+	if (vm->has_rmp) {
+		g->rmp = rmp_create(size >> GM_PAGE_SHIFT);
+		if (!g->rmp) {
+			backing_destroy(&g->backing);
+			ret = -ENOMEM;
+			goto err_attrs;
+		}
+	}
 	gm_object_get(vm->obj);
 	g->vm = *vm;
 	atomic_fetch_add(&live_gmem_files, 1);
@@ -224,9 +233,16 @@ static int gmem_punch_hole(struct gmem *g, uint64_t off, uint64_t len)
 	if (end < start || end > gmem_npages(g))
 		end = gmem_npages(g);
 	pthread_rwlock_wrlock(&g->invalidate_lock);
+	/* Freed pages go back to the hypervisor (kvm_arch_gmem_invalidate): room first. */
+	if (g->rmp && rmp_reserve(g->rmp)) {
+		pthread_rwlock_unlock(&g->invalidate_lock);
+		return -ENOMEM;
+	}
 	nr = gmem_invalidate_begin(g, start, end);
 	/* Attributes stay as they are; only memory goes back to the system. */
 	ret = backing_punch(&g->backing, off, len);
+	if (!ret && g->rmp)
+		rmp_set(g->rmp, start, end, RMP_HYPERVISOR);
 	gmem_invalidate_end(g, nr);
 	pthread_rwlock_unlock(&g->invalidate_lock);
 	return ret;

@@ -4,11 +4,29 @@
 #include <string.h>
 
 #include "mmu/fault.h"
+#include "platform/snp.h"
+#include "platform/snp_report.h"
 #include "vcpu.h"
 
 static struct vcpu *guest_vcpu(struct gm_guest *guest)
 {
 	return &guest->vcpu;
+}
+
+/* SNP's #VC: the guest's handler for an access to a page it has not validated. */
+static void guest_vc(struct vcpu *v, gpa_t gpa)
+{
+	char what[96];
+
+	if (!v->vc_handler || v->in_vc) {
+		snprintf(what, sizeof(what), "#VC %#x (page not validated) at gpa %#llx%s",
+			 GM_VC_NOT_VALIDATED, (unsigned long long)gpa,
+			 v->in_vc ? " in the #VC handler" : " without a handler");
+		gm_guest_abort((struct gm_guest *)v, __FILE__, __LINE__, what);
+	}
+	v->in_vc = true;
+	v->vc_handler((struct gm_guest *)v, GM_VC_NOT_VALIDATED, gpa & ~(GM_PAGE_SIZE - 1), v->vc_arg);
+	v->in_vc = false;
 }
 
 /* Copies one piece that stays inside a page; loops through faults and exits until done. */
@@ -49,6 +67,9 @@ static void guest_access_page(struct vcpu *v, gpa_t gpa, void *buf, size_t len, 
 		case MMU_FAULT_ERROR:
 			/* As KVM_RUN failing in kvm_mmu_page_fault; the next run retries the access. */
 			vcpu_exit(v, KVM_EXIT_UNKNOWN, f.error);
+			break;
+		case MMU_FAULT_VC:
+			guest_vc(v, gpa);
 			break;
 		}
 	}
@@ -191,4 +212,65 @@ GM_EXPORT void gm_guest_abort(struct gm_guest *guest, const char *file, int line
 	/* An aborted guest never continues: each KVM_RUN reports the abort again. */
 	for (;;)
 		vcpu_exit_ucall(v);
+}
+
+GM_EXPORT void gm_guest_set_vc_handler(struct gm_guest *guest, gm_guest_vc_fn fn, void *arg)
+{
+	struct vcpu *v = guest_vcpu(guest);
+
+	vcpu_check_kick(v);
+	v->vc_handler = fn;
+	v->vc_arg = arg;
+}
+
+GM_EXPORT int gm_guest_pvalidate(struct gm_guest *guest, uint64_t gpa, bool validate)
+{
+	struct vcpu *v = guest_vcpu(guest);
+
+	vcpu_check_kick(v);
+	if (!GM_ALIGNED(gpa, GM_PAGE_SIZE) || vm_type(v->vm) != KVM_X86_SNP_VM)
+		return GM_PVALIDATE_FAIL_INPUT;
+	for (;;) {
+		/* The instruction's own private access: it faults the page in (and assigns it). */
+		struct mmu_fault f = mmu_page_fault(v->vm, gpa, GM_ACCESS_PRIVATE, false);
+		int ret;
+
+		switch (f.result) {
+		case MMU_FAULT_MEMORY:
+			vcpu_exit_memory_fault(v, gpa, f.private);
+			continue;
+		case MMU_FAULT_MMIO:
+			return GM_PVALIDATE_FAIL_INPUT;
+		case MMU_FAULT_ERROR:
+			vcpu_exit(v, KVM_EXIT_UNKNOWN, f.error);
+			continue;
+		case MMU_FAULT_MAPPED:
+		case MMU_FAULT_VC:
+			break;
+		}
+		ret = mmu_pvalidate(v->vm, gpa, validate);
+		if (ret >= 0)
+			return ret;
+		if (ret != -EAGAIN)
+			vcpu_exit(v, KVM_EXIT_UNKNOWN, -ret);
+	}
+}
+
+GM_EXPORT int gm_guest_snp_report(struct gm_guest *guest, const uint8_t data[64], void *report,
+				  size_t len)
+{
+	struct vcpu *v = guest_vcpu(guest);
+	uint8_t out[SNP_REPORT_SIZE], in[64];
+	int ret;
+
+	vcpu_check_kick(v);
+	if (len < SNP_REPORT_SIZE)
+		return -EINVAL;
+	if (gm_copy_from_user(in, data, sizeof(in)))
+		return -EFAULT;
+	/* The guest runs at VMPL 0: a soft guest has no lower privilege levels. */
+	ret = snp_guest_report(v->vm, in, 0, out);
+	if (!ret)
+		ret = gm_copy_to_user(report, out, sizeof(out));
+	return ret;
 }

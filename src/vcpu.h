@@ -29,6 +29,10 @@ struct vcpu {
 
 	struct mmu_vcpu mmu;    /* the guest's cached view of the stage-2 */
 	bool private_vm;
+	/* SNP: the guest's #VC handler, and whether it is running (a nested #VC aborts). */
+	gm_guest_vc_fn vc_handler;
+	void *vc_arg;
+	bool in_vc;
 };
 
 /* The guest's handle is its vCPU. */

@@ -14,7 +14,10 @@ static atomic_ullong live_vms;
 static void vm_release(struct gm_object *obj)
 {
 	struct vm *vm = gm_container_of(obj, struct vm, obj);
+	struct vm_platform *platform = atomic_load(&vm->platform);
 
+	if (platform)
+		platform->release(platform);
 	memslots_destroy(&vm->slots);
 	attr_map_destroy(&vm->mem_attrs);
 	pthread_rwlock_destroy(&vm->attrs_lock);
@@ -71,11 +74,18 @@ int vm_create(unsigned long type)
 	int fd, ret;
 
 	type &= ~(GM_VM_BACKEND_SOFT | GM_VM_BACKEND_KVM);
-	if ((type != KVM_X86_DEFAULT_VM && type != KVM_X86_SW_PROTECTED_VM) ||
+	if ((type != KVM_X86_DEFAULT_VM && type != KVM_X86_SW_PROTECTED_VM &&
+	     type != KVM_X86_SNP_VM) ||
 	    backend == (GM_VM_BACKEND_SOFT | GM_VM_BACKEND_KVM))
 		return -EINVAL;
 	if (!backend)
 		backend = default_backend();
+	/* The software SNP platform runs soft vCPUs only (docs/platform.md). */
+	if (type == KVM_X86_SNP_VM) {
+		if (backend == GM_VM_BACKEND_KVM && (type_bits & GM_VM_BACKEND_KVM))
+			return -EINVAL;
+		backend = GM_VM_BACKEND_SOFT;
+	}
 	vm = gm_zalloc(sizeof(*vm));
 	if (!vm)
 		return -ENOMEM;
@@ -133,7 +143,7 @@ unsigned long vm_type(const struct vm *vm)
 
 bool vm_has_private_mem(const struct vm *vm)
 {
-	return vm->type == KVM_X86_SW_PROTECTED_VM;
+	return vm->type == KVM_X86_SW_PROTECTED_VM || vm->type == KVM_X86_SNP_VM;
 }
 
 bool vm_attrs_in_vm(const struct vm *vm)
@@ -201,12 +211,17 @@ long vm_check_extension(struct vm *vm, long cap)
 			return attr_mode_per_vm() ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0;
 		return (long)vm_supported_attrs(vm);
 	case KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES:
-		/* Attributes live in the file (series v8): settable where the VM has private memory. */
+		/*
+		 * Attributes live in the file (series v8): settable where the VM has
+		 * private memory; for a CoCo type (SNP) only because its launch
+		 * command takes a NULL source, populating in place.
+		 */
 		if (vm ? vm->attrs_in_vm : attr_mode_per_vm())
 			return 0;
 		return !vm || vm_has_private_mem(vm) ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0;
 	case KVM_CAP_VM_TYPES:
-		return (1 << KVM_X86_DEFAULT_VM) | (1 << KVM_X86_SW_PROTECTED_VM);
+		return (1 << KVM_X86_DEFAULT_VM) | (1 << KVM_X86_SW_PROTECTED_VM) |
+		       (1 << KVM_X86_SNP_VM);
 	default:
 		return 0;
 	}
@@ -220,6 +235,7 @@ static long vm_ioctl_create_guest_memfd(struct vm *vm, unsigned long arg)
 		.obj = &vm->obj, .slots_lock = &vm->slots.lock, .mmu = &vm->mmu,
 		.host_fd = vm->host_fd, .private_mem = vm_has_private_mem(vm),
 		.attrs_in_vm = vm->attrs_in_vm,
+		.has_rmp = vm->type == KVM_X86_SNP_VM,
 	};
 
 	if (ret)

@@ -6,6 +6,14 @@
 #include "memslot.h"
 #include "mmu/stage2.h"
 
+/*
+ * A CoCo VM type's trusted entity for one VM (SNP's guest context): made by
+ * the platform's init command, released with the VM.
+ */
+struct vm_platform {
+	void (*release)(struct vm_platform *p);
+};
+
 struct vm {
 	struct gm_object obj;
 	unsigned long type;
@@ -22,6 +30,8 @@ struct vm {
 	/* attrs_lock guards mem_attrs (by gfn); its writers also hold slots.lock. */
 	pthread_rwlock_t attrs_lock;
 	struct attr_map mem_attrs;
+	/* The trusted entity's state, or NULL; set once, under the platform's own lock. */
+	struct vm_platform *_Atomic platform;
 };
 
 long vm_ioctl(struct vm *vm, unsigned long request, unsigned long arg);

@@ -23,58 +23,10 @@
 
 #include <gmem/gmem.h>
 
-#include "../guest/guest_image.h"
-#include "../guest/layout.h"
+#include <sys/random.h>
+
+#include "vm_config.h"
 #include "x86_boot.h"
-
-#define KIB ((uint64_t)1 << 10)
-#define MIB ((uint64_t)1 << 20)
-#define GIB ((uint64_t)1 << 30)
-#define SZ_2M (2 * MIB)
-#define PAGE 4096ULL
-#define MIN_MEMORY (8 * MIB)
-#define MAX_MEMORY (4 * GIB)
-#define DATA_PER_VCPU (1 * MIB)
-#define PUNCH_PER_VCPU (64 * KIB)
-#define IMAGE_MAGIC "GMEMIMG1"
-#define EXIT_BAD_USAGE 2
-#define DEFAULT_IMAGE_TIMEOUT 10  /* seconds without data from a pipe or FIFO image */
-#define MAX_IMAGE_TIMEOUT 3600
-
-enum backend { BACKEND_AUTO, BACKEND_KVM, BACKEND_SOFT };
-enum verbosity { QUIET, NORMAL, VERBOSE };
-
-struct options {
-	uint64_t memory;
-	unsigned vcpus;
-	enum backend backend;
-	bool huge;
-	const char *image_path;
-	const char *write_image;
-	unsigned image_timeout; /* seconds */
-	enum verbosity verbosity;
-};
-
-/* An image file: this header, then the flat code loaded at GUEST_IMAGE_GPA. */
-struct image_header {
-	char magic[8];
-	uint64_t size;          /* bytes of code after the header */
-	uint64_t entry;         /* entry point, as an offset into the code */
-	uint64_t reserved;
-};
-
-struct image {
-	const uint8_t *code;
-	uint64_t size, entry;
-	void *owned;
-};
-
-struct layout {
-	uint64_t page_tables, page_tables_size;
-	uint64_t image, image_size;
-	uint64_t data, shared, punch, punch_size, end;
-};
-
 /* What the run did, for the report. Updated by the vCPU threads. */
 struct stats {
 	atomic_ullong to_private[3], to_private_bytes; /* by size: 4 KiB, up to 2 MiB, more */
@@ -98,6 +50,12 @@ struct vm {
 	struct image img;
 	bool kvm;               /* the kvm backend */
 	int kvm_fd, vm_fd, gmem;
+	int sev;                /* --vm snp: the platform device */
+	/* --vm snp: the nonce given to the guest and the report it handed back. */
+	uint8_t nonce[64];
+	uint8_t report[GM_SNP_REPORT_SIZE];
+	bool report_seen, report_ok;
+	char report_why[160];
 	char *host;             /* the VMM's mapping of guest memory */
 	struct vcpu_state vcpus[GUEST_MAX_VCPUS];
 	struct stats stats;
@@ -105,311 +63,6 @@ struct vm {
 	pthread_mutex_t print_lock;
 };
 
-static const char *prog = "gmem-vm";
-
-static void usage_error(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "%s: ", prog);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	exit(EXIT_BAD_USAGE);
-}
-
-static void fatal(const char *what, int err)
-{
-	fprintf(stderr, "%s: %s: %s\n", prog, what, strerror(err));
-	exit(1);
-}
-
-static void help(void)
-{
-	printf("usage: %s [options]\n"
-	       "Boots a guest on libgmem's guest_memfd: loads it while memory is shared, makes it\n"
-	       "private, runs it, converts pages in place when the guest asks, and reports.\n\n"
-	       "  -m, --memory SIZE     guest memory, with K, M or G (default 64M; 8M to 4G)\n"
-	       "  -c, --vcpus N         vCPUs, each running the scenario on its own data (default 1, at most %d)\n"
-	       "  -b, --backend NAME    kvm (/dev/kvm), soft (software vCPUs) or auto (default: kvm\n"
-	       "                        where /dev/kvm works, soft otherwise)\n"
-	       "      --huge            2 MiB folios (hugetlbfs where huge pages are reserved)\n"
-	       "  -i, --image FILE      run FILE instead of the built-in guest (kvm backend only)\n"
-	       "      --image-timeout S  give up on an image (pipe, FIFO) that sends nothing for S\n"
-	       "                        seconds (default %d, 1 to %d)\n"
-	       "      --write-image FILE  write the built-in guest as an image file and exit\n"
-	       "  -v, --verbose         also print every exit and conversion\n"
-	       "  -q, --quiet           print nothing but errors\n"
-	       "  -h, --help            this text\n\n"
-	       "Exit status: 0 when every vCPU halted normally with its checks passed, 1 when the\n"
-	       "guest failed or the VM could not run, 2 for a bad argument or an unusable image.\n",
-	       prog, GUEST_MAX_VCPUS, DEFAULT_IMAGE_TIMEOUT, MAX_IMAGE_TIMEOUT);
-}
-
-/*
- * The one number parser: a plain unsigned number, decimal (a leading 0 is not octal) or,
- * for sizes, 0x hex; no sign, no blanks, no wrap. False for anything else, including a
- * value past UINT64_MAX.
- */
-static bool parse_u64(const char *s, int base, uint64_t *v, const char **end)
-{
-	char *stop;
-	unsigned long long n;
-
-	if (!isdigit((unsigned char)*s))
-		return false;
-	errno = 0;
-	n = strtoull(s, &stop, base);
-	if (errno || stop == s)
-		return false;
-	*v = n;
-	*end = stop;
-	return true;
-}
-
-/* A whole-string number in [min, max], or exit status 2 naming the option and the range. */
-static uint64_t parse_number(const char *opt, const char *s, uint64_t min, uint64_t max)
-{
-	const char *end;
-	uint64_t v;
-
-	if (!parse_u64(s, 10, &v, &end) || *end || v < min || v > max)
-		usage_error("bad %s '%s': give a number from %" PRIu64 " to %" PRIu64, opt, s, min, max);
-	return v;
-}
-
-static uint64_t parse_size(const char *s)
-{
-	const char *end;
-	unsigned shift = 0;
-	uint64_t v;
-
-	bool hex = s[0] == '0' && (s[1] == 'x' || s[1] == 'X');
-
-	if (!parse_u64(s, hex ? 16 : 10, &v, &end)) {
-		/* parse_u64 refuses a number that starts with a digit only when it overflows. */
-		if (isdigit((unsigned char)*s))
-			usage_error("--memory %s is out of range: give 8M to 4G", s);
-		usage_error("bad --memory '%s': give a size such as 64M or 1G", s);
-	}
-	switch (*end) {
-	case 'k': case 'K': shift = 10; end++; break;
-	case 'm': case 'M': shift = 20; end++; break;
-	case 'g': case 'G': shift = 30; end++; break;
-	}
-	if (*end == 'i' || *end == 'B')
-		end += (*end == 'i' && end[1] == 'B') ? 2 : 1;
-	if (*end)
-		usage_error("bad --memory '%s': give a size such as 64M or 1G", s);
-	if (v > MAX_MEMORY >> shift || v << shift < MIN_MEMORY)
-		usage_error("--memory %s is out of range: give 8M to 4G", s);
-	v <<= shift;
-	if (v % SZ_2M)
-		usage_error("--memory %s is not a multiple of 2M: round it, e.g. to %lluM", s,
-			    (unsigned long long)((v + SZ_2M - 1) / SZ_2M * 2));
-	return v;
-}
-
-static void parse_options(int argc, char **argv, struct options *o)
-{
-	static const struct option longopts[] = {
-		{ "memory", required_argument, NULL, 'm' },
-		{ "vcpus", required_argument, NULL, 'c' },
-		{ "backend", required_argument, NULL, 'b' },
-		{ "huge", no_argument, NULL, 'H' },
-		{ "image", required_argument, NULL, 'i' },
-		{ "write-image", required_argument, NULL, 'W' },
-		{ "image-timeout", required_argument, NULL, 'T' },
-		{ "verbose", no_argument, NULL, 'v' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ "help", no_argument, NULL, 'h' },
-		{ 0 },
-	};
-	int c;
-
-	*o = (struct options){ .memory = 64 * MIB, .vcpus = 1, .verbosity = NORMAL,
-			       .image_timeout = DEFAULT_IMAGE_TIMEOUT };
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":m:c:b:i:vqh", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'm':
-			o->memory = parse_size(optarg);
-			break;
-		case 'c':
-			o->vcpus = (unsigned)parse_number("--vcpus", optarg, 1, GUEST_MAX_VCPUS);
-			break;
-		case 'b':
-			if (!strcmp(optarg, "kvm"))
-				o->backend = BACKEND_KVM;
-			else if (!strcmp(optarg, "soft"))
-				o->backend = BACKEND_SOFT;
-			else if (!strcmp(optarg, "auto"))
-				o->backend = BACKEND_AUTO;
-			else
-				usage_error("bad --backend '%s': give kvm, soft or auto", optarg);
-			break;
-		case 'H':
-			o->huge = true;
-			break;
-		case 'i':
-			o->image_path = optarg;
-			break;
-		case 'W':
-			o->write_image = optarg;
-			break;
-		case 'T':
-			o->image_timeout = (unsigned)parse_number("--image-timeout", optarg, 1,
-								  MAX_IMAGE_TIMEOUT);
-			break;
-		case 'v':
-			o->verbosity = VERBOSE;
-			break;
-		case 'q':
-			o->verbosity = QUIET;
-			break;
-		case 'h':
-			help();
-			exit(0);
-		case ':':
-			usage_error("option '%s' needs a value: see --help", argv[optind - 1]);
-			break;
-		default:
-			usage_error("unknown option '%s': see --help", argv[optind - 1]);
-		}
-	}
-	if (optind < argc)
-		usage_error("unexpected argument '%s': see --help", argv[optind]);
-}
-
-/* ---- images ---- */
-
-static void write_image(const char *path)
-{
-	struct image_header h = { .size = (uint64_t)(guest_image_end - guest_image_start) };
-	FILE *f = fopen(path, "wb");
-
-	memcpy(h.magic, IMAGE_MAGIC, sizeof(h.magic));
-	if (!f)
-		usage_error("cannot create '%s': %s: choose a writable path", path, strerror(errno));
-	if (fwrite(&h, sizeof(h), 1, f) != 1 || fwrite(guest_image_start, h.size, 1, f) != 1 ||
-	    fclose(f))
-		usage_error("cannot write '%s': %s: choose a writable path", path, strerror(errno));
-}
-
-/*
- * Reads up to n bytes, fewer only at end of file. The image may be a pipe or a FIFO: it was
- * opened O_NONBLOCK, so an absent writer cannot block the open, and every wait for data is
- * a poll bounded by the timeout.
- */
-static size_t read_image_bytes(int fd, void *buf, size_t n, const char *path, unsigned timeout)
-{
-	struct pollfd p = { .fd = fd, .events = POLLIN };
-	size_t done = 0;
-
-	while (done < n) {
-		ssize_t got = read(fd, (char *)buf + done, n - done);
-
-		if (got > 0) {
-			done += (size_t)got;
-			continue;
-		}
-		if (got == 0)
-			break;
-		if (errno == EINTR)
-			continue;
-		if (errno != EAGAIN)
-			usage_error("cannot read image '%s': %s: check the file", path, strerror(errno));
-		int ready = poll(&p, 1, (int)timeout * 1000);
-
-		if (ready == 0)
-			usage_error("image '%s' sent nothing for %u s: start its writer first, or raise "
-				    "--image-timeout", path, timeout);
-		if (ready < 0 && errno != EINTR)
-			usage_error("cannot wait for image '%s': %s", path, strerror(errno));
-	}
-	return done;
-}
-
-/* A FIFO without a writer reads as end of file at once: wait (bounded) for a writer first. */
-static void wait_for_writer(int fd, const char *path, unsigned timeout)
-{
-	struct pollfd p = { .fd = fd, .events = POLLIN };
-	struct stat st;
-
-	if (fstat(fd, &st) || !S_ISFIFO(st.st_mode))
-		return;
-	while (true) {
-		int ready = poll(&p, 1, (int)timeout * 1000);
-
-		if (ready > 0)
-			return;
-		if (ready == 0)
-			usage_error("image '%s' sent nothing for %u s: start its writer first, or raise "
-				    "--image-timeout", path, timeout);
-		if (errno != EINTR)
-			usage_error("cannot wait for image '%s': %s", path, strerror(errno));
-	}
-}
-
-static void load_image(const char *path, unsigned timeout, struct image *img)
-{
-	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-	struct image_header h;
-	size_t got;
-
-	if (fd < 0)
-		usage_error("cannot open image '%s': %s: check the path", path, strerror(errno));
-	wait_for_writer(fd, path, timeout);
-	got = read_image_bytes(fd, &h, sizeof(h), path, timeout);
-	if (got == 0)
-		usage_error("image '%s' is empty: write one with --write-image FILE", path);
-	if (got < sizeof(h) || memcmp(h.magic, IMAGE_MAGIC, sizeof(h.magic)))
-		usage_error("'%s' is not a gmem-vm image (no " IMAGE_MAGIC " header): write one with "
-			    "--write-image FILE", path);
-	if (h.size == 0 || h.size > MAX_MEMORY)
-		usage_error("image '%s' declares %" PRIu64 " bytes of code: write it again with "
-			    "--write-image FILE", path, h.size);
-	if (h.entry >= h.size)
-		usage_error("image '%s' has its entry point (%#" PRIx64 ") outside its %" PRIu64
-			    " bytes: fix the image", path, h.entry, h.size);
-	img->owned = malloc(h.size);
-	if (!img->owned)
-		usage_error("cannot hold image '%s' (%" PRIu64 " bytes) in memory", path, h.size);
-	got = read_image_bytes(fd, img->owned, h.size, path, timeout);
-	if (got < h.size)
-		usage_error("image '%s' is truncated: its header says %" PRIu64 " bytes of code, the "
-			    "file has %zu: write it again with --write-image FILE", path, h.size, got);
-	close(fd);
-	img->code = img->owned;
-	img->size = h.size;
-	img->entry = h.entry;
-}
-
-/* ---- layout ---- */
-
-static uint64_t align_up(uint64_t v, uint64_t a)
-{
-	return (v + a - 1) & ~(a - 1);
-}
-
-/* Huge folios are punched whole: each vCPU's punch area is then one 2 MiB folio. */
-static bool plan_layout(struct layout *l, uint64_t memory, unsigned vcpus, uint64_t image_size,
-			bool huge)
-{
-	l->page_tables = GUEST_PAGE_TABLES_GPA;
-	l->page_tables_size = x86_page_tables_size(memory);
-	l->image = GUEST_IMAGE_GPA;
-	l->image_size = image_size;
-	l->data = align_up(l->image + image_size, SZ_2M);
-	l->shared = align_up(l->data + vcpus * DATA_PER_VCPU, SZ_2M);
-	l->punch = l->shared + SZ_2M;
-	l->punch_size = huge ? SZ_2M : PUNCH_PER_VCPU;
-	l->end = align_up(l->punch + vcpus * l->punch_size, SZ_2M);
-	return l->end <= memory;
-}
-
-/* ---- the VMM ---- */
 
 static double now_ms(void)
 {
@@ -486,6 +139,38 @@ static void explain_no_hugetlb(struct vm *vm, const struct gm_gmem_info *info)
 			"plain memfd\n", free_pages, needed);
 }
 
+/* A KVM_MEMORY_ENCRYPT_OP command on the platform device; 0 or -errno, firmware status in *error. */
+static int sev_cmd(struct vm *vm, uint32_t id, void *data, uint32_t *error)
+{
+	struct kvm_sev_cmd c = { .id = id, .data = (uint64_t)(uintptr_t)data,
+				 .sev_fd = (uint32_t)vm->sev };
+	int ret = gm_ioctl(vm->vm_fd, KVM_MEMORY_ENCRYPT_OP, &c) ? -errno : 0;
+
+	if (error)
+		*error = c.error;
+	return ret;
+}
+
+/* --vm snp: an SNP VM on the software platform, initialised and with its launch started. */
+static void create_snp_vm(struct vm *vm)
+{
+	struct kvm_sev_init init = { 0 };
+	struct kvm_sev_snp_launch_start start = { .policy = SNP_POLICY };
+
+	if (vm->opt.backend == BACKEND_KVM)
+		usage_error("--vm snp runs on libgmem's software platform: use --backend soft or auto");
+	vm->vm_fd = gm_ioctl(vm->kvm_fd, KVM_CREATE_VM, KVM_X86_SNP_VM | GM_VM_BACKEND_SOFT);
+	if (vm->vm_fd < 0)
+		fatal("KVM_CREATE_VM(KVM_X86_SNP_VM)", errno);
+	vm->sev = gm_open_sev();
+	if (vm->sev < 0)
+		fatal("opening the SEV platform device", errno);
+	if (sev_cmd(vm, KVM_SEV_INIT2, &init, NULL))
+		fatal("KVM_SEV_INIT2", errno);
+	if (sev_cmd(vm, KVM_SEV_SNP_LAUNCH_START, &start, NULL))
+		fatal("KVM_SEV_SNP_LAUNCH_START", errno);
+}
+
 static void create_vm(struct vm *vm)
 {
 	unsigned long backend = vm->opt.backend == BACKEND_KVM ? GM_VM_BACKEND_KVM
@@ -495,7 +180,11 @@ static void create_vm(struct vm *vm)
 	vm->kvm_fd = gm_open_kvm();
 	if (vm->kvm_fd < 0)
 		fatal("gm_open_kvm", errno);
-	if (!backend) {
+	vm->sev = -1;
+	if (vm->opt.snp) {
+		create_snp_vm(vm);
+		backend = GM_VM_BACKEND_SOFT;
+	} else if (!backend) {
 		/* auto: the host's KVM where it works, else software vCPUs. */
 		vm->vm_fd = gm_ioctl(vm->kvm_fd, KVM_CREATE_VM,
 				     KVM_X86_SW_PROTECTED_VM | GM_VM_BACKEND_KVM);
@@ -504,7 +193,7 @@ static void create_vm(struct vm *vm)
 		else
 			backend = GM_VM_BACKEND_KVM;
 	}
-	if (backend == GM_VM_BACKEND_SOFT || vm->opt.backend == BACKEND_KVM)
+	if (!vm->opt.snp && (backend == GM_VM_BACKEND_SOFT || vm->opt.backend == BACKEND_KVM))
 		vm->vm_fd = gm_ioctl(vm->kvm_fd, KVM_CREATE_VM, KVM_X86_SW_PROTECTED_VM | backend);
 	if (vm->vm_fd < 0) {
 		if (backend == GM_VM_BACKEND_KVM)
@@ -533,31 +222,57 @@ static void create_vm(struct vm *vm)
 		explain_no_hugetlb(vm, &info);
 }
 
+/*
+ * --vm snp: the platform takes over what was loaded, in place (uaddr 0), page
+ * by page into the launch digest; a short count resumes where it stopped.
+ */
+static void measure_launch(struct vm *vm)
+{
+	struct measured_range r[NR_MEASURED_RANGES];
+
+	measured_ranges(&vm->lay, &vm->opt, r);
+	for (int i = 0; i < NR_MEASURED_RANGES; i++) {
+		struct kvm_sev_snp_launch_update u = {
+			.gfn_start = r[i].gpa / PAGE, .len = r[i].size,
+			.type = KVM_SEV_SNP_PAGE_TYPE_NORMAL,
+		};
+		uint32_t error = 0;
+
+		while (u.len)
+			if (sev_cmd(vm, KVM_SEV_SNP_LAUNCH_UPDATE, &u, &error)) {
+				fprintf(stderr, "%s: KVM_SEV_SNP_LAUNCH_UPDATE at %#llx: %s (firmware "
+					"status %u)\n", prog, (unsigned long long)u.gfn_start * PAGE,
+					strerror(errno), error);
+				exit(1);
+			}
+	}
+}
+
+/* --vm snp: every vCPU's VMSA is measured and the guest may run. */
+static void finish_launch(struct vm *vm)
+{
+	struct kvm_sev_snp_launch_finish f = { 0 };
+	uint32_t error = 0;
+
+	if (sev_cmd(vm, KVM_SEV_SNP_LAUNCH_FINISH, &f, &error)) {
+		fprintf(stderr, "%s: KVM_SEV_SNP_LAUNCH_FINISH: %s (firmware status %u)\n", prog,
+			strerror(errno), error);
+		exit(1);
+	}
+}
+
 /* Loads everything while memory is shared, then makes all of it private: the launch. */
 static void load_and_launch(struct vm *vm, double *load_ms, double *launch_ms)
 {
 	struct layout *l = &vm->lay;
-	struct gm_boot_params bp = {
-		.magic = GUEST_BOOT_MAGIC, .nr_vcpus = vm->opt.vcpus, .mem_size = vm->opt.memory,
-		.data_gpa = l->data, .data_size = DATA_PER_VCPU, .shared_gpa = l->shared,
-		.punch_gpa = l->punch, .punch_size = l->punch_size,
-	};
+	uint64_t expected[GUEST_MAX_VCPUS];
 	double t0 = now_ms();
 
 	if (vm->kvm)
 		x86_build_page_tables(vm->host, l->page_tables, vm->opt.memory);
-	memcpy(vm->host + GUEST_BOOT_PARAMS_GPA, &bp, sizeof(bp));
-	memcpy(vm->host + l->image, vm->img.code, vm->img.size);
-	for (unsigned v = 0; v < vm->opt.vcpus; v++) {
-		uint64_t *words = (uint64_t *)(vm->host + l->data + v * DATA_PER_VCPU);
-		uint64_t sum = GUEST_CHECKSUM_INIT;
-
-		for (uint64_t i = 0; i < DATA_PER_VCPU / 8; i++) {
-			words[i] = guest_data_word(v, i);
-			sum = guest_checksum_step(sum, words[i]);
-		}
-		vm->vcpus[v].expected = sum;
-	}
+	fill_launch_memory(vm->host, l, &vm->opt, &vm->img, expected);
+	for (unsigned v = 0; v < vm->opt.vcpus; v++)
+		vm->vcpus[v].expected = expected[v];
 	struct kvm_userspace_memory_region2 r = {
 		.slot = 0, .flags = KVM_MEM_GUEST_MEMFD, .memory_size = vm->opt.memory,
 		.guest_memfd = (uint32_t)vm->gmem,
@@ -571,6 +286,8 @@ static void load_and_launch(struct vm *vm, double *load_ms, double *launch_ms)
 	if (err)
 		fatal("converting guest memory to private", -err);
 	vm->launch_bytes = vm->opt.memory;
+	if (vm->opt.snp)
+		measure_launch(vm);
 	*launch_ms = now_ms() - t0;
 }
 
@@ -602,7 +319,9 @@ static void setup_vcpus(struct vm *vm)
 			if (err)
 				fatal("setting up the vCPU for long mode", -err);
 		} else {
-			err = gm_vcpu_set_guest(s->fd, guest_soft_entry, (void *)(uintptr_t)v);
+			err = gm_vcpu_set_guest(s->fd, vm->opt.snp ? guest_snp_soft_entry
+								   : guest_soft_entry,
+						(void *)(uintptr_t)v);
 			if (err)
 				fatal("installing the guest", -err);
 		}
@@ -687,6 +406,29 @@ static void handle_ucall(struct vm *vm, struct vcpu_state *s)
 		break;
 	case GUEST_UCALL_FAIL:
 		snprintf(s->error, sizeof(s->error), "the guest failed check %" PRIu64, a[1]);
+		break;
+	case GUEST_UCALL_NONCE:
+		/* A fresh nonce in the page the guest made shared: the report must carry it. */
+		if (!vm->opt.snp || a[2] != sizeof(vm->nonce) || !in_memory(vm, a[1], a[2]) ||
+		    getrandom(vm->nonce, sizeof(vm->nonce), 0) != (ssize_t)sizeof(vm->nonce)) {
+			snprintf(s->error, sizeof(s->error), "cannot give the guest a nonce");
+			return;
+		}
+		memcpy(vm->host + a[1], vm->nonce, sizeof(vm->nonce));
+		break;
+	case GUEST_UCALL_REPORT:
+		if ((int64_t)a[2] < 0) {
+			snprintf(s->error, sizeof(s->error), "the guest's report request failed: %s",
+				 strerror((int)-(int64_t)a[2]));
+			return;
+		}
+		if (!vm->opt.snp || a[2] != GM_SNP_REPORT_SIZE || !in_memory(vm, a[1], a[2])) {
+			snprintf(s->error, sizeof(s->error), "the guest handed back no report");
+			return;
+		}
+		memcpy(vm->report, vm->host + a[1], GM_SNP_REPORT_SIZE);
+		vm->report_seen = true;
+		say(vm, VERBOSE, "vCPU %u: attestation report, %u bytes\n", s->id, GM_SNP_REPORT_SIZE);
 		break;
 	default:
 		snprintf(s->error, sizeof(s->error), "unknown ucall %#" PRIx64, cmd);
@@ -822,6 +564,91 @@ static void print_size(char *buf, size_t n, uint64_t bytes)
 		snprintf(buf, n, "%" PRIu64 " KiB", bytes / KIB);
 }
 
+/*
+ * --vm snp: whether the guest's report is signed by the platform's key (its
+ * public half only) and carries the nonce and the launch digest; the reason
+ * in why when not.
+ */
+static bool report_verified(struct vm *vm, char *why, size_t n)
+{
+	struct gm_snp_launch_info info;
+	char pem[GM_SNP_PLATFORM_KEY_PEM_MAX];
+	int ret;
+
+	if (!vm->report_seen) {
+		snprintf(why, n, "the guest handed back no report");
+		return false;
+	}
+	ret = gm_snp_platform_key_pem(pem, sizeof(pem));
+	if (ret < 0) {
+		snprintf(why, n, "no platform key: %s", strerror(-ret));
+		return false;
+	}
+	if (gm_snp_report_verify(vm->report, GM_SNP_REPORT_SIZE, pem, why, n))
+		return false;
+	if (gm_snp_launch_info(vm->vm_fd, &info)) {
+		snprintf(why, n, "the launch cannot be read");
+		return false;
+	}
+	if (memcmp(vm->report + GM_SNP_REPORT_DATA_OFFSET, vm->nonce, sizeof(vm->nonce))) {
+		snprintf(why, n, "REPORT_DATA is not the nonce");
+		return false;
+	}
+	if (memcmp(vm->report + GM_SNP_REPORT_MEASUREMENT_OFFSET, info.measurement,
+		   sizeof(info.measurement))) {
+		snprintf(why, n, "MEASUREMENT is not the launch digest");
+		return false;
+	}
+	snprintf(why, n, "signature valid (platform key), REPORT_DATA = the nonce, MEASUREMENT = "
+		 "the launch digest");
+	return true;
+}
+
+/* --report FILE: the guest's report as it handed it back. */
+static bool write_report(struct vm *vm)
+{
+	FILE *f = fopen(vm->opt.report_path, "wb");
+	bool ok = f && fwrite(vm->report, GM_SNP_REPORT_SIZE, 1, f) == 1;
+
+	if (f && fclose(f))
+		ok = false;
+	if (!ok)
+		fprintf(stderr, "%s: cannot write the report to '%s': %s\n", prog, vm->opt.report_path,
+			strerror(errno));
+	return ok;
+}
+
+/* --vm snp: what the platform measured, and the report. */
+static void report_snp(struct vm *vm)
+{
+	static const char *const types[8] = { NULL, "normal", "VMSA", "zero", "unmeasured",
+					       "secrets", "CPUID", NULL };
+	struct gm_snp_launch_info info;
+	char digest[2 * sizeof(info.measurement) + 1];
+	bool first = true;
+
+	if (gm_snp_launch_info(vm->vm_fd, &info)) {
+		printf("  SNP launch    the platform cannot say\n");
+		return;
+	}
+	for (size_t i = 0; i < sizeof(info.measurement); i++)
+		sprintf(digest + 2 * i, "%02x", info.measurement[i]);
+	printf("  SNP launch    digest %s\n", digest);
+	printf("                pages measured:");
+	for (int t = 1; t < 7; t++) {
+		if (!info.pages_measured[t])
+			continue;
+		printf("%s %" PRIu64 " %s", first ? "" : ",", info.pages_measured[t], types[t]);
+		first = false;
+	}
+	printf("%s; guest %s\n", first ? " none" : "",
+	       info.state == GM_SNP_STATE_RUNNING ? "running (LAUNCH_FINISH done)" : "not launched");
+	printf("  attestation   report %s: %s%s%s\n",
+	       !vm->report_seen ? "missing" : vm->report_ok ? "verified" : "NOT VERIFIED",
+	       vm->report_why, vm->opt.report_path && vm->report_seen ? "; written to " : "",
+	       vm->opt.report_path && vm->report_seen ? vm->opt.report_path : "");
+}
+
 static void report(struct vm *vm, const double *phase_ms, bool private_refused)
 {
 	struct layout *l = &vm->lay;
@@ -895,6 +722,8 @@ static void report(struct vm *vm, const double *phase_ms, bool private_refused)
 		       s->error[0] ? s->error : !s->result_seen ? "no result" :
 		       s->result_ok ? "all checks passed, halted" : "a check failed");
 	}
+	if (vm->opt.snp)
+		report_snp(vm);
 	printf("  phases        setup %.2f ms, load %.2f ms, launch %.2f ms, run %.2f ms",
 	       phase_ms[0], phase_ms[1], phase_ms[2], phase_ms[3]);
 	fflush(stdout);
@@ -907,25 +736,16 @@ int main(int argc, char **argv)
 	double phase[5], t;
 	bool ok = true, private_refused;
 
+	prog = "gmem-vm";
+	help_intro = "Boots a guest on libgmem's guest_memfd: loads it while memory is shared, makes it\n"
+		     "private, runs it, converts pages in place when the guest asks, and reports.";
 	parse_options(argc, argv, &vm.opt);
 	if (vm.opt.write_image) {
 		write_image(vm.opt.write_image);
 		return 0;
 	}
-	if (vm.opt.image_path) {
-		load_image(vm.opt.image_path, vm.opt.image_timeout, &vm.img);
-	} else {
-		vm.img.code = guest_image_start;
-		vm.img.size = (uint64_t)(guest_image_end - guest_image_start);
-	}
-	if (!plan_layout(&vm.lay, vm.opt.memory, vm.opt.vcpus, vm.img.size, vm.opt.huge)) {
-		uint64_t need = (vm.lay.end + MIB - 1) / MIB;
-
-		usage_error("the image (%" PRIu64 " bytes) and %u vCPU%s' data need %" PRIu64 " MiB of "
-			    "guest memory, %" PRIu64 " MiB given: use --memory %" PRIu64 "M or more",
-			    vm.img.size, vm.opt.vcpus, vm.opt.vcpus > 1 ? "s" : "", need,
-			    vm.opt.memory / MIB, need);
-	}
+	select_image(&vm.opt, &vm.img);
+	plan_layout_or_exit(&vm.lay, &vm.opt, &vm.img);
 
 	t = now_ms();
 	create_vm(&vm);
@@ -937,6 +757,8 @@ int main(int argc, char **argv)
 
 	t = now_ms();
 	setup_vcpus(&vm);
+	if (vm.opt.snp)
+		finish_launch(&vm);
 	for (unsigned v = 0; v < vm.opt.vcpus; v++)
 		if (pthread_create(&threads[v], NULL, vcpu_thread, &vm.vcpus[v]))
 			fatal("starting a vCPU thread", EAGAIN);
@@ -958,6 +780,14 @@ int main(int argc, char **argv)
 		}
 	}
 	ok = ok && private_refused;
+	if (vm.opt.snp) {
+		vm.report_ok = report_verified(&vm, vm.report_why, sizeof(vm.report_why));
+		if (!vm.report_ok)
+			fprintf(stderr, "%s: the attestation report: %s\n", prog, vm.report_why);
+		if (vm.report_seen && vm.opt.report_path && !write_report(&vm))
+			vm.report_ok = false;
+		ok = ok && vm.report_ok;
+	}
 
 	/* The report reads the live VM; teardown is timed after it and ends the phases line. */
 	report(&vm, phase, private_refused);
@@ -968,6 +798,8 @@ int main(int argc, char **argv)
 	}
 	gm_munmap(vm.host, vm.opt.memory);
 	gm_close(vm.gmem);
+	if (vm.sev >= 0)
+		gm_close(vm.sev);
 	gm_close(vm.vm_fd);
 	gm_close(vm.kvm_fd);
 	free(vm.img.owned);

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include <gmem/kvm.h>
 
@@ -43,6 +44,25 @@ ssize_t gm_pread(int fd, void *buf, size_t n, off_t off);
 off_t gm_lseek(int fd, off_t off, int whence);
 int gm_ftruncate(int fd, off_t len);
 int gm_close(int fd);
+ssize_t gm_pwrite(int fd, const void *buf, size_t n, off_t off);
+ssize_t gm_readv(int fd, const struct iovec *iov, int iovcnt);
+ssize_t gm_writev(int fd, const struct iovec *iov, int iovcnt);
+ssize_t gm_preadv(int fd, const struct iovec *iov, int iovcnt, off_t off);
+ssize_t gm_pwritev(int fd, const struct iovec *iov, int iovcnt, off_t off);
+/* MADV_REMOVE punches the file; MADV_COLLAPSE is EINVAL; see docs/compat.md for the rest. */
+int gm_madvise(void *addr, size_t len, int advice);
+/* PROT_EXEC on a guest_memfd mapping is EACCES (noexec mount). */
+int gm_mprotect(void *addr, size_t len, int prot);
+/* Moves, shrinks and grows a whole guest_memfd mapping; growing a part is EINVAL (docs/compat.md). */
+void *gm_mremap(void *old_addr, size_t old_size, size_t new_size, int flags, ...);
+/* A duplicate of a library fd is the same file: every call works on it. */
+int gm_dup(int fd);
+int gm_dup2(int oldfd, int newfd);
+int gm_dup3(int oldfd, int newfd, int flags);
+int gm_fcntl(int fd, int cmd, ...);
+int gm_close_range(unsigned int first, unsigned int last, int flags);
+struct statx;
+int gm_statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *stx);
 
 /*
  * Folio size of a guest_memfd, a libgmem extension carried in the flags of
@@ -153,6 +173,48 @@ void gm_guest_write(struct gm_guest *guest, uint64_t gpa, const void *src, size_
 /* Fetches instruction bytes; the soft stage-2 has no execute permission, so it is a read. */
 void gm_guest_fetch(struct gm_guest *guest, void *dst, uint64_t gpa, size_t len);
 
+/*
+ * SEV-SNP guests (KVM_X86_SNP_VM). A private page the guest touches for the
+ * first time after launch is assigned to it but not validated; the guest
+ * must PVALIDATE it before use. An access to a page it has not validated
+ * raises a #VC: the guest's handler runs with error code GM_VC_NOT_VALIDATED
+ * (SVM_EXIT_NOT_VALIDATED) and the faulting GPA, and the access is retried
+ * when it returns. Without a handler, or with a #VC inside the handler, the
+ * guest aborts (GM_UCALL_ABORT), as a guest without one would crash.
+ */
+#define GM_VC_NOT_VALIDATED 0x404
+typedef void (*gm_guest_vc_fn)(struct gm_guest *guest, uint64_t error_code, uint64_t gpa,
+			       void *arg);
+void gm_guest_set_vc_handler(struct gm_guest *guest, gm_guest_vc_fn fn, void *arg);
+
+/* PVALIDATE's results (what the instruction leaves in EAX, and CF as NOUPDATE). */
+#define GM_PVALIDATE_SUCCESS           0
+#define GM_PVALIDATE_FAIL_INPUT        1
+#define GM_PVALIDATE_FAIL_SIZEMISMATCH 6
+#define GM_PVALIDATE_FAIL_NOUPDATE     255
+/*
+ * Validates (or rescinds) the guest's private 4 KiB page at gpa. A page that
+ * is not private exits to userspace as a private access would
+ * (KVM_EXIT_MEMORY_FAULT); a page-misaligned gpa, an MMIO gpa or a VM that is
+ * not SNP gives GM_PVALIDATE_FAIL_INPUT.
+ */
+int gm_guest_pvalidate(struct gm_guest *guest, uint64_t gpa, bool validate);
+
+/*
+ * SEV-SNP: the guest asks the platform for an attestation report (SNP's
+ * MSG_REPORT_REQ at VMPL 0) carrying data, 64 bytes of its own (a verifier's
+ * nonce). The request goes to the platform directly, never through the VMM.
+ * report gets GM_SNP_REPORT_SIZE bytes: the SNP ABI's ATTESTATION_REPORT,
+ * signed by the platform key (gm_snp_platform_key_pem). 0, or -EINVAL (len too
+ * small, not an SNP guest, or before LAUNCH_FINISH), -EFAULT, or the platform
+ * key's -errno.
+ */
+#define GM_SNP_REPORT_SIZE 0x4A0
+/* Where REPORT_DATA (64 bytes) and MEASUREMENT (48) sit in the report. */
+#define GM_SNP_REPORT_DATA_OFFSET        0x050
+#define GM_SNP_REPORT_MEASUREMENT_OFFSET 0x090
+int gm_guest_snp_report(struct gm_guest *guest, const uint8_t data[64], void *report, size_t len);
+
 /* A KVM hypercall (nr in RAX, args in RBX, RCX, RDX); returns what RAX gets back. */
 uint64_t gm_guest_hypercall(struct gm_guest *guest, uint64_t nr, uint64_t a0, uint64_t a1,
 			    uint64_t a2);
@@ -226,6 +288,41 @@ int gm_vm_info(int vm_fd, struct gm_vm_info *info);
 int gm_set_vm_memory_attributes(bool on);
 
 /*
+ * The software SEV-SNP platform (docs/platform.md). A VM of type
+ * KVM_X86_SNP_VM is launched with KVM_MEMORY_ENCRYPT_OP as on the kernel; the
+ * commands' sev_fd must be a platform device fd, which gm_open_sev gives (what
+ * open("/dev/sev", O_RDWR) gives under the interposer): -1 and errno on failure.
+ */
+int gm_open_sev(void);
+
+enum gm_snp_state {
+	GM_SNP_STATE_NONE = 0,    /* no LAUNCH_START yet */
+	GM_SNP_STATE_LAUNCH = 1,  /* pages can be added */
+	GM_SNP_STATE_RUNNING = 2, /* after LAUNCH_FINISH */
+};
+
+struct gm_snp_launch_info {
+	uint32_t state;               /* enum gm_snp_state */
+	uint32_t reserved;
+	uint64_t policy;
+	uint8_t measurement[48];      /* the launch digest so far */
+	uint8_t host_data[32];        /* from LAUNCH_FINISH */
+	uint64_t pages_measured[8];   /* pages added, by SNP page type (1 NORMAL, 2 VMSA, ...) */
+};
+/* The trusted entity's view of an SNP VM's launch; -EINVAL before KVM_SEV_INIT2. */
+int gm_snp_launch_info(int vm_fd, struct gm_snp_launch_info *info);
+
+/*
+ * Folds one page into a launch digest as the SNP firmware ABI defines it
+ * (digest = SHA-384 of PAGE_INFO): an offline calculator's step. page (4 KiB)
+ * is read for NORMAL (1) and VMSA (2) pages only. 0 or -ENOMEM.
+ */
+int gm_snp_launch_digest_page(uint8_t digest[48], uint8_t page_type, uint64_t gpa,
+			      const void *page);
+/* The GPA and contents (a zero page) of a soft vCPU's VMSA in the digest. */
+#define GM_SNP_VMSA_GPA 0xFFFFFFFFF000ULL
+
+/*
  * The public key of the software SEV-SNP platform, which signs its attestation
  * reports (ECDSA P-384), as PEM (SubjectPublicKeyInfo), NUL-terminated in buf:
  * returns its length, -ERANGE when len is too small (GM_SNP_PLATFORM_KEY_PEM_MAX
@@ -236,6 +333,15 @@ int gm_set_vm_memory_attributes(bool on);
  */
 #define GM_SNP_PLATFORM_KEY_PEM_MAX 512
 int gm_snp_platform_key_pem(char *buf, size_t len);
+
+/*
+ * Checks an attestation report's ECDSA P-384 signature against key_pem (a PEM
+ * public key; NULL: the platform's own). 0 when it verifies; otherwise a
+ * sentence in why (n bytes) and -EINVAL (len is not GM_SNP_REPORT_SIZE),
+ * -EBADMSG (another signature algorithm, a bad signature, or key_pem is not a
+ * P-384 public key) or the platform key's -errno.
+ */
+int gm_snp_report_verify(const void *report, size_t len, const char *key_pem, char *why, size_t n);
 
 #ifdef __cplusplus
 }

@@ -479,6 +479,42 @@ struct kvm_run {
 	} s;
 };
 
+/* SEV's VM ioctl and its command header (<linux/kvm.h> until 6.10, then <asm/kvm.h>). */
+#define KVM_MEMORY_ENCRYPT_OP _IOWR(KVMIO, 0xba, unsigned long)
+
+enum sev_cmd_id {
+	KVM_SEV_INIT = 0,
+	KVM_SEV_ES_INIT,
+	KVM_SEV_LAUNCH_START,
+	KVM_SEV_LAUNCH_UPDATE_DATA,
+	KVM_SEV_LAUNCH_UPDATE_VMSA,
+	KVM_SEV_LAUNCH_SECRET,
+	KVM_SEV_LAUNCH_MEASURE,
+	KVM_SEV_LAUNCH_FINISH,
+	KVM_SEV_SEND_START,
+	KVM_SEV_SEND_UPDATE_DATA,
+	KVM_SEV_SEND_UPDATE_VMSA,
+	KVM_SEV_SEND_FINISH,
+	KVM_SEV_RECEIVE_START,
+	KVM_SEV_RECEIVE_UPDATE_DATA,
+	KVM_SEV_RECEIVE_UPDATE_VMSA,
+	KVM_SEV_RECEIVE_FINISH,
+	KVM_SEV_GUEST_STATUS,
+	KVM_SEV_DBG_DECRYPT,
+	KVM_SEV_DBG_ENCRYPT,
+	KVM_SEV_CERT_EXPORT,
+	KVM_SEV_GET_ATTESTATION_REPORT,
+	KVM_SEV_SEND_CANCEL,
+};
+
+struct kvm_sev_cmd {
+	__u32 id;
+	__u32 pad0;
+	__u64 data;
+	__u32 error;
+	__u32 sev_fd;
+};
+
 #endif /* the ABI of Linux 6.1 and older */
 
 /* ---- x86 hypercall exit flags (<asm/kvm.h>) --------------------------------------------- */
@@ -541,9 +577,69 @@ struct kvm_create_guest_memfd {
 #ifndef KVM_X86_SEV_VM
 #define KVM_X86_SEV_VM          2
 #define KVM_X86_SEV_ES_VM       3
+
+/* KVM_SEV_INIT2 (6.10): initialises an SEV, SEV-ES or SNP VM of the matching type. */
+enum { KVM_SEV_INIT2 = 22 };
+
+struct kvm_sev_init {
+	__u64 vmsa_features;
+	__u32 flags;
+	__u16 ghcb_version;
+	__u16 pad1;
+	__u32 pad2[8];
+};
 #endif
 #ifndef KVM_X86_SNP_VM
 #define KVM_X86_SNP_VM          4
+
+/* SEV-SNP's launch (6.11). */
+enum {
+	KVM_SEV_SNP_LAUNCH_START = 100,
+	KVM_SEV_SNP_LAUNCH_UPDATE,
+	KVM_SEV_SNP_LAUNCH_FINISH,
+};
+
+struct kvm_sev_snp_launch_start {
+	__u64 policy;
+	__u8 gosvw[16];
+	__u16 flags;
+	__u8 pad0[6];
+	__u64 pad1[4];
+};
+
+/* Page types of KVM_SEV_SNP_LAUNCH_UPDATE, the SNP firmware ABI's numbers. */
+#define KVM_SEV_SNP_PAGE_TYPE_NORMAL     0x1
+#define KVM_SEV_SNP_PAGE_TYPE_ZERO       0x3
+#define KVM_SEV_SNP_PAGE_TYPE_UNMEASURED 0x4
+#define KVM_SEV_SNP_PAGE_TYPE_SECRETS    0x5
+#define KVM_SEV_SNP_PAGE_TYPE_CPUID      0x6
+
+struct kvm_sev_snp_launch_update {
+	__u64 gfn_start;
+	__u64 uaddr;
+	__u64 len;
+	__u8 type;
+	__u8 pad0;
+	__u16 flags;
+	__u32 pad1;
+	__u64 pad2[4];
+};
+
+#define KVM_SEV_SNP_ID_BLOCK_SIZE    96
+#define KVM_SEV_SNP_ID_AUTH_SIZE     4096
+#define KVM_SEV_SNP_FINISH_DATA_SIZE 32
+
+struct kvm_sev_snp_launch_finish {
+	__u64 id_block_uaddr;
+	__u64 id_auth_uaddr;
+	__u8 id_block_en;
+	__u8 auth_key_en;
+	__u8 vcek_disabled;
+	__u8 host_data[KVM_SEV_SNP_FINISH_DATA_SIZE];
+	__u8 pad0[3];
+	__u16 flags;
+	__u64 pad1[4];
+};
 #endif
 #ifndef KVM_X86_TDX_VM
 #define KVM_X86_TDX_VM          5
@@ -604,6 +700,39 @@ struct kvm_memory_attributes2 {
 #define KVM_ENOSYS 1000
 #define KVM_EFAULT 14
 #define KVM_EINVAL 22
+#endif
+
+/* ---- SEV firmware status codes (<linux/psp-sev.h>): kvm_sev_cmd.error ----------------- */
+#ifndef __PSP_SEV_USER_H__
+typedef enum {
+	SEV_RET_NO_FW_CALL = -1,
+	SEV_RET_SUCCESS = 0,
+	SEV_RET_INVALID_PLATFORM_STATE,
+	SEV_RET_INVALID_GUEST_STATE,
+	SEV_RET_INAVLID_CONFIG,
+	SEV_RET_INVALID_LEN,
+	SEV_RET_ALREADY_OWNED,
+	SEV_RET_INVALID_CERTIFICATE,
+	SEV_RET_POLICY_FAILURE,
+	SEV_RET_INACTIVE,
+	SEV_RET_INVALID_ADDRESS,
+	SEV_RET_BAD_SIGNATURE,
+	SEV_RET_BAD_MEASUREMENT,
+	SEV_RET_ASID_OWNED,
+	SEV_RET_INVALID_ASID,
+	SEV_RET_WBINVD_REQUIRED,
+	SEV_RET_DFFLUSH_REQUIRED,
+	SEV_RET_INVALID_GUEST,
+	SEV_RET_INVALID_COMMAND,
+	SEV_RET_ACTIVE,
+	SEV_RET_HWSEV_RET_PLATFORM,
+	SEV_RET_HWSEV_RET_UNSAFE,
+	SEV_RET_UNSUPPORTED,
+	SEV_RET_INVALID_PARAM,
+	SEV_RET_RESOURCE_LIMIT,
+	SEV_RET_SECURE_DATA_INVALID,
+	SEV_RET_MAX,
+} sev_ret_code;
 #endif
 
 #endif

@@ -24,6 +24,9 @@ static enum mmu_level gmem_max_level(struct vm *vm, struct gmem *g, const struct
 			continue;
 		if (!attr_uniform(&g->attrs, ibase, ibase + n, &uniform) || uniform != attrs)
 			continue;
+		/* A leaf over a page the guest has not validated would let it through. */
+		if (private && g->rmp && !rmp_uniform(g->rmp, ibase, ibase + n, RMP_VALIDATED))
+			continue;
 		/* With per-VM attributes, a huge leaf also needs them uniform over its GPAs. */
 		if (vm_attrs_in_vm(vm) &&
 		    !vm_attrs_uniform(vm, gbase, gbase + n, private ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0))
@@ -65,6 +68,23 @@ static struct mmu_fault fault_gmem(struct vm *vm, const struct memslot_view *s, 
 		/* A conversion ran since the decision: decide again. */
 		pthread_rwlock_unlock(&g->invalidate_lock);
 		return fault_result(MMU_FAULT_MAPPED, private);
+	}
+	/*
+	 * SNP: a private page is assigned to the guest on its first fault
+	 * (kvm_arch_gmem_prepare), and served only once the guest validated it.
+	 */
+	if (private && g->rmp) {
+		enum rmp_state st = rmp_get(g->rmp, index);
+
+		if (st == RMP_HYPERVISOR && rmp_set(g->rmp, index, index + 1, RMP_ASSIGNED)) {
+			pthread_rwlock_unlock(&g->invalidate_lock);
+			return (struct mmu_fault){ .result = MMU_FAULT_ERROR, .private = true,
+						   .error = ENOMEM };
+		}
+		if (st != RMP_VALIDATED) {
+			pthread_rwlock_unlock(&g->invalidate_lock);
+			return fault_result(MMU_FAULT_VC, true);
+		}
 	}
 	level = gmem_max_level(vm, g, s, gfn, index, attrs, private);
 	hva = backing_addr(&g->backing, (index & ~((1ULL << (9 * level)) - 1)) << GM_PAGE_SHIFT);
@@ -188,4 +208,46 @@ struct mmu_fault mmu_page_fault(struct vm *vm, gpa_t gpa, enum gm_access access,
 		r = fault_hva(vm, &s, gfn, write, seq);
 	memslot_view_put(&s);
 	return r;
+}
+
+/* The reverse map's part of PVALIDATE, under the file's lock; the page is the guest's. */
+static int pvalidate_page(struct gmem *g, pgoff_t index, bool validate)
+{
+	enum rmp_state st = rmp_get(g->rmp, index), want;
+	unsigned nr;
+	int ret;
+
+	if (st == RMP_HYPERVISOR)
+		return -EAGAIN;
+	want = validate ? RMP_VALIDATED : RMP_ASSIGNED;
+	/* The state already was what the guest asked: rFLAGS.CF, no update. */
+	if (st == want)
+		return GM_PVALIDATE_FAIL_NOUPDATE;
+	ret = rmp_reserve(g->rmp);
+	if (ret)
+		return ret;
+	/* A rescinded page leaves the stage-2, so the next access raises a #VC. */
+	nr = validate ? 0 : gmem_invalidate_begin(g, index, index + 1);
+	rmp_set(g->rmp, index, index + 1, want);
+	gmem_invalidate_end(g, nr);
+	return GM_PVALIDATE_SUCCESS;
+}
+
+int mmu_pvalidate(struct vm *vm, gpa_t gpa, bool validate)
+{
+	gfn_t gfn = gpa >> GM_PAGE_SHIFT;
+	struct memslot_view s;
+	int ret = -EAGAIN;
+
+	if (!memslot_lookup(&vm->slots, gfn, &s))
+		return -EAGAIN;
+	if (s.gmem && s.gmem->rmp && gfn_is_private(vm, &s, gfn)) {
+		struct gmem *g = s.gmem;
+
+		pthread_rwlock_wrlock(&g->invalidate_lock);
+		ret = pvalidate_page(g, s.pgoff + (gfn - s.base_gfn), validate);
+		pthread_rwlock_unlock(&g->invalidate_lock);
+	}
+	memslot_view_put(&s);
+	return ret;
 }

@@ -9,6 +9,7 @@ enum mmu_fault_result {
 	MMU_FAULT_MEMORY,       /* userspace must resolve it: KVM_EXIT_MEMORY_FAULT */
 	MMU_FAULT_MMIO,         /* no memory there: KVM_EXIT_MMIO */
 	MMU_FAULT_ERROR,        /* the fault itself failed (no memory for a table): KVM_RUN fails */
+	MMU_FAULT_VC,           /* SNP: the guest's own page, not validated: a #VC for the guest */
 };
 
 /*
@@ -26,5 +27,13 @@ struct mmu_fault {
  * takes the file's attributes) to gpa that missed in the stage-2.
  */
 struct mmu_fault mmu_page_fault(struct vm *vm, gpa_t gpa, enum gm_access access, bool write);
+
+/*
+ * PVALIDATE of the private page at gpa, which the guest's own access has
+ * just faulted in: sets or clears its validated state in the reverse map.
+ * Returns the PVALIDATE result (GM_PVALIDATE_*), -EAGAIN when the page is
+ * not the guest's (fault again), or -errno.
+ */
+int mmu_pvalidate(struct vm *vm, gpa_t gpa, bool validate);
 
 #endif

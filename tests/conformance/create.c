@@ -15,9 +15,10 @@ Test(create, vm_types)
 	/* x86 knows types 0 (DEFAULT) to 5 (TDX); DEFAULT is always there. */
 	cr_expect(types & (1 << KVM_X86_DEFAULT_VM), "KVM_CAP_VM_TYPES %#x", types);
 	cr_expect_eq(types & ~0x3f, 0, "unknown VM types in %#x", types);
-	/* libgmem has exactly the two types without hardware: DEFAULT and SW_PROTECTED. */
+	/* libgmem has the two types without hardware, and SNP on its software platform. */
 	if (!TARGET_IS_KERNEL)
-		cr_expect_eq(types, (1 << KVM_X86_DEFAULT_VM) | (1 << KVM_X86_SW_PROTECTED_VM),
+		cr_expect_eq(types, (1 << KVM_X86_DEFAULT_VM) | (1 << KVM_X86_SW_PROTECTED_VM) |
+				    (1 << KVM_X86_SNP_VM),
 			     "KVM_CAP_VM_TYPES %#x", types);
 	for (unsigned long t = 0; t < 8; t++) {
 		int vm = sys_ioctl(kvm, KVM_CREATE_VM, t);

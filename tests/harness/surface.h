@@ -10,6 +10,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <criterion/criterion.h>
@@ -22,6 +23,7 @@
 #define TARGET_NAME "kernel"
 #define TARGET_IS_KERNEL 1
 static inline int sys_open_kvm(void) { return open("/dev/kvm", O_RDWR); }
+static inline int sys_open_sev(void) { return open("/dev/sev", O_RDWR); }
 #define sys_ioctl ioctl
 #define sys_mmap mmap
 #define sys_munmap munmap
@@ -33,11 +35,25 @@ static inline int sys_open_kvm(void) { return open("/dev/kvm", O_RDWR); }
 #define sys_lseek lseek
 #define sys_ftruncate ftruncate
 #define sys_close close
+#define sys_pwrite pwrite
+#define sys_readv readv
+#define sys_writev writev
+#define sys_preadv preadv
+#define sys_pwritev pwritev
+#define sys_madvise madvise
+#define sys_mprotect mprotect
+#define sys_mremap mremap
+#define sys_dup dup
+#define sys_dup2 dup2
+#define sys_dup3 dup3
+#define sys_fcntl fcntl
+#define sys_statx statx
 #else
 #include <gmem/gmem.h>
 #define TARGET_NAME "libgmem"
 #define TARGET_IS_KERNEL 0
 #define sys_open_kvm gm_open_kvm
+#define sys_open_sev gm_open_sev
 #define sys_ioctl gm_ioctl
 #define sys_mmap gm_mmap
 #define sys_munmap gm_munmap
@@ -49,6 +65,19 @@ static inline int sys_open_kvm(void) { return open("/dev/kvm", O_RDWR); }
 #define sys_lseek gm_lseek
 #define sys_ftruncate gm_ftruncate
 #define sys_close gm_close
+#define sys_pwrite gm_pwrite
+#define sys_readv gm_readv
+#define sys_writev gm_writev
+#define sys_preadv gm_preadv
+#define sys_pwritev gm_pwritev
+#define sys_madvise gm_madvise
+#define sys_mprotect gm_mprotect
+#define sys_mremap gm_mremap
+#define sys_dup gm_dup
+#define sys_dup2 gm_dup2
+#define sys_dup3 gm_dup3
+#define sys_fcntl gm_fcntl
+#define sys_statx gm_statx
 #endif
 
 #ifndef GM_GUEST_MEMFD_FOLIO_SHIFT

@@ -274,3 +274,72 @@ Test(gmem_vm, huge_verbose_names_the_reason, .timeout = 300)
 	cr_expect(!strstr(r.out, "no huge pages reserved"), "%s", r.out);
 	cr_expect(strstr(r.out, "the kvm backend does not use hugetlbfs"), "%s", r.out);
 }
+
+/* The launch digest gmem-vm --vm snp reports, for a run's options. */
+static bool snp_digest_of(const struct result *r, char digest[97])
+{
+	const char *at = strstr(r->out, "SNP launch    digest ");
+
+	if (!at || sscanf(at, "SNP launch    digest %96[0-9a-f]", digest) != 1)
+		return false;
+	return strlen(digest) == 96;
+}
+
+/* An SNP launch on the software platform: measured, run to halt, and predicted offline. */
+Test(gmem_vm, snp_launch_matches_gmem_measure)
+{
+	static const char *const args[] = { "", "-c 3 -m 32M" };
+	char dir[] = "/tmp/gmem-vm-snp-XXXXXX", key[64];
+
+	cr_assert(mkdtemp(dir));
+	snprintf(key, sizeof(key), "%s/platform.pem", dir);
+
+	for (size_t i = 0; i < sizeof(args) / sizeof(args[0]); i++) {
+		struct result r, m;
+		char cmd[512], digest[97];
+
+		snprintf(cmd, sizeof(cmd), "GMEM_PLATFORM_KEY=%s %s --vm snp %s 2>&1", key, GMEM_VM_BIN,
+			 args[i]);
+		run_shell(&r, cmd);
+		cr_expect_eq(r.status, 0, "gmem-vm %s: %d\n%s", cmd, r.status, r.out);
+		cr_expect(strstr(r.out, "all checks passed, halted"), "%s", r.out);
+		cr_expect(strstr(r.out, "1 VMSA") || strstr(r.out, "3 VMSA"), "%s", r.out);
+		cr_expect(strstr(r.out, "guest running (LAUNCH_FINISH done)"), "%s", r.out);
+		cr_expect(strstr(r.out, "refused (SIGBUS)"), "%s", r.out);
+		cr_expect(strstr(r.out, "attestation   report verified"), "%s", r.out);
+		cr_assert(snp_digest_of(&r, digest), "no digest line:\n%s", r.out);
+		snprintf(cmd, sizeof(cmd), "%s %s 2>&1", GMEM_MEASURE_BIN, args[i]);
+		run_shell(&m, cmd);
+		cr_expect_eq(m.status, 0, "%s", m.out);
+		cr_expect(!strncmp(m.out, digest, 96), "gmem-measure says %s, gmem-vm %s", m.out, digest);
+	}
+	/* A different image size or vCPU count is a different digest. */
+	{
+		struct result a, b;
+
+		run_shell(&a, GMEM_MEASURE_BIN " -c 1 2>&1");
+		run_shell(&b, GMEM_MEASURE_BIN " -c 2 2>&1");
+		cr_expect(strcmp(a.out, b.out), "one and two vCPUs measure the same");
+	}
+	{
+		struct result rm;
+		char cmd[160];
+
+		snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+		run_shell(&rm, cmd);
+	}
+}
+
+/* --vm snp runs on the software platform only; --report needs it. */
+Test(gmem_vm, snp_bad_options)
+{
+	struct result r;
+
+	run_vm(&r, "--vm tdx");
+	cr_expect_eq(r.status, 2, "%s", r.out);
+	run_vm(&r, "--report /tmp/x.bin");
+	cr_expect_eq(r.status, 2, "%s", r.out);
+	cr_expect(strstr(r.out, "--vm snp"), "%s", r.out);
+	run_vm(&r, "--vm snp --backend kvm");
+	cr_expect_eq(r.status, 2, "%s", r.out);
+}
