@@ -1,9 +1,10 @@
-/* The system fd (/dev/kvm): API version and VM creation; capabilities are answered in vm.c. */
+/* The system fd (/dev/kvm): API version, VM creation, supported CPUID; capabilities are in vm.c. */
 #include <sys/ioctl.h>
 
 #include "kvm.h"
 #include "kvm/host.h"
 #include "vm.h"
+#include "x86_cpuid.h"
 
 long kvm_dev_ioctl(unsigned long request, unsigned long arg)
 {
@@ -18,8 +19,10 @@ long kvm_dev_ioctl(unsigned long request, unsigned long arg)
 		return arg ? -EINVAL : 3 * (long)GM_PAGE_SIZE;
 	default:
 		/* E.g. KVM_GET_SUPPORTED_CPUID, which a kvm-backend VMM needs for its vCPUs. */
-		if (host_kvm_fd() >= 0)
+		if (vm_default_backend_is_kvm())
 			return host_ioctl(host_kvm_fd(), request, arg);
+		if (request == KVM_GET_SUPPORTED_CPUID)
+			return cpuid_get_supported(arg);
 		return -EINVAL;
 	}
 }

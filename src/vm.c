@@ -8,6 +8,7 @@
 #include "gmem.h"
 #include "kvm/host.h"
 #include "vm.h"
+#include "x86_state.h"
 
 static atomic_ullong live_vms;
 
@@ -37,6 +38,11 @@ static unsigned long default_backend(void)
 	if (env && !strcmp(env, "auto") && host_kvm_fd() >= 0)
 		return GM_VM_BACKEND_KVM;
 	return GM_VM_BACKEND_SOFT;
+}
+
+bool vm_default_backend_is_kvm(void)
+{
+	return default_backend() == GM_VM_BACKEND_KVM && host_kvm_fd() >= 0;
 }
 
 static bool default_is_auto(void)
@@ -179,6 +185,14 @@ uint64_t vm_count(void)
 	return atomic_load(&live_vms);
 }
 
+/* KVM_CAP_NR_VCPUS: the online CPUs, at most KVM_CAP_MAX_VCPUS. */
+static long vm_recommended_vcpus(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	return n < 1 ? 1 : n > GM_MAX_VCPU_IDS ? GM_MAX_VCPU_IDS : n;
+}
+
 long vm_check_extension(struct vm *vm, long cap)
 {
 	switch (cap) {
@@ -191,6 +205,17 @@ long vm_check_extension(struct vm *vm, long cap)
 		return 1;
 	case KVM_CAP_NR_MEMSLOTS:
 		return 32764;
+	/* x86 state of soft vCPUs (src/x86_state.c); the kvm backend's host has it too. */
+	case KVM_CAP_IRQCHIP:
+	case KVM_CAP_EXT_CPUID:
+	case KVM_CAP_MP_STATE:
+	case KVM_CAP_GET_TSC_KHZ:
+		return 1;
+	case KVM_CAP_NR_VCPUS:
+		return vm_recommended_vcpus();
+	case KVM_CAP_MAX_VCPUS:
+	case KVM_CAP_MAX_VCPU_ID:
+		return GM_MAX_VCPU_IDS;
 	case KVM_CAP_EXIT_HYPERCALL:
 		return KVM_EXIT_HYPERCALL_VALID_MASK;
 	case KVM_CAP_GUEST_MEMFD_FLAGS:
@@ -315,6 +340,43 @@ static long vm_ioctl_enable_cap(struct vm *vm, unsigned long arg)
 	}
 }
 
+/* KVM_CREATE_IRQCHIP on a soft VM: one, before any vCPU; its vCPUs get an in-kernel APIC state. */
+static long vm_ioctl_create_irqchip(struct vm *vm)
+{
+	long ret = 0;
+
+	pthread_mutex_lock(&vm->slots.lock);
+	if (vm->irqchip)
+		ret = -EEXIST;
+	else if (vm->created_vcpus)
+		ret = -EINVAL;
+	else
+		vm->irqchip = true;
+	pthread_mutex_unlock(&vm->slots.lock);
+	return ret;
+}
+
+/* The x86 VM ioctls a soft VM answers itself (the kvm backend's host VM answers them there). */
+static long vm_ioctl_soft_x86(struct vm *vm, unsigned long request, unsigned long arg)
+{
+	switch (request) {
+	case KVM_CREATE_IRQCHIP:
+		return vm_ioctl_create_irqchip(vm);
+	case KVM_SET_NR_MMU_PAGES:
+		/* KVM_MIN_ALLOC_MMU_PAGES; the soft stage-2 has no shadow page budget. */
+		if (arg < 64)
+			return -EINVAL;
+		pthread_mutex_lock(&vm->slots.lock);
+		vm->nr_mmu_pages = arg;
+		pthread_mutex_unlock(&vm->slots.lock);
+		return 0;
+	case KVM_GET_TSC_KHZ:
+		return x86_tsc_khz();
+	default:
+		return -ENOTTY;
+	}
+}
+
 long vm_ioctl(struct vm *vm, unsigned long request, unsigned long arg)
 {
 	switch (request) {
@@ -336,7 +398,7 @@ long vm_ioctl(struct vm *vm, unsigned long request, unsigned long arg)
 		/* The host VM answers what libgmem does not model (TSS, irqchip...). */
 		if (vm->host_fd >= 0)
 			return host_ioctl(vm->host_fd, request, arg);
-		return -ENOTTY;
+		return vm_ioctl_soft_x86(vm, request, arg);
 	}
 }
 
