@@ -47,6 +47,7 @@ LIB_SRCS     := $(wildcard src/*.c src/kvm/*.c src/mmu/*.c src/platform/*.c)
 LIB_OBJS     := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 SHARED       := $(BUILD)/libgmem.so.$(VERSION)
 STATIC       := $(BUILD)/libgmem.a
+PRELOAD      := $(BUILD)/libgmem-preload.so
 # The same sources with the test hooks (GM_TEST_HOOKS: injected allocation and mmap
 # failures, the backing store's fd) and every internal symbol global, for the tests that
 # use them; the installed libraries have neither.
@@ -79,6 +80,11 @@ endif
 TEST_BINS    += $(STRESS_BINS)
 # A program with functions named as libgmem's internals, linked with libgmem.a.
 TEST_BINS    += $(BUILD)/tests/link-own-symbols
+# An unmodified /dev/kvm program that runs itself under gmem-run. Release build only: a
+# sanitizer's runtime must come first among the loaded libraries, before any LD_PRELOAD.
+ifeq ($(VARIANT),release)
+TEST_BINS    += $(BUILD)/tests/preload-unmodified
+endif
 
 BENCH_SRCS   := $(wildcard bench/*.c)
 BENCHES      := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
@@ -88,7 +94,7 @@ BENCHES      := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 	check-man check-examples mutation selftests
 all: lib tools
 
-lib: $(SHARED) $(STATIC)
+lib: $(SHARED) $(STATIC) $(PRELOAD)
 tools: $(TOOLS)
 
 # ---- guest/: the microVM's default guest ---------------------------------------------------
@@ -161,6 +167,25 @@ $(SHARED): $(LIB_OBJS) src/libgmem.map
 # The static library is one relocatable object in which only the exported gm_* calls stay
 # global (the rest is hidden, and made local): a VMM with its own kvm_check_extension or
 # vm_create links with it.
+# libgmem-preload.so (gmem-run): the library's objects, whose calls to the C functions the
+# interposer takes over are renamed to gm_next_* (straight to the C library: the library never
+# calls its own interposer), and src/preload/. Only the interposed names are exported.
+PRELOAD_NEXT  := open openat ioctl mmap munmap mremap mprotect madvise fallocate close dup dup2 \
+                 dup3 fcntl fstat statx read write pread pwrite readv writev preadv pwritev lseek \
+                 ftruncate syscall
+$(BUILD)/obj/libgmem-preload-lib.o: $(LIB_OBJS) Makefile
+	$(LD) -r -o $@.all $(LIB_OBJS)
+	$(OBJCOPY) $(foreach s,$(PRELOAD_NEXT),--redefine-sym $(s)=gm_next_$(s)) $@.all $@
+	rm -f $@.all
+	@left=$$(nm -u $@ | awk '{print $$2}' | grep -Fx $(PRELOAD_NEXT:%=-e %) $(PRELOAD_NEXT:%=-e %64) \
+	    -e open64 -e mmap64 -e fstat64 -e __open_2 -e __read_chk -e fstatat -e posix_fallocate \
+	    -e close_range -e preadv2 -e pwritev2 || true); \
+	if [ -n "$$left" ]; then echo "the library calls interposed names directly: $$left"; rm -f $@; exit 1; fi
+
+$(PRELOAD): $(BUILD)/obj/libgmem-preload-lib.o $(BUILD)/obj/src/preload/preload.o src/preload/preload.map
+	$(CC) -shared $(SAN_LDFLAGS) -Wl,--version-script=src/preload/preload.map -Wl,--no-undefined \
+	      -o $@ $(BUILD)/obj/libgmem-preload-lib.o $(BUILD)/obj/src/preload/preload.o $(LDLIBS) -ldl
+
 $(BUILD)/obj/libgmem-static.o: $(LIB_OBJS)
 	$(LD) -r -o $@.all $(LIB_OBJS)
 	$(OBJCOPY) --localize-hidden $@.all $@
@@ -178,6 +203,11 @@ $(BUILD)/test-obj/%.o: %.c $(wildcard include/gmem/*.h src/*.h src/*/*.h)
 $(TEST_STATIC): $(TEST_OBJS)
 	rm -f $@
 	ar rcs $@ $(TEST_OBJS)
+
+# gmem-run links nothing of the library: it finds libgmem-preload.so and execs the program.
+$(BUILD)/bin/gmem-run: tools/gmem-run.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -DGM_LIBDIR='"$(LIBDIR)"' $< -o $@ $(SAN_LDFLAGS)
 
 $(BUILD)/bin/%: tools/%.c $(GUEST_LIB) $(STATIC)
 	@mkdir -p $(dir $@)
@@ -225,6 +255,18 @@ $(BUILD)/tests/link-own-symbols: tests/link/own_symbols.c $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $< -o $@ $(STATIC) $(LDLIBS) $(SAN_LDFLAGS)
 
+# Linked with nothing of libgmem: gmem-run and the preload library give it the library.
+$(BUILD)/tests/preload-unmodified: tests/preload/unmodified.c $(BUILD)/tests/static-hello \
+				   $(BUILD)/bin/gmem-run $(PRELOAD)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests -DGMEM_RUN_BIN='"$(CURDIR)/$(BUILD)/bin/gmem-run"' \
+	      -DGMEM_STATIC_BIN='"$(CURDIR)/$(BUILD)/tests/static-hello"' $< -o $@ -lpthread
+
+# A statically linked program, which gmem-run must refuse.
+$(BUILD)/tests/static-hello: tests/preload/static_hello.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -static $< -o $@
+
 $(BUILD)/tests/stress-%: tests/stress/%.c $(wildcard tests/stress/*.h) $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests $< -o $@ $(STATIC) $(LDLIBS) $(SAN_LDFLAGS)
@@ -236,6 +278,12 @@ $(GMEM_STRESS): $(GMEM_STRESS_SRCS) $(wildcard tests/stress/vm/*.h) $(GUEST_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -DGM_TEST_HOOKS -Isrc -Itests -I. $(GMEM_STRESS_SRCS) -o $@ $(GUEST_LIB) \
 	      $(TEST_STATIC) $(LDLIBS) $(SAN_LDFLAGS)
+
+# The interposer's overhead: the same program with and without the preload library.
+$(BUILD)/bench/interposer: bench/interposer.c $(wildcard bench/*.h) $(STATIC) $(PRELOAD)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Ibench -DGMEM_PRELOAD_LIB='"$(CURDIR)/$(PRELOAD)"' $< -o $@ $(STATIC) \
+	      $(LDLIBS) -lm $(SAN_LDFLAGS)
 
 $(BUILD)/bench/%: bench/%.c $(wildcard bench/*.h) $(STATIC)
 	@mkdir -p $(dir $@)
@@ -291,7 +339,7 @@ run: deps
 
 # Only libgmem's own symbols may leave the shared or the static library, and the test hooks
 # (GM_TEST_HOOKS) are in neither, not even as local symbols.
-TEST_HOOKS   := gm_heap_fail_after gm_hostmap_fail gmem_backing_fd
+TEST_HOOKS   := gm_heap_fail_after gm_hostmap_fail gm_hostmap_call_locked gmem_backing_fd
 check-exports: $(SHARED) $(STATIC)
 	@bad=$$(nm -D --defined-only $(SHARED) | awk '$$2 ~ /[TDB]/ && $$3 !~ /^gm_/ {print $$3}'); \
 	if [ -n "$$bad" ]; then echo "unexpected exported symbols in $(SHARED): $$bad"; exit 1; fi; \
@@ -362,7 +410,7 @@ test-run: test-build
 	@mkdir -p $(dir $(GM_TEST_RESULTS)); [ -n "$(TEST_RESULTS_KEEP)" ] || : > $(GM_TEST_RESULTS)
 	@status=0; for t in $(TEST_BINS); do \
 		echo "== $$t"; \
-		case $$t in */stress-*|*/fuzz-replay-*|*/link-*) GM_TEST_VARIANT=$(VARIANT) $$t ;; \
+		case $$t in */stress-*|*/fuzz-replay-*|*/link-*|*/preload-*) GM_TEST_VARIANT=$(VARIANT) $$t ;; \
 		*) GM_TEST_VARIANT=$(VARIANT) ASAN_OPTIONS="detect_leaks=0:$$ASAN_OPTIONS" \
 		   $$t --jobs 2 $(if $(TEST_STOP_ON_FAILURE),--fail-fast) ;; esac; \
 		rc=$$?; case $$rc in \
@@ -439,7 +487,8 @@ install: lib tools
 	@ln -sf libgmem.so.$(VERSION) $(INSTALL_STAGE)$(LIBDIR)/libgmem.so.$(SOVERSION)
 	@ln -sf libgmem.so.$(VERSION) $(INSTALL_STAGE)$(LIBDIR)/libgmem.so
 	@install -m 644 $(STATIC) $(INSTALL_STAGE)$(LIBDIR)/
-	@install -m 755 $(BUILD)/bin/gmem-vm $(INSTALL_STAGE)$(BINDIR)/
+	@install -m 755 $(BUILD)/bin/gmem-vm $(BUILD)/bin/gmem-run $(INSTALL_STAGE)$(BINDIR)/
+	@install -m 755 $(PRELOAD) $(INSTALL_STAGE)$(LIBDIR)/
 	@$(if $(MAN_PAGES),install -m 644 $(MAN_PAGES) $(INSTALL_STAGE)$(MANDIR)/man3/)
 	@sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
 	    -e 's|@VERSION@|$(VERSION)|' src/libgmem.pc.in > $(INSTALL_STAGE)$(LIBDIR)/pkgconfig/libgmem.pc
@@ -447,9 +496,10 @@ install: lib tools
 
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/libgmem.so* $(DESTDIR)$(LIBDIR)/libgmem.a \
+	      $(DESTDIR)$(LIBDIR)/libgmem-preload.so \
 	      $(DESTDIR)$(LIBDIR)/pkgconfig/libgmem.pc
 	rm -rf $(DESTDIR)$(INCLUDEDIR)/gmem
-	rm -f $(DESTDIR)$(BINDIR)/gmem-vm
+	rm -f $(DESTDIR)$(BINDIR)/gmem-vm $(DESTDIR)$(BINDIR)/gmem-run
 	rm -f $(MAN_PAGES:man/man3/%=$(DESTDIR)$(MANDIR)/man3/%)
 
 clean:

@@ -46,6 +46,8 @@ if [ -d "$BUILD/obj/src" ]; then
 	for o in $(find "$BUILD/obj/src" -name '*.o' | sort); do
 		src=src/${o#"$BUILD"/obj/src/}
 		[ -e "${src%.o}.c" ] || continue # left over from a removed source
+		# The interposer defines the C library's names (read, mmap...): not the library's.
+		case $src in src/preload/*) continue ;; esac
 		m=$(module_of "${src%.o}.c")
 		nm --defined-only -g "$o" | awk -v m="$m" 'NF == 3 { print $3, m }'
 	done | sort -u >"$defs"

@@ -42,7 +42,7 @@ static int backing_open(struct backing *b, uint64_t size, unsigned huge_shift)
 
 	if (huge_shift)
 		flags |= MFD_HUGETLB | (huge_shift << MFD_HUGE_SHIFT);
-	fd = memfd_create("kvm-gmem-backing", flags);
+	fd = gm_fd_hide(memfd_create("kvm-gmem-backing", flags));
 	if (fd < 0)
 		return -errno;
 	if (size_and_seal(fd, size) < 0)
@@ -281,7 +281,7 @@ int backing_split_prepare(struct backing *b, uint64_t off)
 {
 	off &= ~(b->page_size - 1);
 	if (b->small_fd < 0) {
-		int fd = memfd_create("kvm-gmem-split", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+		int fd = gm_fd_hide(memfd_create("kvm-gmem-split", MFD_CLOEXEC | MFD_ALLOW_SEALING));
 
 		if (fd < 0)
 			return -errno;

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include "rcu.h"
 
@@ -47,11 +48,50 @@ static struct fd_entry *_Atomic *fd_slot(int fd, bool create)
 	return c ? &c[fd & (FD_CHUNK_SIZE - 1)] : NULL;
 }
 
+/* Fills e for the handle open as fd: its inode tells it apart from a later fd of that number. */
+static int entry_fill(struct fd_entry *e, enum gm_file_type type, struct gm_object *obj, int fd)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	e->type = type;
+	e->obj = obj;
+	e->dev = st.st_dev;
+	e->ino = st.st_ino;
+	return 0;
+}
+
+/* Puts e in fd's slot; an entry already there is stale (its fd was closed or replaced). */
+static int publish(int fd, struct fd_entry *e)
+{
+	struct fd_entry *_Atomic *slot;
+	struct fd_entry *stale;
+
+	pthread_mutex_lock(&fd_table_lock);
+	slot = fd_slot(fd, true);
+	if (!slot) {
+		pthread_mutex_unlock(&fd_table_lock);
+		return -EMFILE;
+	}
+	stale = atomic_exchange(slot, e);
+	/* Under the lock, so it only grows. */
+	if (fd > atomic_load_explicit(&gm_file_max_fd, memory_order_relaxed))
+		atomic_store_explicit(&gm_file_max_fd, fd, memory_order_relaxed);
+	pthread_mutex_unlock(&fd_table_lock);
+	atomic_fetch_add(&open_fds, 1);
+	if (stale) {
+		atomic_fetch_sub(&open_fds, 1);
+		gm_synchronize_rcu();
+		gm_object_put(stale->obj);
+		gm_free(stale);
+	}
+	return 0;
+}
+
 int gm_file_install(enum gm_file_type type, struct gm_object *obj, const char *name, bool cloexec)
 {
 	struct fd_entry *e = gm_zalloc(sizeof(*e));
-	struct fd_entry *_Atomic *slot;
-	struct stat st;
 	int fd, ret;
 
 	if (!e)
@@ -71,32 +111,12 @@ int gm_file_install(enum gm_file_type type, struct gm_object *obj, const char *n
 		ret = -errno;
 		goto err_close;
 	}
-	if (fstat(fd, &st) < 0) {
-		ret = -errno;
+	ret = entry_fill(e, type, obj, fd);
+	if (ret)
 		goto err_close;
-	}
-	e->type = type;
-	e->obj = obj;
-	e->dev = st.st_dev;
-	e->ino = st.st_ino;
-
-	pthread_mutex_lock(&fd_table_lock);
-	slot = fd_slot(fd, true);
-	if (!slot) {
-		pthread_mutex_unlock(&fd_table_lock);
-		ret = -EMFILE;
+	ret = publish(fd, e);
+	if (ret)
 		goto err_close;
-	}
-	/* A stale entry means the number was closed behind our back: drop it. */
-	struct fd_entry *stale = atomic_exchange(slot, e);
-	pthread_mutex_unlock(&fd_table_lock);
-	atomic_fetch_add(&open_fds, 1);
-	if (stale) {
-		atomic_fetch_sub(&open_fds, 1);
-		gm_synchronize_rcu();
-		gm_object_put(stale->obj);
-		gm_free(stale);
-	}
 	return fd;
 
 err_close:
@@ -181,7 +201,101 @@ int gm_file_close(int fd)
 	return 1;
 }
 
+int gm_fd_hide(int fd)
+{
+	struct rlimit rl;
+	int high, flags;
+
+	if (fd < 0 || getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return fd;
+	/* Above the numbers a program uses, within the limit, without growing the table much. */
+	high = rl.rlim_cur / 2 < 1024 ? (int)(rl.rlim_cur / 2) : 1024;
+	if (fd >= high || (flags = fcntl(fd, F_GETFD)) < 0)
+		return fd;
+	high = fcntl(fd, (flags & FD_CLOEXEC) ? F_DUPFD_CLOEXEC : F_DUPFD, high);
+	if (high < 0)
+		return fd;
+	close(fd);
+	return high;
+}
+
 uint64_t gm_file_count(void)
 {
 	return atomic_load(&open_fds);
+}
+
+_Atomic int gm_file_max_fd = -1;
+
+bool gm_file_slot_used(int fd)
+{
+	struct fd_entry *_Atomic *slot = fd_slot(fd, false);
+
+	return slot && atomic_load_explicit(slot, memory_order_relaxed);
+}
+
+int gm_file_dup(int oldfd, int newfd)
+{
+	struct fd_entry *e = gm_zalloc(sizeof(*e));
+	enum gm_file_type type;
+	struct gm_object *obj;
+	int ret;
+
+	if (!e)
+		return -ENOMEM;
+	obj = gm_file_get(oldfd, &type);
+	if (!obj) {
+		gm_free(e);
+		return 0;
+	}
+	/* newfd is a second fd of the same handle: the same inode tells it apart from reuse. */
+	ret = entry_fill(e, type, obj, newfd);
+	if (!ret)
+		ret = publish(newfd, e);
+	if (ret)
+		goto err;
+	return 1;
+err:
+	gm_object_put(obj);
+	gm_free(e);
+	return ret;
+}
+
+void gm_file_drop_stale(int fd)
+{
+	struct fd_entry *_Atomic *slot = fd_slot(fd, false);
+	struct fd_entry *e;
+
+	if (!slot)
+		return;
+	pthread_mutex_lock(&fd_table_lock);
+	e = atomic_load(slot);
+	if (!e || fd_matches(fd, e)) {
+		pthread_mutex_unlock(&fd_table_lock);
+		return;
+	}
+	atomic_store(slot, NULL);
+	pthread_mutex_unlock(&fd_table_lock);
+	atomic_fetch_sub(&open_fds, 1);
+	gm_synchronize_rcu();
+	fd_entry_free(&e->rcu);
+}
+
+int gm_file_next(int from)
+{
+	int max = atomic_load(&gm_file_max_fd);
+
+	for (int fd = from < 0 ? 0 : from; fd <= max;) {
+		struct fd_entry *_Atomic *c =
+			atomic_load_explicit(&fd_chunks[(unsigned)fd >> FD_CHUNK_SHIFT],
+					     memory_order_acquire);
+
+		if (!c) {
+			fd = (fd | (FD_CHUNK_SIZE - 1)) + 1;
+			continue;
+		}
+		if (atomic_load_explicit(&c[fd & (FD_CHUNK_SIZE - 1)], memory_order_relaxed))
+			return fd;
+		fd++;
+	}
+	return -1;
 }

@@ -135,6 +135,28 @@ int hostmap_create(struct gmem *g, void *addr, size_t len, int prot, int flags, 
 		   void **out);
 /* 1 when [addr, addr + len) held library mappings (now unmapped), 0 if none, or -errno. */
 int hostmap_unmap(void *addr, size_t len);
+/*
+ * mremap(2) growing [old, old + old_size) to new_size, where that range holds
+ * library mappings: 1 with the new address in *out (the mapping grew, its
+ * new pages follow the attributes), 0 when the range holds none, or -errno
+ * (-EINVAL: only a whole mapping answered by the fault handler can grow).
+ */
+int hostmap_grow(void *old, size_t old_size, size_t new_size, int flags, void *new_addr,
+		 void **out);
+/* Whether the library has ever mapped a file for the host (lock-free): if not, no address is ours. */
+bool hostmap_exists(void);
+/* The part of one library mapping inside a range: [start, end) shows g from file offset off. */
+struct hostmap_piece {
+	uintptr_t start, end;
+	uint64_t off;
+	struct gmem *gmem; /* referenced */
+};
+/*
+ * The pieces of library mappings in [addr, addr + len), in address order, in
+ * *out (hostmap_pieces_put them); returns how many, or -ENOMEM.
+ */
+int hostmap_pieces(void *addr, size_t len, struct hostmap_piece **out);
+void hostmap_pieces_put(struct hostmap_piece *pieces, int n);
 /* Forgets library mappings in [addr, addr + len), which something else has replaced. */
 void hostmap_forget(void *addr, size_t len);
 /* mmap(2)'s generic checks of the arguments, without mapping anything: 0 or -errno. */

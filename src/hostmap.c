@@ -56,6 +56,36 @@ struct fault {
  * made under it waits for the reader.
  */
 static pthread_mutex_t hostmap_lock = PTHREAD_MUTEX_INITIALIZER;
+/*
+ * Whether this thread holds hostmap_lock. liburcu-bp maps and remaps its own
+ * memory (a thread's first read-side section grows its arena with mremap),
+ * which under gmem-run reaches the interposer and so the calls below: a call
+ * made while this thread holds the lock cannot be about a library mapping,
+ * and must not wait for the lock.
+ */
+static __thread bool hostmap_lock_held;
+
+static void hostmap_lock_take(void)
+{
+	pthread_mutex_lock(&hostmap_lock);
+	hostmap_lock_held = true;
+}
+
+static int hostmap_lock_try(void)
+{
+	int ret = pthread_mutex_trylock(&hostmap_lock);
+
+	if (!ret)
+		hostmap_lock_held = true;
+	return ret;
+}
+
+static void hostmap_lock_drop(void)
+{
+	hostmap_lock_held = false;
+	pthread_mutex_unlock(&hostmap_lock);
+}
+
 static struct hostmap *hostmaps;
 static struct hostmap *spares;      /* records allocated before a call that may cut one */
 static struct fault *faults;
@@ -72,12 +102,14 @@ static uintptr_t self_start, self_end;
 static bool registered;
 /* Set whenever events change the list: a walk that drained must start again. */
 static bool list_changed;
+/* Set with the first mapping: until then no host address is the library's. */
+static atomic_bool ever_mapped;
 static pthread_once_t hole_once = PTHREAD_ONCE_INIT;
 static int hole_fd = -1;
 
 static void hole_init(void)
 {
-	hole_fd = memfd_create("kvm-gmem-hole", MFD_CLOEXEC);
+	hole_fd = gm_fd_hide(memfd_create("kvm-gmem-hole", MFD_CLOEXEC));
 }
 
 static int map_hole(uintptr_t addr, size_t len, int prot, uint64_t off)
@@ -111,6 +143,13 @@ static bool map_should_fail(void)
 	if (left <= 1)
 		atomic_store(&fail_countdown, 0);
 	return left >= 1;
+}
+/* Test hook: runs fn(arg) holding the mapping lock, as liburcu-bp's own calls can run. */
+void gm_hostmap_call_locked(void (*fn)(void *), void *arg)
+{
+	hostmap_lock_take();
+	fn(arg);
+	hostmap_lock_drop();
 }
 #else
 static inline bool map_should_fail(void)
@@ -551,7 +590,7 @@ bool hostmap_service(void)
 	size_t kept = 0;
 	bool waiting;
 
-	if (pthread_mutex_trylock(&hostmap_lock))
+	if (hostmap_lock_try())
 		return true;
 	drain_locked(&dropped);
 	unpoison_locked();
@@ -566,7 +605,7 @@ bool hostmap_service(void)
 		faults = NULL;
 		faults_cap = 0;
 	}
-	pthread_mutex_unlock(&hostmap_lock);
+	hostmap_lock_drop();
 	drop_all(dropped);
 	return waiting;
 }
@@ -575,9 +614,9 @@ void hostmap_sync(void)
 {
 	struct hostmap *dropped = NULL;
 
-	pthread_mutex_lock(&hostmap_lock);
+	hostmap_lock_take();
 	drain_locked(&dropped);
-	pthread_mutex_unlock(&hostmap_lock);
+	hostmap_lock_drop();
 	drop_all(dropped);
 }
 
@@ -586,7 +625,7 @@ struct gmem *hostmap_lookup(uintptr_t addr, uint64_t *off, int *prot)
 	struct hostmap *m, *dropped = NULL;
 	struct gmem *g = NULL;
 
-	pthread_mutex_lock(&hostmap_lock);
+	hostmap_lock_take();
 	/* Unmap and move events first: a mapping the VMM has unmapped is not found. */
 	drain_locked(&dropped);
 	m = find_locked(addr);
@@ -596,7 +635,7 @@ struct gmem *hostmap_lookup(uintptr_t addr, uint64_t *off, int *prot)
 		*off = m->off + (addr - m->start);
 		*prot = m->prot;
 	}
-	pthread_mutex_unlock(&hostmap_lock);
+	hostmap_lock_drop();
 	drop_all(dropped);
 	return g;
 }
@@ -844,10 +883,10 @@ static struct hostmap *hostmap_new(struct gmem *g, bool fixed)
 		return NULL;
 	}
 	if (spare) {
-		pthread_mutex_lock(&hostmap_lock);
+		hostmap_lock_take();
 		spare->next = spares;
 		spares = spare;
-		pthread_mutex_unlock(&hostmap_lock);
+		hostmap_lock_drop();
 	}
 	return m;
 }
@@ -859,7 +898,7 @@ static int hostmap_add(struct hostmap *m)
 	int ret;
 
 	pthread_rwlock_rdlock(&g->invalidate_lock);
-	pthread_mutex_lock(&hostmap_lock);
+	hostmap_lock_take();
 	ret = m->faulting ? map_faulting(m, &dropped) : lay(m, 0, (pgoff_t)-1, false);
 	if (!ret) {
 		gmem_get(g);
@@ -867,7 +906,7 @@ static int hostmap_add(struct hostmap *m)
 		m->next = hostmaps;
 		hostmaps = m;
 	}
-	pthread_mutex_unlock(&hostmap_lock);
+	hostmap_lock_drop();
 	pthread_rwlock_unlock(&g->invalidate_lock);
 	drop_all(dropped);
 	return ret;
@@ -894,6 +933,7 @@ int hostmap_create(struct gmem *g, void *addr, size_t len, int prot, int flags, 
 	m = hostmap_new(g, flags & MAP_FIXED);
 	if (!m)
 		return -ENOMEM;
+	atomic_store(&ever_mapped, true);
 	p = reserve(addr, len, prot, flags, off, g->backing.page_size);
 	ret = p == MAP_FAILED ? -errno : 0;
 	/*
@@ -936,10 +976,12 @@ void hostmap_forget(void *addr, size_t len)
 {
 	struct hostmap *dropped = NULL;
 
-	pthread_mutex_lock(&hostmap_lock);
+	if (hostmap_lock_held)
+		return;
+	hostmap_lock_take();
 	drain_locked(&dropped);
 	forget_locked((uintptr_t)addr, page_end(addr, len), &dropped);
-	pthread_mutex_unlock(&hostmap_lock);
+	hostmap_lock_drop();
 	drop_all(dropped);
 }
 
@@ -948,12 +990,12 @@ static void forget_replaced(void *addr, size_t len)
 {
 	struct hostmap *dropped = NULL;
 
-	pthread_mutex_lock(&hostmap_lock);
+	hostmap_lock_take();
 	drain_locked(&dropped);
 	if (addr != MAP_FAILED)
 		forget_locked((uintptr_t)addr, page_end(addr, len), &dropped);
 	spare_put_locked(&dropped);
-	pthread_mutex_unlock(&hostmap_lock);
+	hostmap_lock_drop();
 	drop_all(dropped);
 }
 
@@ -983,15 +1025,18 @@ static bool cuts_whole_pieces_locked(uintptr_t start, uintptr_t end)
 
 int hostmap_unmap(void *addr, size_t len)
 {
-	struct hostmap *spare = gm_zalloc(sizeof(*spare)), *dropped = NULL;
+	struct hostmap *spare, *dropped = NULL;
 	uintptr_t start = (uintptr_t)addr, end = page_end(addr, len);
 	bool found = false;
 	int err = 0;
 
+	if (hostmap_lock_held)
+		return munmap(addr, len) < 0 ? -errno : 0;
 	/* A mapping cut in the middle splits in two: allocate before changing anything. */
+	spare = gm_zalloc(sizeof(*spare));
 	if (!spare)
 		return -ENOMEM;
-	pthread_mutex_lock(&hostmap_lock);
+	hostmap_lock_take();
 	spare->next = spares;
 	spares = spare;
 	drain_locked(&dropped);
@@ -1002,7 +1047,7 @@ int hostmap_unmap(void *addr, size_t len)
 		err = -errno;
 	if (err) {
 		spare_put_locked(&dropped);
-		pthread_mutex_unlock(&hostmap_lock);
+		hostmap_lock_drop();
 		drop_all(dropped);
 		return err;
 	}
@@ -1011,7 +1056,7 @@ int hostmap_unmap(void *addr, size_t len)
 	drain_locked(&dropped);
 	forget_locked(start, end, &dropped);
 	spare_put_locked(&dropped);
-	pthread_mutex_unlock(&hostmap_lock);
+	hostmap_lock_drop();
 	drop_all(dropped);
 	return found;
 }
@@ -1067,7 +1112,7 @@ static int hostmap_update(struct gmem *g, pgoff_t start, pgoff_t end, bool hide)
 	struct hostmap *m, *dropped = NULL;
 	int ret = 0;
 
-	pthread_mutex_lock(&hostmap_lock);
+	hostmap_lock_take();
 	/* Records of mappings the VMM has unmapped go first: nothing is written through them. */
 	drain_locked(&dropped);
 restart:
@@ -1083,7 +1128,7 @@ restart:
 		if (list_changed)
 			goto restart;
 	}
-	pthread_mutex_unlock(&hostmap_lock);
+	hostmap_lock_drop();
 	drop_all(dropped);
 	return ret;
 }
@@ -1111,12 +1156,12 @@ bool hostmap_cut_inside(struct gmem *g, pgoff_t start, pgoff_t end)
 	struct hostmap *dropped = NULL;
 	bool cut = false;
 
-	pthread_mutex_lock(&hostmap_lock);
+	hostmap_lock_take();
 	/* Every munmap that has returned is among the events: the records are current. */
 	drain_locked(&dropped);
 	for (struct hostmap *m = hostmaps; m && !cut; m = m->next)
 		cut = m->gmem == g && holds_part(m, start, end);
-	pthread_mutex_unlock(&hostmap_lock);
+	hostmap_lock_drop();
 	drop_all(dropped);
 	return cut;
 }
@@ -1126,4 +1171,115 @@ int hostmap_undo(struct gmem *g, pgoff_t start, pgoff_t end)
 	if (!hostmap_refresh(g, start, end))
 		return 0;
 	return hostmap_hide(g, start, end);
+}
+
+int hostmap_grow(void *old, size_t old_size, size_t new_size, int flags, void *new_addr,
+		 void **out)
+{
+	uintptr_t start = (uintptr_t)old, end = page_end(old, old_size ? old_size : 1);
+	struct hostmap *m, *dropped = NULL;
+	bool found = false;
+	int ret = 0;
+	void *p;
+
+	if (hostmap_lock_held)
+		return 0;
+	hostmap_lock_take();
+	drain_locked(&dropped);
+	for (m = hostmaps; m; m = m->next)
+		found |= m->start < end && start < m->end;
+	m = find_locked(start);
+	/*
+	 * Only a whole mapping whose pages all come through the fault handler can
+	 * grow: its new pages fault to us like the rest (the VMA keeps its
+	 * registration). A laid mapping, a split hugetlbfs layout or a part of a
+	 * mapping would show pages the library does not control.
+	 */
+	if (!found)
+		ret = 0;
+	else if (!old_size || !m || m->start != start || m->end != end || !m->faulting ||
+		 m->layout || m->sealed || (flags & MREMAP_DONTUNMAP))
+		ret = -EINVAL;
+	else if ((p = mremap(old, old_size, new_size, flags, new_addr)) == MAP_FAILED)
+		ret = -errno;
+	else {
+		/* A move has been read by now (mremap waits for it): the record is at p. */
+		drain_locked(&dropped);
+		m = find_locked((uintptr_t)p);
+		if (m && m->start == (uintptr_t)p)
+			m->end = page_end(p, new_size);
+		list_changed = true;
+		*out = p;
+		ret = 1;
+	}
+	hostmap_lock_drop();
+	drop_all(dropped);
+	return ret;
+}
+
+bool hostmap_exists(void)
+{
+	return atomic_load_explicit(&ever_mapped, memory_order_relaxed);
+}
+
+static int piece_cmp(const void *a, const void *b)
+{
+	const struct hostmap_piece *x = a, *y = b;
+
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
+int hostmap_pieces(void *addr, size_t len, struct hostmap_piece **out)
+{
+	uintptr_t start = (uintptr_t)addr, end = page_end(addr, len);
+	struct hostmap *dropped = NULL;
+	struct hostmap_piece *pieces = NULL;
+	size_t n = 0, cap = 0;
+	int ret = 0;
+
+	*out = NULL;
+	if (!hostmap_exists() || hostmap_lock_held)
+		return 0;
+	hostmap_lock_take();
+	drain_locked(&dropped);
+	for (struct hostmap *m = hostmaps; m; m = m->next) {
+		if (m->end <= start || end <= m->start)
+			continue;
+		if (n == cap) {
+			struct hostmap_piece *more;
+
+			cap = cap ? 2 * cap : 4;
+			more = gm_zalloc(cap * sizeof(*more));
+			if (!more) {
+				ret = -ENOMEM;
+				break;
+			}
+			if (n)
+				memcpy(more, pieces, n * sizeof(*more));
+			gm_free(pieces);
+			pieces = more;
+		}
+		pieces[n].start = m->start > start ? m->start : start;
+		pieces[n].end = m->end < end ? m->end : end;
+		pieces[n].off = m->off + (pieces[n].start - m->start);
+		pieces[n].gmem = m->gmem;
+		gmem_get(m->gmem);
+		n++;
+	}
+	hostmap_lock_drop();
+	drop_all(dropped);
+	if (ret) {
+		hostmap_pieces_put(pieces, n);
+		return ret;
+	}
+	qsort(pieces, n, sizeof(*pieces), piece_cmp);
+	*out = pieces;
+	return (int)n;
+}
+
+void hostmap_pieces_put(struct hostmap_piece *pieces, int n)
+{
+	for (int i = 0; i < n; i++)
+		gmem_put(pieces[i].gmem);
+	gm_free(pieces);
 }

@@ -62,6 +62,8 @@ uint64_t gm_heap_bytes(void);
 void gm_heap_fail_after(long n);
 /* Host-mapping mmaps fail from the after-th from now (1 = the next), times in a row. */
 void gm_hostmap_fail(long after, long times);
+/* Tests only: runs fn(arg) holding the host-mapping lock. */
+void gm_hostmap_call_locked(void (*fn)(void *), void *arg);
 #endif
 
 /* Copies to and from caller memory that fail with -EFAULT instead of crashing. */
@@ -117,6 +119,34 @@ struct gm_object *gm_file_get(int fd, enum gm_file_type *type);
 struct gm_object *gm_file_get_typed(int fd, enum gm_file_type want, int *err);
 int gm_file_close(int fd);
 uint64_t gm_file_count(void);
+/* The highest fd the library has installed, -1 before the first: fds above it are not ours. */
+extern _Atomic int gm_file_max_fd;
+bool gm_file_slot_used(int fd);
+/*
+ * Whether fd may be a library fd: false is certain, true needs gm_file_get.
+ * Lock-free, and inline: the interposer asks it on every fd call it passes on.
+ */
+static inline bool gm_file_maybe(int fd)
+{
+	return fd <= atomic_load_explicit(&gm_file_max_fd, memory_order_relaxed) &&
+	       gm_file_slot_used(fd);
+}
+/*
+ * After newfd became a duplicate of oldfd (dup, dup2, F_DUPFD): newfd stands
+ * for oldfd's object too. 1 when oldfd is ours, 0 when not, or -errno.
+ */
+int gm_file_dup(int oldfd, int newfd);
+/* Forgets fd's entry if fd no longer is the handle it recorded (replaced by dup2). */
+void gm_file_drop_stale(int fd);
+/*
+ * fd, moved above the numbers a program uses (or left where it is if it
+ * cannot move). The library's internal fds (stores, the userfaultfd, the
+ * host's KVM fds) do not exist in the kernel: a program that closes a library
+ * fd gets its number back from its next open, as with the kernel's.
+ */
+int gm_fd_hide(int fd);
+/* The lowest fd >= from that may be a library fd, or -1. */
+int gm_file_next(int from);
 
 #define gm_container_of(ptr, type, member) \
 	((type *)((char *)(ptr) - offsetof(type, member)))

@@ -1,11 +1,14 @@
 /* The kernel-compatible surface: each gm_* call acts as the syscall would on the kernel's fd. */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/falloc.h>
 #include <stdarg.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "gmem.h"
@@ -33,18 +36,23 @@ static void kvm_release(struct gm_object *obj)
 	gm_free(obj);
 }
 
-GM_EXPORT int gm_open_kvm(void)
+int kvm_dev_open(bool cloexec)
 {
 	struct gm_object *obj = gm_zalloc(sizeof(*obj));
 	int fd;
 
 	if (!obj)
-		return (int)sys_ret(-ENOMEM);
+		return -ENOMEM;
 	gm_object_init(obj, kvm_release);
-	fd = gm_file_install(GM_FILE_KVM, obj, "kvm", false);
+	fd = gm_file_install(GM_FILE_KVM, obj, "kvm", cloexec);
 	if (fd < 0)
 		gm_object_put(obj);
-	return (int)sys_ret(fd);
+	return fd;
+}
+
+GM_EXPORT int gm_open_kvm(void)
+{
+	return (int)sys_ret(kvm_dev_open(false));
 }
 
 GM_EXPORT int gm_ioctl(int fd, unsigned long request, ...)
@@ -266,19 +274,55 @@ GM_EXPORT ssize_t gm_write(int fd, const void *buf, size_t n)
 	return lib_fd_type(fd) ? sys_ret(-EINVAL) : write(fd, buf, n);
 }
 
+/*
+ * pread, pwrite and their vector forms on a library fd: a negative offset is
+ * refused first. Pseudo files (guest_memfd, VM, vCPU) cannot do positioned
+ * I/O at all; /dev/kvm can, but has no read or write method.
+ */
+static long positioned_io(enum gm_file_type type, off_t off)
+{
+	if (off < 0 || type == GM_FILE_KVM)
+		return sys_ret(-EINVAL);
+	return sys_ret(-ESPIPE);
+}
+
 GM_EXPORT ssize_t gm_pread(int fd, void *buf, size_t n, off_t off)
 {
 	enum gm_file_type type = lib_fd_type(fd);
 
-	if (!type)
-		return pread(fd, buf, n, off);
-	/*
-	 * A negative offset is refused first. Pseudo files (guest_memfd, VM,
-	 * vCPU) cannot pread at all; /dev/kvm can, but has no read method.
-	 */
-	if (off < 0 || type == GM_FILE_KVM)
-		return sys_ret(-EINVAL);
-	return sys_ret(-ESPIPE);
+	return type ? positioned_io(type, off) : pread(fd, buf, n, off);
+}
+
+GM_EXPORT ssize_t gm_pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+	enum gm_file_type type = lib_fd_type(fd);
+
+	return type ? positioned_io(type, off) : pwrite(fd, buf, n, off);
+}
+
+/* The VFS refuses a file without read or write methods before it looks at the iovec. */
+GM_EXPORT ssize_t gm_readv(int fd, const struct iovec *iov, int iovcnt)
+{
+	return lib_fd_type(fd) ? sys_ret(-EINVAL) : readv(fd, iov, iovcnt);
+}
+
+GM_EXPORT ssize_t gm_writev(int fd, const struct iovec *iov, int iovcnt)
+{
+	return lib_fd_type(fd) ? sys_ret(-EINVAL) : writev(fd, iov, iovcnt);
+}
+
+GM_EXPORT ssize_t gm_preadv(int fd, const struct iovec *iov, int iovcnt, off_t off)
+{
+	enum gm_file_type type = lib_fd_type(fd);
+
+	return type ? positioned_io(type, off) : preadv(fd, iov, iovcnt, off);
+}
+
+GM_EXPORT ssize_t gm_pwritev(int fd, const struct iovec *iov, int iovcnt, off_t off)
+{
+	enum gm_file_type type = lib_fd_type(fd);
+
+	return type ? positioned_io(type, off) : pwritev(fd, iov, iovcnt, off);
 }
 
 GM_EXPORT off_t gm_lseek(int fd, off_t off, int whence)
@@ -302,6 +346,226 @@ GM_EXPORT int gm_ftruncate(int fd, off_t len)
 GM_EXPORT int gm_close(int fd)
 {
 	return gm_file_close(fd) ? 0 : close(fd);
+}
+
+/* newfd is a new fd of oldfd's file: a library fd's gets its object too, or is closed again. */
+static int dup_result(int oldfd, int newfd)
+{
+	int ret;
+
+	if (newfd < 0)
+		return newfd;
+	ret = gm_file_dup(oldfd, newfd);
+	if (ret < 0) {
+		close(newfd);
+		return (int)sys_ret(ret);
+	}
+	return newfd;
+}
+
+GM_EXPORT int gm_dup(int fd)
+{
+	return dup_result(fd, dup(fd));
+}
+
+GM_EXPORT int gm_dup3(int oldfd, int newfd, int flags)
+{
+	int ret = dup3(oldfd, newfd, flags);
+
+	if (ret < 0)
+		return ret;
+	/* The kernel closed what newfd was, silently: if it was ours, its entry goes. */
+	gm_file_drop_stale(newfd);
+	return dup_result(oldfd, ret);
+}
+
+GM_EXPORT int gm_dup2(int oldfd, int newfd)
+{
+	/* dup2 onto itself only checks that the fd is open; dup3 would refuse it. */
+	if (oldfd == newfd)
+		return dup2(oldfd, newfd);
+	return gm_dup3(oldfd, newfd, 0);
+}
+
+#define KERNEL_O_LARGEFILE 0100000
+
+GM_EXPORT int gm_fcntl(int fd, int cmd, ...)
+{
+	enum gm_file_type type;
+	unsigned long arg;
+	va_list ap;
+	int ret;
+
+	va_start(ap, cmd);
+	arg = va_arg(ap, unsigned long);
+	va_end(ap);
+	if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)
+		return dup_result(fd, fcntl(fd, cmd, arg));
+	type = lib_fd_type(fd);
+	if (!type)
+		return fcntl(fd, cmd, arg);
+	switch (cmd) {
+	case F_ADD_SEALS:
+	case F_GET_SEALS:
+		/* The handle is a memfd, the kernel's files are not: they have no seals. */
+		return (int)sys_ret(-EINVAL);
+	case F_GETFL:
+		ret = fcntl(fd, cmd, arg);
+		/*
+		 * Anonymous inodes are made without O_LARGEFILE; only open(2) of
+		 * /dev/kvm adds it. (glibc's O_LARGEFILE is 0 on 64-bit: the kernel's bit.)
+		 */
+		if (ret >= 0 && type != GM_FILE_KVM)
+			ret &= ~KERNEL_O_LARGEFILE;
+		return ret;
+	default:
+		return fcntl(fd, cmd, arg);
+	}
+}
+
+#ifndef CLOSE_RANGE_UNSHARE
+#define CLOSE_RANGE_UNSHARE (1U << 1)
+#endif
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+GM_EXPORT int gm_close_range(unsigned int first, unsigned int last, int flags)
+{
+	if ((unsigned)flags & ~(CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC) || first > last)
+		return (int)sys_ret(-EINVAL);
+	/* Marking close-on-exec closes nothing: the library's objects stay. */
+	if (!(flags & CLOSE_RANGE_CLOEXEC)) {
+		for (int fd = gm_file_next((int)(first > INT_MAX ? INT_MAX : first));
+		     fd >= 0 && (unsigned)fd <= last; fd = gm_file_next(fd + 1))
+			gm_file_close(fd);
+	}
+	return (int)syscall(SYS_close_range, first, last, flags);
+}
+
+GM_EXPORT int gm_statx(int dirfd, const char *path, int flags, unsigned int mask,
+		       struct statx *stx)
+{
+	struct statx out = { 0 };
+	struct stat st;
+
+	if (!path || path[0] || !(flags & AT_EMPTY_PATH) || !lib_fd_type(dirfd))
+		return statx(dirfd, path, flags, mask, stx);
+	if (gm_fstat(dirfd, &st) < 0)
+		return -1;
+	out.stx_mask = STATX_BASIC_STATS;
+	out.stx_blksize = (uint32_t)st.st_blksize;
+	out.stx_nlink = (uint32_t)st.st_nlink;
+	out.stx_uid = st.st_uid;
+	out.stx_gid = st.st_gid;
+	out.stx_mode = (uint16_t)st.st_mode;
+	out.stx_ino = st.st_ino;
+	out.stx_size = (uint64_t)st.st_size;
+	out.stx_blocks = (uint64_t)st.st_blocks;
+	out.stx_atime.tv_sec = st.st_atim.tv_sec;
+	out.stx_atime.tv_nsec = (uint32_t)st.st_atim.tv_nsec;
+	out.stx_mtime.tv_sec = st.st_mtim.tv_sec;
+	out.stx_mtime.tv_nsec = (uint32_t)st.st_mtim.tv_nsec;
+	out.stx_ctime.tv_sec = st.st_ctim.tv_sec;
+	out.stx_ctime.tv_nsec = (uint32_t)st.st_ctim.tv_nsec;
+	out.stx_rdev_major = major(st.st_rdev);
+	out.stx_rdev_minor = minor(st.st_rdev);
+	out.stx_dev_major = major(st.st_dev);
+	out.stx_dev_minor = minor(st.st_dev);
+	return (int)sys_ret(gm_copy_to_user(stx, &out, sizeof(out)));
+}
+
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25 /* Linux 6.1 */
+#endif
+
+static bool page_aligned(const void *addr)
+{
+	return !((uintptr_t)addr & (GM_PAGE_SIZE - 1));
+}
+
+/* MADV_REMOVE on a guest_memfd mapping punches a hole in the file, as fallocate does. */
+static long remove_piece(const struct hostmap_piece *p)
+{
+	uint64_t end = p->off + (p->end - p->start);
+
+	if (end > p->gmem->size)
+		end = p->gmem->size;
+	if (p->off >= end)
+		return 0;
+	return gmem_fallocate(p->gmem, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			      (int64_t)p->off, (int64_t)(end - p->off));
+}
+
+GM_EXPORT int gm_madvise(void *addr, size_t len, int advice)
+{
+	struct hostmap_piece *pieces;
+	uintptr_t at = (uintptr_t)addr, end = at + len;
+	long ret = 0;
+	int n;
+
+	if (advice != MADV_COLLAPSE && advice != MADV_REMOVE && advice != MADV_DOFORK)
+		return madvise(addr, len, advice);
+	if (!page_aligned(addr))
+		return (int)sys_ret(-EINVAL);
+	n = hostmap_pieces(addr, len, &pieces);
+	if (n <= 0)
+		return n ? (int)sys_ret(n) : madvise(addr, len, advice);
+	/* guest_memfd has no huge pages khugepaged could make; the library keeps a child out. */
+	if (advice == MADV_COLLAPSE) {
+		hostmap_pieces_put(pieces, n);
+		return (int)sys_ret(-EINVAL);
+	}
+	for (int i = 0; i <= n && !ret; i++) {
+		uintptr_t gap_end = i < n ? pieces[i].start : end;
+
+		if (gap_end > at && madvise((void *)at, gap_end - at, advice) < 0)
+			ret = -errno;
+		else if (i < n && advice == MADV_REMOVE)
+			ret = remove_piece(&pieces[i]);
+		if (i < n)
+			at = pieces[i].end;
+	}
+	hostmap_pieces_put(pieces, n);
+	return (int)sys_ret(ret);
+}
+
+GM_EXPORT int gm_mprotect(void *addr, size_t len, int prot)
+{
+	struct hostmap_piece *pieces;
+	int n;
+
+	if (!(prot & PROT_EXEC) || !page_aligned(addr))
+		return mprotect(addr, len, prot);
+	n = hostmap_pieces(addr, len, &pieces);
+	if (n <= 0)
+		return n ? (int)sys_ret(n) : mprotect(addr, len, prot);
+	hostmap_pieces_put(pieces, n);
+	/* guest_memfd lives on a noexec mount: no mapping of it may become executable. */
+	return (int)sys_ret(-EACCES);
+}
+
+GM_EXPORT void *gm_mremap(void *old, size_t old_size, size_t new_size, int flags, ...)
+{
+	void *new_addr = NULL, *out;
+	va_list ap;
+	int ret;
+
+	va_start(ap, flags);
+	if (flags & MREMAP_FIXED)
+		new_addr = va_arg(ap, void *);
+	va_end(ap);
+	/* Moves and shrinks reach the library as userfaultfd events; growth needs it first. */
+	if (new_size > old_size && page_aligned(old) && hostmap_exists()) {
+		ret = hostmap_grow(old, old_size, new_size, flags, new_addr, &out);
+		if (ret) {
+			if (ret > 0)
+				return out;
+			errno = -ret;
+			return MAP_FAILED;
+		}
+	}
+	return mremap(old, old_size, new_size, flags, new_addr);
 }
 
 GM_EXPORT int gm_gmem_info(int fd, struct gm_gmem_info *info)

@@ -40,7 +40,7 @@ static int uffd_open(void)
 	/* Without the privilege for kernel-mode faults, user-mode faults still reach us. */
 	if (fd < 0 && errno == EPERM)
 		fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
-	return fd < 0 ? -errno : fd;
+	return fd < 0 ? -errno : gm_fd_hide(fd);
 }
 
 /* The features this kernel offers: UFFDIO_API works once per fd, so a probe takes its own. */

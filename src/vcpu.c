@@ -67,7 +67,7 @@ int vcpu_create(struct vm *vm, unsigned long id)
 		goto err;
 	if (vm->host_fd >= 0) {
 		/* kvm backend: the host's vCPU and its run area; the handle stays empty. */
-		v->host.fd = ioctl(vm->host_fd, KVM_CREATE_VCPU, id);
+		v->host.fd = gm_fd_hide(ioctl(vm->host_fd, KVM_CREATE_VCPU, id));
 		if (v->host.fd < 0 ||
 		    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0)
 			goto err_close;

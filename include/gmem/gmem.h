@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include <gmem/kvm.h>
 
@@ -43,6 +44,25 @@ ssize_t gm_pread(int fd, void *buf, size_t n, off_t off);
 off_t gm_lseek(int fd, off_t off, int whence);
 int gm_ftruncate(int fd, off_t len);
 int gm_close(int fd);
+ssize_t gm_pwrite(int fd, const void *buf, size_t n, off_t off);
+ssize_t gm_readv(int fd, const struct iovec *iov, int iovcnt);
+ssize_t gm_writev(int fd, const struct iovec *iov, int iovcnt);
+ssize_t gm_preadv(int fd, const struct iovec *iov, int iovcnt, off_t off);
+ssize_t gm_pwritev(int fd, const struct iovec *iov, int iovcnt, off_t off);
+/* MADV_REMOVE punches the file; MADV_COLLAPSE is EINVAL; see docs/compat.md for the rest. */
+int gm_madvise(void *addr, size_t len, int advice);
+/* PROT_EXEC on a guest_memfd mapping is EACCES (noexec mount). */
+int gm_mprotect(void *addr, size_t len, int prot);
+/* Moves, shrinks and grows a whole guest_memfd mapping; growing a part is EINVAL (docs/compat.md). */
+void *gm_mremap(void *old_addr, size_t old_size, size_t new_size, int flags, ...);
+/* A duplicate of a library fd is the same file: every call works on it. */
+int gm_dup(int fd);
+int gm_dup2(int oldfd, int newfd);
+int gm_dup3(int oldfd, int newfd, int flags);
+int gm_fcntl(int fd, int cmd, ...);
+int gm_close_range(unsigned int first, unsigned int last, int flags);
+struct statx;
+int gm_statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *stx);
 
 /*
  * Folio size of a guest_memfd, a libgmem extension carried in the flags of

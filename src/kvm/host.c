@@ -29,7 +29,7 @@ static bool sysfs_says_yes(const char *path)
 static void host_init(void)
 {
 	const char *env = getenv("GMEM_KVM_HVA_VIEW");
-	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	int fd = gm_fd_hide(open("/dev/kvm", O_RDWR | O_CLOEXEC));
 
 	host_fd = fd < 0 ? -errno : fd;
 	/* With two-dimensional paging KVM maps guest memory through the fd alone. */
@@ -59,7 +59,7 @@ int host_vm_create(void)
 
 	if (kvm < 0)
 		return kvm;
-	vm = ioctl(kvm, KVM_CREATE_VM, KVM_X86_DEFAULT_VM);
+	vm = gm_fd_hide(ioctl(kvm, KVM_CREATE_VM, KVM_X86_DEFAULT_VM));
 	if (vm < 0)
 		return -errno;
 	/* Intel needs the TSS pages out of the guest's way; elsewhere it is a no-op. */
@@ -79,7 +79,7 @@ int host_gmem_create(int host_vm_fd, uint64_t size)
 	/* GMEM_KVM_HOST_GMEM=0 behaves as a host without guest_memfd (for tests). */
 	if (env && env[0] == '0')
 		return -ENOTTY;
-	fd = ioctl(host_vm_fd, KVM_CREATE_GUEST_MEMFD, &args);
+	fd = gm_fd_hide(ioctl(host_vm_fd, KVM_CREATE_GUEST_MEMFD, &args));
 
 	if (fd < 0)
 		return -errno;

@@ -76,6 +76,35 @@ ParameterizedTest(struct gm_case *c, file, no_io_methods)
 	errno = 0;
 	cr_expect_eq(sys_pread(e.gmem, buf, 1, -1), -1);
 	cr_expect_eq(errno, EINVAL, "pread at -1: %s", strerror(errno));
+	errno = 0;
+	cr_expect_eq(sys_pwrite(e.gmem, buf, 1, 0), -1);
+	cr_expect_eq(errno, ESPIPE, "pwrite: %s", strerror(errno));
+	errno = 0;
+	cr_expect_eq(sys_pwrite(e.gmem, buf, 1, -1), -1);
+	cr_expect_eq(errno, EINVAL, "pwrite at -1: %s", strerror(errno));
+
+	/* The vector forms: the missing method is found before the iovec is read. */
+	struct iovec iov = { buf, sizeof(buf) }, *bad_iov = (struct iovec *)8;
+
+	for (int bad = 0; bad <= 1; bad++) {
+		const struct iovec *v = bad ? bad_iov : &iov;
+
+		errno = 0;
+		cr_expect_eq(sys_readv(e.gmem, v, 1), -1);
+		cr_expect_eq(errno, EINVAL, "readv (bad iovec %d): %s", bad, strerror(errno));
+		errno = 0;
+		cr_expect_eq(sys_writev(e.gmem, v, 1), -1);
+		cr_expect_eq(errno, EINVAL, "writev (bad iovec %d): %s", bad, strerror(errno));
+		errno = 0;
+		cr_expect_eq(sys_preadv(e.gmem, v, 1, 0), -1);
+		cr_expect_eq(errno, ESPIPE, "preadv (bad iovec %d): %s", bad, strerror(errno));
+		errno = 0;
+		cr_expect_eq(sys_pwritev(e.gmem, v, 1, 0), -1);
+		cr_expect_eq(errno, ESPIPE, "pwritev (bad iovec %d): %s", bad, strerror(errno));
+	}
+	errno = 0;
+	cr_expect_eq(sys_pwritev(e.gmem, &iov, 1, -1), -1);
+	cr_expect_eq(errno, EINVAL, "pwritev at -1: %s", strerror(errno));
 
 	for (int whence = SEEK_SET; whence <= SEEK_HOLE; whence++) {
 		errno = 0;
@@ -143,6 +172,25 @@ static void expect_char_or_anon_methods(int fd, bool is_system, const char *what
 	errno = 0;
 	cr_expect_eq(sys_pread(fd, buf, 1, -1), -1);
 	cr_expect_eq(errno, EINVAL, "%s pread at -1: %s", what, strerror(errno));
+	errno = 0;
+	cr_expect_eq(sys_pwrite(fd, buf, 1, 0), -1);
+	cr_expect_eq(errno, is_system ? EINVAL : ESPIPE, "%s pwrite: %s", what, strerror(errno));
+
+	struct iovec iov = { buf, sizeof(buf) };
+
+	errno = 0;
+	cr_expect_eq(sys_readv(fd, &iov, 1), -1);
+	cr_expect_eq(errno, EINVAL, "%s readv: %s", what, strerror(errno));
+	errno = 0;
+	cr_expect_eq(sys_pwritev(fd, &iov, 1, 0), -1);
+	cr_expect_eq(errno, is_system ? EINVAL : ESPIPE, "%s pwritev: %s", what, strerror(errno));
+
+	/* open(2) adds O_LARGEFILE (the kernel's bit; glibc's is 0) on 64-bit; anonymous inodes lack it. */
+	cr_expect_eq(sys_fcntl(fd, F_GETFL), is_system ? O_RDWR | 0100000 : O_RDWR,
+		     "%s F_GETFL %#x", what, sys_fcntl(fd, F_GETFL));
+	errno = 0;
+	cr_expect_eq(sys_fcntl(fd, F_GET_SEALS), -1);
+	cr_expect_eq(errno, EINVAL, "%s F_GET_SEALS: %s", what, strerror(errno));
 
 	/* Both have a no-op llseek: the position stays 0 whatever is asked. */
 	for (int whence = SEEK_SET; whence <= SEEK_HOLE; whence++) {
@@ -201,5 +249,36 @@ Test(file, system_fd_methods)
 	expect_char_or_anon_methods(kvm, true, "system fd");
 	cr_assert_eq(sys_fstat(kvm, &st), 0);
 	cr_expect(S_ISCHR(st.st_mode), "system fd mode %o", st.st_mode);
+	sys_close(kvm);
+}
+
+/* A duplicate is the same file: it works, and the file lives until its last fd closes. */
+Test(file, dup_keeps_the_file)
+{
+	int kvm = t_open_kvm(), vm = t_create_vm(KVM_X86_DEFAULT_VM);
+	int d, d2, d3, high = 300;
+
+	d = sys_dup(vm);
+	cr_assert_geq(d, 0, "dup: %s", strerror(errno));
+	d2 = sys_fcntl(vm, F_DUPFD_CLOEXEC, high);
+	cr_assert_geq(d2, high, "F_DUPFD_CLOEXEC: %s", strerror(errno));
+	cr_expect_eq(sys_fcntl(d2, F_GETFD), FD_CLOEXEC);
+	d3 = sys_dup3(kvm, high + 10, O_CLOEXEC);
+	cr_assert_eq(d3, high + 10, "dup3: %s", strerror(errno));
+	cr_expect_eq(sys_ioctl(d3, KVM_GET_API_VERSION, 0), KVM_API_VERSION);
+	cr_expect_eq(sys_close(vm), 0);
+	cr_expect_eq(sys_ioctl(d, KVM_CHECK_EXTENSION, KVM_CAP_USER_MEMORY), 1,
+		     "the VM ended with its first fd: %s", strerror(errno));
+	cr_expect_eq(sys_close(d), 0);
+	cr_expect_eq(sys_ioctl(d2, KVM_CHECK_EXTENSION, KVM_CAP_USER_MEMORY), 1);
+	/* dup2 over a library fd replaces it: d2 is now the system fd. */
+	cr_expect_eq(sys_dup2(kvm, d2), d2);
+	cr_expect_eq(sys_ioctl(d2, KVM_GET_API_VERSION, 0), KVM_API_VERSION);
+	cr_expect_eq(sys_dup2(kvm, kvm), kvm, "dup2 onto itself");
+	errno = 0;
+	cr_expect_eq(sys_dup3(kvm, kvm, 0), -1);
+	cr_expect_eq(errno, EINVAL, "dup3 onto itself: %s", strerror(errno));
+	sys_close(d2);
+	sys_close(d3);
 	sys_close(kvm);
 }

@@ -10,6 +10,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <criterion/criterion.h>
@@ -33,6 +34,19 @@ static inline int sys_open_kvm(void) { return open("/dev/kvm", O_RDWR); }
 #define sys_lseek lseek
 #define sys_ftruncate ftruncate
 #define sys_close close
+#define sys_pwrite pwrite
+#define sys_readv readv
+#define sys_writev writev
+#define sys_preadv preadv
+#define sys_pwritev pwritev
+#define sys_madvise madvise
+#define sys_mprotect mprotect
+#define sys_mremap mremap
+#define sys_dup dup
+#define sys_dup2 dup2
+#define sys_dup3 dup3
+#define sys_fcntl fcntl
+#define sys_statx statx
 #else
 #include <gmem/gmem.h>
 #define TARGET_NAME "libgmem"
@@ -49,6 +63,19 @@ static inline int sys_open_kvm(void) { return open("/dev/kvm", O_RDWR); }
 #define sys_lseek gm_lseek
 #define sys_ftruncate gm_ftruncate
 #define sys_close gm_close
+#define sys_pwrite gm_pwrite
+#define sys_readv gm_readv
+#define sys_writev gm_writev
+#define sys_preadv gm_preadv
+#define sys_pwritev gm_pwritev
+#define sys_madvise gm_madvise
+#define sys_mprotect gm_mprotect
+#define sys_mremap gm_mremap
+#define sys_dup gm_dup
+#define sys_dup2 gm_dup2
+#define sys_dup3 gm_dup3
+#define sys_fcntl gm_fcntl
+#define sys_statx gm_statx
 #endif
 
 #ifndef GM_GUEST_MEMFD_FOLIO_SHIFT

@@ -25,13 +25,17 @@ $MAKE -C "$work/src" --no-print-directory -j2 install PREFIX="$prefix" >"$work/i
 # What the README says make install installs, and nothing else.
 version=$(sed -n 's/^VERSION *:= *//p' Makefile)
 man_pages=$(ls man/man3/*.3 2>/dev/null | sed "s|^man/|share/man/|" || true)
-expected=$(printf '%s\n' bin/gmem-vm include/gmem/gmem.h include/gmem/kvm.h lib/libgmem.a \
-	lib/libgmem.so lib/libgmem.so.0 "lib/libgmem.so.$version" lib/pkgconfig/libgmem.pc \
-	$man_pages | sort)
+expected=$(printf '%s\n' bin/gmem-vm bin/gmem-run include/gmem/gmem.h include/gmem/kvm.h \
+	lib/libgmem.a lib/libgmem.so lib/libgmem.so.0 "lib/libgmem.so.$version" \
+	lib/libgmem-preload.so lib/pkgconfig/libgmem.pc $man_pages | sort)
 got=$(cd "$prefix" && find . \( -type f -o -type l \) | sed 's|^\./||' | sort)
 [ "$got" = "$expected" ] || { echo "installed:"; echo "$got"; echo "expected:"; echo "$expected";
 	fail "make install installed something else than the README's list"; }
 "$prefix/bin/gmem-vm" --help >/dev/null || fail "the installed gmem-vm does not run"
+# The installed gmem-run finds the installed preload library and runs README's program on it.
+$CC -I"$prefix/include" examples/plain_kvm.c -o "$work/plain_kvm"
+env -u GMEM_PRELOAD "$prefix/bin/gmem-run" -- "$work/plain_kvm" >/dev/null ||
+	fail "the installed gmem-run did not run examples/plain_kvm.c on libgmem"
 
 pc="env PKG_CONFIG_PATH=$prefix/lib/pkgconfig pkg-config"
 # Shared: with an rpath, and with LD_LIBRARY_PATH as the README says.

@@ -1,0 +1,414 @@
+/*
+ * An unmodified /dev/kvm program: plain open, ioctl, mmap, pwrite... and no
+ * libgmem. It re-runs itself under gmem-run, then checks that each call
+ * reached the library (with the kernel's results) and that plain fds and
+ * plain memory did not.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gmem/kvm.h>
+
+#include "harness/skip_report.h"
+
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+#define GMEM_SIZE (4UL << 20)
+
+static int failures;
+/* The system fd a constructor opened, before main: the interposer must already answer. */
+static int early_kvm = -1;
+
+__attribute__((constructor)) static void open_before_main(void)
+{
+	if (getenv("GMEM_PRELOAD_TEST_CHILD"))
+		early_kvm = open("/dev/kvm", O_RDWR);
+}
+
+#define CHECK(cond, ...)                                                                     \
+	do {                                                                                     \
+		if (cond) {                                                                      \
+			printf("ok   " __VA_ARGS__);                                             \
+		} else {                                                                         \
+			printf("FAIL %s:%d (%s): ", __FILE__, __LINE__, #cond);                  \
+			printf(__VA_ARGS__);                                                     \
+			failures++;                                                              \
+		}                                                                                \
+		putchar('\n');                                                                   \
+	} while (0)
+
+/* errno of a call that must fail, or 0 when it succeeded. */
+#define FAILS_WITH(call) ((call) == -1 ? errno : 0)
+
+static bool fd_is_memfd(int fd)
+{
+	char path[64], target[256];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	n = readlink(path, target, sizeof(target) - 1);
+	if (n < 0)
+		return false;
+	target[n] = '\0';
+	return !strncmp(target, "/memfd:", 7);
+}
+
+static sigjmp_buf fault_jmp;
+
+static void on_fault(int sig)
+{
+	siglongjmp(fault_jmp, sig);
+}
+
+/* The signal a read of *p raises, or 0. */
+static int read_signal(volatile char *p)
+{
+	struct sigaction sa = { .sa_handler = on_fault }, old_segv, old_bus;
+	int sig;
+
+	sigaction(SIGSEGV, &sa, &old_segv);
+	sigaction(SIGBUS, &sa, &old_bus);
+	sig = sigsetjmp(fault_jmp, 1);
+	if (!sig)
+		(void)*p;
+	sigaction(SIGSEGV, &old_segv, NULL);
+	sigaction(SIGBUS, &old_bus, NULL);
+	return sig;
+}
+
+static int count_maps(const char *what)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	char line[512];
+	int n = 0;
+
+	while (f && fgets(line, sizeof(line), f))
+		n += strstr(line, what) != NULL;
+	if (f)
+		fclose(f);
+	return n;
+}
+
+static int create_gmem(int vm, uint64_t flags)
+{
+	struct kvm_create_guest_memfd args = { .size = GMEM_SIZE, .flags = flags };
+
+	return ioctl(vm, KVM_CREATE_GUEST_MEMFD, &args);
+}
+
+static void check_system_fd(void)
+{
+	struct stat st;
+	int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC), again, vm;
+	char path[64];
+
+	CHECK(kvm >= 0 && fd_is_memfd(kvm), "open(\"/dev/kvm\") gives the library's system fd");
+	CHECK(ioctl(kvm, KVM_GET_API_VERSION, 0) == KVM_API_VERSION, "KVM_GET_API_VERSION");
+	CHECK(fstat(kvm, &st) == 0 && S_ISCHR(st.st_mode) && st.st_rdev == makedev(10, 232),
+	      "fstat shows the character device 10:232");
+	CHECK(fcntl(kvm, F_GETFD) == FD_CLOEXEC, "O_CLOEXEC is kept");
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", kvm);
+	again = open(path, O_RDWR);
+	CHECK(again >= 0 && again != kvm && fd_is_memfd(again) &&
+		      ioctl(again, KVM_GET_API_VERSION, 0) == KVM_API_VERSION,
+	      "reopening /proc/self/fd/N of the system fd opens /dev/kvm again");
+	close(again);
+	vm = ioctl(kvm, KVM_CREATE_VM, 0);
+	snprintf(path, sizeof(path), "/dev/fd/%d", vm);
+	CHECK(vm >= 0 && FAILS_WITH(open(path, O_RDWR)) == ENXIO,
+	      "reopening a VM fd through /dev/fd is ENXIO (anonymous inode)");
+	CHECK(FAILS_WITH(write(kvm, "x", 1)) == EINVAL && FAILS_WITH(pwrite(vm, "x", 1, 0)) == ESPIPE,
+	      "write on the system fd EINVAL, pwrite on a VM fd ESPIPE");
+	close(vm);
+	CHECK(close(kvm) == 0 && FAILS_WITH(ioctl(kvm, KVM_GET_API_VERSION, 0)) == EBADF,
+	      "close ends the system fd");
+}
+
+static void check_guest_memfd(int vm)
+{
+	int gfd = create_gmem(vm, GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED);
+	char buf[64] = { 0 };
+	struct iovec iov = { buf, sizeof(buf) };
+	struct stat st;
+	char *m;
+
+	CHECK(gfd >= 0, "KVM_CREATE_GUEST_MEMFD on a SW_PROTECTED VM (fd %d, %s)", gfd,
+	      gfd < 0 ? strerror(errno) : "");
+	if (gfd < 0)
+		return;
+	CHECK(fstat(gfd, &st) == 0 && st.st_size == (off_t)GMEM_SIZE, "fstat gives the file's size");
+	CHECK(FAILS_WITH(read(gfd, buf, sizeof(buf))) == EINVAL, "read: EINVAL (no read method)");
+	CHECK(FAILS_WITH(write(gfd, buf, sizeof(buf))) == EINVAL, "write: EINVAL");
+	CHECK(FAILS_WITH(pread(gfd, buf, sizeof(buf), 0)) == ESPIPE, "pread: ESPIPE");
+	CHECK(FAILS_WITH(pwrite(gfd, buf, sizeof(buf), 0)) == ESPIPE, "pwrite: ESPIPE");
+	CHECK(FAILS_WITH(pwrite(gfd, buf, sizeof(buf), -1)) == EINVAL, "pwrite at -1: EINVAL");
+	CHECK(FAILS_WITH(readv(gfd, &iov, 1)) == EINVAL && FAILS_WITH(pwritev(gfd, &iov, 1, 0)) == ESPIPE,
+	      "readv EINVAL, pwritev ESPIPE");
+	CHECK(FAILS_WITH(syscall(SYS_pwrite64, gfd, buf, 1, 0)) == ESPIPE, "syscall(SYS_pwrite64): ESPIPE");
+	CHECK(FAILS_WITH(lseek(gfd, 0, SEEK_SET)) == ESPIPE && FAILS_WITH(ftruncate(gfd, 0)) == EINVAL,
+	      "lseek ESPIPE, ftruncate EINVAL");
+	CHECK(fallocate(gfd, FALLOC_FL_KEEP_SIZE, 0, 1 << 20) == 0 &&
+		      FAILS_WITH(fallocate(gfd, 0, 0, 4096)) == EOPNOTSUPP,
+	      "fallocate allocates with KEEP_SIZE; without it EOPNOTSUPP");
+	CHECK(FAILS_WITH(fcntl(gfd, F_GET_SEALS)) == EINVAL && (fcntl(gfd, F_GETFL) & O_ACCMODE) == O_RDWR,
+	      "fcntl: no seals, O_RDWR");
+
+	m = mmap(NULL, GMEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, gfd, 0);
+	CHECK(m != MAP_FAILED, "mmap of the guest_memfd");
+	if (m == MAP_FAILED)
+		goto out;
+	memset(m, 0x5a, 8192);
+	CHECK(m[4096] == 0x5a, "its shared pages read back");
+	CHECK(FAILS_WITH(madvise(m, 2 << 20, MADV_COLLAPSE)) == EINVAL, "MADV_COLLAPSE: EINVAL");
+	CHECK(madvise(m, 4096, MADV_REMOVE) == 0 && m[0] == 0 && m[4096] == 0x5a,
+	      "MADV_REMOVE punches the page out of the file");
+	CHECK(FAILS_WITH(mprotect(m, 4096, PROT_READ | PROT_EXEC)) == EACCES,
+	      "mprotect(PROT_EXEC): EACCES (noexec)");
+	CHECK(mprotect(m, 4096, PROT_READ) == 0, "mprotect(PROT_READ)");
+	{
+		char *small = mmap(NULL, 4096, PROT_READ, MAP_SHARED, gfd, 0), *grown;
+
+		grown = small == MAP_FAILED ? MAP_FAILED : mremap(small, 4096, 8192, MREMAP_MAYMOVE);
+		CHECK(grown != MAP_FAILED && grown[4096] == 0x5a,
+		      "mremap grows a guest_memfd mapping over the file");
+		if (grown != MAP_FAILED)
+			munmap(grown, 8192);
+	}
+	{
+		struct kvm_memory_attributes2 attrs = {
+			.offset = 0, .size = 4096, .attributes = KVM_MEMORY_ATTRIBUTE_PRIVATE,
+		};
+
+		CHECK(ioctl(gfd, KVM_SET_MEMORY_ATTRIBUTES2, &attrs) == 0 && read_signal(m) == SIGBUS &&
+			      read_signal(m + 4096) == 0,
+		      "per-file KVM_SET_MEMORY_ATTRIBUTES2: the private page raises SIGBUS");
+	}
+	{
+		pid_t pid = fork();
+		int status;
+
+		if (!pid)
+			_exit(read_signal(m + 4096));
+		waitpid(pid, &status, 0);
+		CHECK(WIFEXITED(status) && WEXITSTATUS(status) == SIGSEGV,
+		      "a forked child has no library mapping (SIGSEGV, docs/compat.md)");
+	}
+	CHECK(syscall(SYS_munmap, m, GMEM_SIZE) == 0 && read_signal(m + 4096) == SIGSEGV,
+	      "syscall(SYS_munmap) unmaps it");
+	m = (char *)syscall(SYS_mmap, NULL, GMEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, gfd, 0);
+	CHECK(m != MAP_FAILED && m[4096] == 0x5a, "syscall(SYS_mmap) maps the file through the library");
+	if (m != MAP_FAILED)
+		munmap(m, GMEM_SIZE);
+out:
+	CHECK(close(gfd) == 0 && FAILS_WITH(fstat(gfd, &st)) == EBADF, "close of the guest_memfd");
+}
+
+static void check_dup(int vm)
+{
+	int d = dup(vm), d2 = fcntl(vm, F_DUPFD_CLOEXEC, 100), d3 = dup2(vm, 200);
+
+	CHECK(d >= 0 && ioctl(d, KVM_CHECK_EXTENSION, KVM_CAP_USER_MEMORY) == 1,
+	      "dup of a VM fd works as the VM");
+	CHECK(d2 >= 100 && fcntl(d2, F_GETFD) == FD_CLOEXEC &&
+		      ioctl(d2, KVM_CHECK_EXTENSION, KVM_CAP_USER_MEMORY) == 1,
+	      "fcntl(F_DUPFD_CLOEXEC) of a VM fd works as the VM");
+	CHECK(d3 == 200 && ioctl(d3, KVM_CHECK_EXTENSION, KVM_CAP_USER_MEMORY) == 1,
+	      "dup2 of a VM fd works as the VM");
+	CHECK(close(d) == 0 && close(d2) == 0 && close(d3) == 0 &&
+		      ioctl(vm, KVM_CHECK_EXTENSION, KVM_CAP_USER_MEMORY) == 1,
+	      "closing the duplicates leaves the VM");
+}
+
+static void check_release(void)
+{
+	int kvm = open("/dev/kvm", O_RDWR), vm, gfd;
+
+	vm = ioctl(kvm, KVM_CREATE_VM, KVM_X86_SW_PROTECTED_VM);
+	gfd = create_gmem(vm, GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED);
+	CHECK(gfd >= 0 && fallocate(gfd, FALLOC_FL_KEEP_SIZE, 0, GMEM_SIZE) == 0 &&
+		      count_maps("kvm-gmem-backing") > 0,
+	      "a guest_memfd holds its store");
+	close(gfd);
+	close(vm);
+	CHECK(count_maps("kvm-gmem-backing") == 0,
+	      "closing the guest_memfd and the VM frees the store");
+	CHECK(syscall(SYS_close, kvm) == 0 && FAILS_WITH(ioctl(kvm, KVM_GET_API_VERSION, 0)) == EBADF,
+	      "syscall(SYS_close) of the system fd");
+	kvm = open("/dev/kvm", O_RDWR);
+	vm = ioctl(kvm, KVM_CREATE_VM, 0);
+	CHECK(close_range((unsigned)kvm, (unsigned)vm, 0) == 0 &&
+		      FAILS_WITH(ioctl(vm, KVM_CHECK_EXTENSION, 0)) == EBADF,
+	      "close_range closes library fds");
+}
+
+static void check_plain(void)
+{
+	char path[] = "/tmp/gmem-preload-XXXXXX", buf[8] = { 0 };
+	int fd = mkstemp(path), p[2];
+	struct stat st;
+	char *m;
+
+	unlink(path);
+	CHECK(pwrite(fd, "abcdefgh", 8, 0) == 8 && pread(fd, buf, 8, 0) == 8 && !memcmp(buf, "abcdefgh", 8),
+	      "pwrite/pread of a plain file");
+	CHECK(!fd_is_memfd(fd) && fstat(fd, &st) == 0 && st.st_size == 8 && S_ISREG(st.st_mode),
+	      "fstat of a plain file");
+	m = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0);
+	CHECK(m != MAP_FAILED && m[7] == 'h' && munmap(m, 4096) == 0, "mmap of a plain file");
+	CHECK(ftruncate(fd, 0) == 0 && fallocate(fd, 0, 0, 4096) == 0 && lseek(fd, 0, SEEK_END) == 4096,
+	      "ftruncate, fallocate, lseek of a plain file");
+	CHECK(close(fd) == 0, "close of a plain file");
+	CHECK(pipe(p) == 0 && write(p[1], "x", 1) == 1 && read(p[0], buf, 1) == 1 && buf[0] == 'x',
+	      "read/write of a pipe");
+	close(p[0]);
+	close(p[1]);
+	CHECK(syscall(SYS_getpid) == getpid(), "other syscall() numbers pass through");
+}
+
+static void *open_close_loop(void *arg)
+{
+	for (int i = 0; i < 200; i++) {
+		int kvm = open("/dev/kvm", O_RDWR);
+		int vm = ioctl(kvm, KVM_CREATE_VM, 0);
+
+		if (kvm < 0 || vm < 0 || close(vm) || close(kvm))
+			return (void *)1;
+	}
+	return arg;
+}
+
+static void check_threads(void)
+{
+	pthread_t t[4];
+	void *ret;
+	bool ok = true;
+
+	for (int i = 0; i < 4; i++)
+		pthread_create(&t[i], NULL, open_close_loop, NULL);
+	for (int i = 0; i < 4; i++) {
+		pthread_join(t[i], &ret);
+		ok &= ret == NULL;
+	}
+	CHECK(ok, "four threads open and close the system and VM fds at once");
+}
+
+/* The exit status of a shell command, or -1. */
+static int run(const char *fmt, ...)
+{
+	char cmd[4096];
+	va_list ap;
+	int rc;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	rc = system(cmd);
+	return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+/* Whether the first line of a command's output is want. */
+static bool output_is(const char *want, const char *fmt, ...)
+{
+	char cmd[4096], line[256] = "";
+	va_list ap;
+	FILE *p;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	p = popen(cmd, "r");
+	if (!p)
+		return false;
+	if (!fgets(line, sizeof(line), p))
+		line[0] = '\0';
+	pclose(p);
+	line[strcspn(line, "\n")] = '\0';
+	return !strcmp(line, want);
+}
+
+/* What this program prints with --probe-attrs: KVM_CAP_MEMORY_ATTRIBUTES of a SW_PROTECTED VM. */
+static int probe_attrs(void)
+{
+	int kvm = open("/dev/kvm", O_RDWR), vm = ioctl(kvm, KVM_CREATE_VM, KVM_X86_SW_PROTECTED_VM);
+
+	printf("%d\n", ioctl(vm, KVM_CHECK_EXTENSION, KVM_CAP_MEMORY_ATTRIBUTES));
+	return 0;
+}
+
+/* Outside gmem-run: check gmem-run itself, then run this program again under it. */
+static int relaunch(char **argv)
+{
+	CHECK(run("%s -- %s >/dev/null 2>&1", GMEM_RUN_BIN, GMEM_STATIC_BIN) == 2,
+	      "gmem-run refuses a static program (exit 2)");
+	CHECK(run("%s --backend bogus -- true 2>/dev/null", GMEM_RUN_BIN) == 2 &&
+		      run("%s --vm-memory-attributes 2 -- true 2>/dev/null", GMEM_RUN_BIN) == 2 &&
+		      run("%s 2>/dev/null", GMEM_RUN_BIN) == 2,
+	      "gmem-run refuses bad options (exit 2)");
+	CHECK(run("%s -- /nonexistent/program 2>/dev/null", GMEM_RUN_BIN) == 127,
+	      "gmem-run: a missing program is exit 127");
+	CHECK(output_is("kvm 1", "%s --backend kvm --vm-memory-attributes 1 -- sh -c "
+			"'echo $GMEM_BACKEND $GMEM_VM_MEMORY_ATTRIBUTES'", GMEM_RUN_BIN),
+	      "gmem-run sets GMEM_BACKEND and GMEM_VM_MEMORY_ATTRIBUTES");
+	CHECK(output_is("yes", "LD_PRELOAD=/lib/x86_64-linux-gnu/libc.so.6 %s -- sh -c "
+			"'case \"$LD_PRELOAD\" in *libgmem-preload.so*libc.so.6) echo yes;; esac'",
+			GMEM_RUN_BIN),
+	      "gmem-run puts the preload first in LD_PRELOAD and keeps what was there");
+	CHECK(output_is("8", "%s --vm-memory-attributes 1 -- %s --probe-attrs", GMEM_RUN_BIN,
+			argv[0]) &&
+		      output_is("0", "%s --vm-memory-attributes 0 -- %s --probe-attrs", GMEM_RUN_BIN,
+				argv[0]),
+	      "--vm-memory-attributes 1 gives per-VM attributes (KVM_CAP_MEMORY_ATTRIBUTES PRIVATE)");
+	fflush(stdout);
+	setenv("GMEM_PRELOAD_TEST_CHILD", "1", 1);
+	execl(GMEM_RUN_BIN, GMEM_RUN_BIN, "--backend", "soft", "--", argv[0], (char *)NULL);
+	perror("exec gmem-run");
+	return 1;
+}
+
+int main(int argc, char **argv)
+{
+	int kvm, vm;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (argc > 1 && !strcmp(argv[1], "--probe-attrs"))
+		return probe_attrs();
+	if (!getenv("GMEM_PRELOAD_TEST_CHILD"))
+		return relaunch(argv);
+	CHECK(early_kvm >= 0 && fd_is_memfd(early_kvm) &&
+		      ioctl(early_kvm, KVM_GET_API_VERSION, 0) == KVM_API_VERSION,
+	      "a constructor's open(\"/dev/kvm\") before main gets the library");
+	close(early_kvm);
+	check_system_fd();
+	kvm = open("/dev/kvm", O_RDWR);
+	vm = ioctl(kvm, KVM_CREATE_VM, KVM_X86_SW_PROTECTED_VM);
+	CHECK(vm >= 0, "KVM_CREATE_VM(KVM_X86_SW_PROTECTED_VM)");
+	check_guest_memfd(vm);
+	check_dup(vm);
+	close(vm);
+	close(kvm);
+	check_release();
+	check_plain();
+	check_threads();
+	printf("%s: %d failed\n", argv[0], failures);
+	return failures ? 1 : 0;
+}
