@@ -69,6 +69,20 @@ static int vm_attrs_init(struct vm *vm)
 	return ret;
 }
 
+/*
+ * KVM_CAP_VM_TYPES: DEFAULT, and SW_PROTECTED except on the kvm backend with
+ * per-VM attributes, where the host VM, which reads every GPA from the file,
+ * cannot serve shared GPAs from userspace_addr (docs/compat.md).
+ */
+static unsigned long vm_types(bool attrs_in_vm, bool kvm_backend)
+{
+	unsigned long types = 1UL << KVM_X86_DEFAULT_VM;
+
+	if (!(attrs_in_vm && kvm_backend))
+		types |= 1UL << KVM_X86_SW_PROTECTED_VM;
+	return types;
+}
+
 int vm_create(unsigned long type)
 {
 	unsigned long backend = type & (GM_VM_BACKEND_SOFT | GM_VM_BACKEND_KVM);
@@ -103,6 +117,10 @@ int vm_create(unsigned long type)
 	ret = vm_attrs_init(vm);
 	if (ret)
 		goto err_mmu;
+	if (!(vm_types(vm->attrs_in_vm, vm->host_fd >= 0) & (1UL << type))) {
+		ret = -EINVAL;
+		goto err_attrs;
+	}
 	gm_object_init(&vm->obj, vm_release);
 	vm->type = type;
 	memslots_init(&vm->slots, &vm->mmu, &vm->obj, vm->host_fd);
@@ -113,6 +131,9 @@ int vm_create(unsigned long type)
 		vm_put(vm);
 	return fd;
 
+err_attrs:
+	attr_map_destroy(&vm->mem_attrs);
+	pthread_rwlock_destroy(&vm->attrs_lock);
 err_mmu:
 	mmu_destroy(&vm->mmu);
 err_host:
@@ -231,7 +252,9 @@ long vm_check_extension(struct vm *vm, long cap)
 			return 0;
 		return !vm || vm_has_private_mem(vm) ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0;
 	case KVM_CAP_VM_TYPES:
-		return (1 << KVM_X86_DEFAULT_VM) | (1 << KVM_X86_SW_PROTECTED_VM);
+		if (!vm)
+			return (long)vm_types(attr_mode_per_vm(), vm_default_backend_is_kvm());
+		return (long)vm_types(vm->attrs_in_vm, vm->host_fd >= 0);
 	default:
 		return 0;
 	}
