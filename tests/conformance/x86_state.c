@@ -215,6 +215,11 @@ Test(x86_state, mp_state)
 	/* With one, the APs wait for INIT and SIPI. */
 	cr_assert_eq(sys_ioctl(ap, KVM_GET_MP_STATE, &mp), 0);
 	cr_expect_eq(mp.mp_state, KVM_MP_STATE_UNINITIALIZED);
+	/* A received SIPI starts the AP: it reads back runnable. */
+	mp.mp_state = KVM_MP_STATE_SIPI_RECEIVED;
+	cr_expect_eq(ioctl_errno(ap, KVM_SET_MP_STATE, &mp), 0);
+	cr_assert_eq(sys_ioctl(ap, KVM_GET_MP_STATE, &mp), 0);
+	cr_expect_eq(mp.mp_state, KVM_MP_STATE_RUNNABLE);
 	cr_assert_eq(sys_ioctl(vcpu, KVM_GET_MP_STATE, &mp), 0);
 	cr_expect_eq(mp.mp_state, KVM_MP_STATE_RUNNABLE);
 	mp.mp_state = KVM_MP_STATE_HALTED;
