@@ -231,13 +231,22 @@ def report_memory_region(rep, prefix, rc, output):
                      f"{cases[current][0]} ended it")
 
 
+KVM_GET_API_VERSION = 0xAE00
+
+
 def kvm_unusable():
+    """Why the host's /dev/kvm cannot run the kvm backend, or None."""
     try:
         fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
-        os.close(fd)
-        return None
     except OSError as e:
         return f"/dev/kvm cannot be opened ({e.strerror})"
+    try:
+        version = fcntl.ioctl(fd, KVM_GET_API_VERSION)
+    except OSError as e:
+        return f"/dev/kvm is not KVM (KVM_GET_API_VERSION: {e.strerror})"
+    finally:
+        os.close(fd)
+    return None if version == 12 else f"/dev/kvm has API version {version}, not 12"
 
 
 def tap_results(cmd):
