@@ -8,7 +8,8 @@
 #   make fuzz     the libFuzzer targets, FUZZ_SECONDS each (default 60)
 #   make mutation one-line breakages of the library, each against make test-run (slow)
 #   make selftests the kernel's own KVM selftests (Debian's linux-source-6.12) under gmem-run
-#   make install  library, headers, pkg-config file, man pages and gmem-vm under $(PREFIX)
+#   make install  library, headers, pkg-config file, man pages, gmem-vm, gmem-run and
+#                 libgmem-preload.so under $(PREFIX)
 
 VERSION      := 0.1.0
 SOVERSION    := 0
@@ -474,8 +475,8 @@ bench: deps
 	@scripts/bench.sh $(BENCHES)
 
 # Everything is staged under $(INSTALL_STAGE) first; scripts/install.sh then moves it under
-# $(DESTDIR), all or nothing. gmem-vm is installed (it links libgmem statically); the other
-# tools are not.
+# $(DESTDIR), all or nothing. gmem-vm (it links libgmem statically) and gmem-run (which
+# finds libgmem-preload.so in ../lib next to it) are installed; the other tools are not.
 INSTALL_STAGE := $(BUILD)/install-stage
 MAN_PAGES    := $(wildcard man/man3/*.3)
 install: lib tools

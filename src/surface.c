@@ -478,6 +478,10 @@ GM_EXPORT int gm_statx(int dirfd, const char *path, int flags, unsigned int mask
 #ifndef MADV_COLLAPSE
 #define MADV_COLLAPSE 25 /* Linux 6.1 */
 #endif
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22 /* Linux 5.14 */
+#define MADV_POPULATE_WRITE 23
+#endif
 
 static bool page_aligned(const void *addr)
 {
@@ -504,13 +508,24 @@ GM_EXPORT int gm_madvise(void *addr, size_t len, int advice)
 	long ret = 0;
 	int n;
 
-	if (advice != MADV_COLLAPSE && advice != MADV_REMOVE && advice != MADV_DOFORK)
+	if (advice != MADV_COLLAPSE && advice != MADV_REMOVE && advice != MADV_DOFORK &&
+	    advice != MADV_POPULATE_READ && advice != MADV_POPULATE_WRITE)
 		return madvise(addr, len, advice);
 	if (!page_aligned(addr))
 		return (int)sys_ret(-EINVAL);
 	n = hostmap_pieces(addr, len, &pieces);
 	if (n <= 0)
 		return n ? (int)sys_ret(n) : madvise(addr, len, advice);
+	if (advice == MADV_POPULATE_READ || advice == MADV_POPULATE_WRITE) {
+		hostmap_pieces_put(pieces, n);
+		/*
+		 * A private page refuses the fault: the kernel's populate says EFAULT.
+		 * Here the kernel met the poison marker the fault handler laid.
+		 */
+		if (madvise(addr, len, advice) < 0)
+			return (int)sys_ret(errno == EHWPOISON ? -EFAULT : -errno);
+		return 0;
+	}
 	/* guest_memfd has no huge pages khugepaged could make; the library keeps a child out. */
 	if (advice == MADV_COLLAPSE) {
 		hostmap_pieces_put(pieces, n);

@@ -6,6 +6,10 @@
 #ifndef MADV_COLLAPSE
 #define MADV_COLLAPSE 25
 #endif
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#define MADV_POPULATE_WRITE 23
+#endif
 
 /* A VM with an mmap-able, shared guest_memfd of 4 MiB mapped read-write; skips without one. */
 struct vma_env {
@@ -80,6 +84,28 @@ Test(vma, madv_dontneed_keeps_the_data)
 	errno = 0;
 	cr_expect_eq(sys_madvise(v.map + 1, PAGE_SIZE, MADV_REMOVE), -1);
 	cr_expect_eq(errno, EINVAL, "unaligned MADV_REMOVE: %s", strerror(errno));
+	vma_teardown(&v);
+}
+
+/* Populating faults every page in: a private page refuses, as a host access does (EFAULT). */
+Test(vma, madv_populate_private_efault)
+{
+	struct vma_env v;
+	struct kvm_memory_attributes2 attrs = {
+		.offset = 2 * PAGE_SIZE, .size = PAGE_SIZE, .attributes = KVM_MEMORY_ATTRIBUTE_PRIVATE,
+	};
+
+	vma_setup(&v);
+	cr_expect_eq(sys_madvise(v.map, 2 * PAGE_SIZE, MADV_POPULATE_WRITE), 0, "%s",
+		     strerror(errno));
+	t_require(sys_ioctl(v.gmem, KVM_SET_MEMORY_ATTRIBUTES2, &attrs) == 0,
+		  TARGET_NAME ": no in-place conversion");
+	for (int advice = MADV_POPULATE_READ; advice <= MADV_POPULATE_WRITE; advice++) {
+		errno = 0;
+		cr_expect_eq(sys_madvise(v.map, 4 * PAGE_SIZE, advice), -1);
+		cr_expect_eq(errno, EFAULT, "advice %d over a private page: %s", advice,
+			     strerror(errno));
+	}
 	vma_teardown(&v);
 }
 
