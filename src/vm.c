@@ -228,6 +228,8 @@ long vm_check_extension(struct vm *vm, long cap)
 		return 32764;
 	/* x86 state of soft vCPUs (src/x86_state.c); the kvm backend's host has it too. */
 	case KVM_CAP_IRQCHIP:
+	case KVM_CAP_SET_TSS_ADDR:
+	case KVM_CAP_SET_IDENTITY_MAP_ADDR:
 	case KVM_CAP_EXT_CPUID:
 	case KVM_CAP_MP_STATE:
 	case KVM_CAP_GET_TSC_KHZ:
@@ -379,6 +381,22 @@ static long vm_ioctl_create_irqchip(struct vm *vm)
 	return ret;
 }
 
+/* Before any vCPU exists, as the kernel (which maps the page for real-mode guests). */
+static long vm_ioctl_set_identity_map_addr(struct vm *vm, unsigned long arg)
+{
+	uint64_t addr;
+	long ret = -EINVAL;
+
+	pthread_mutex_lock(&vm->slots.lock);
+	if (!vm->created_vcpus) {
+		ret = gm_copy_from_user(&addr, (void *)arg, sizeof(addr));
+		if (!ret)
+			vm->identity_map_addr = addr;
+	}
+	pthread_mutex_unlock(&vm->slots.lock);
+	return ret;
+}
+
 /* The x86 VM ioctls a soft VM answers itself (the kvm backend's host VM answers them there). */
 static long vm_ioctl_soft_x86(struct vm *vm, unsigned long request, unsigned long arg)
 {
@@ -395,6 +413,16 @@ static long vm_ioctl_soft_x86(struct vm *vm, unsigned long request, unsigned lon
 		return 0;
 	case KVM_GET_TSC_KHZ:
 		return x86_tsc_khz();
+	case KVM_SET_TSS_ADDR:
+		/* Three pages below 4 GiB, as kvm_vm_ioctl_set_tss_addr checks. */
+		if (arg > 0xffffd000UL)
+			return -EINVAL;
+		pthread_mutex_lock(&vm->slots.lock);
+		vm->tss_addr = arg;
+		pthread_mutex_unlock(&vm->slots.lock);
+		return 0;
+	case KVM_SET_IDENTITY_MAP_ADDR:
+		return vm_ioctl_set_identity_map_addr(vm, arg);
 	default:
 		return -ENOTTY;
 	}

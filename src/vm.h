@@ -21,7 +21,9 @@ struct vm {
 	uint64_t vcpu_ids[GM_MAX_VCPU_IDS / 64]; /* ids in use, under slots.lock */
 	/* Soft backend, under slots.lock: KVM_CREATE_IRQCHIP was made; a vCPU was ever made. */
 	bool irqchip, created_vcpus;
-	unsigned long nr_mmu_pages;   /* KVM_SET_NR_MMU_PAGES, kept and unused */
+	/* KVM_SET_NR_MMU_PAGES, KVM_SET_TSS_ADDR, KVM_SET_IDENTITY_MAP_ADDR: kept and unused. */
+	unsigned long nr_mmu_pages, tss_addr;
+	uint64_t identity_map_addr;
 	/* kvm.vm_memory_attributes=1 when the VM was made: KVM_SET_MEMORY_ATTRIBUTES is its ioctl. */
 	bool attrs_in_vm;
 	/* attrs_lock guards mem_attrs (by gfn); its writers also hold slots.lock. */

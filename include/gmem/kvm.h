@@ -37,10 +37,12 @@
 /* Capabilities */
 #define KVM_CAP_IRQCHIP               0
 #define KVM_CAP_USER_MEMORY           3
+#define KVM_CAP_SET_TSS_ADDR          4
 #define KVM_CAP_EXT_CPUID             7
 #define KVM_CAP_NR_VCPUS              9
 #define KVM_CAP_NR_MEMSLOTS           10
 #define KVM_CAP_MP_STATE              14
+#define KVM_CAP_SET_IDENTITY_MAP_ADDR 37
 #define KVM_CAP_GET_TSC_KHZ           61
 #define KVM_CAP_MAX_VCPUS             66
 #define KVM_CAP_MAX_VCPU_ID           128

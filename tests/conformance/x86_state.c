@@ -243,6 +243,8 @@ Test(x86_state, vm_ioctls)
 		cr_expect_eq(sys_ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_GET_TSC_KHZ), 1);
 		cr_expect_eq(sys_ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_EXT_CPUID), 1);
 		cr_expect_eq(sys_ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_MP_STATE), 1);
+		cr_expect_eq(sys_ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_SET_TSS_ADDR), 1);
+		cr_expect_eq(sys_ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_SET_IDENTITY_MAP_ADDR), 1);
 		int nr = sys_ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_NR_VCPUS);
 		cr_expect(nr >= 1 && nr <= sys_ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS));
 	}
@@ -250,6 +252,12 @@ Test(x86_state, vm_ioctls)
 	cr_expect_eq(ioctl_errno(vm, KVM_CREATE_IRQCHIP, 0), EEXIST);
 	cr_expect_eq(ioctl_errno(vm, KVM_SET_NR_MMU_PAGES, 63), EINVAL);
 	cr_expect_eq(ioctl_errno(vm, KVM_SET_NR_MMU_PAGES, 64), 0);
+	/* The TSS's three pages lie below 4 GiB; the identity map is set before any vCPU. */
+	cr_expect_eq(ioctl_errno(vm, KVM_SET_TSS_ADDR, 0xfffbd000UL), 0);
+	cr_expect_eq(ioctl_errno(vm, KVM_SET_TSS_ADDR, 0xffffe000UL), EINVAL);
+	uint64_t ident = 0xfeffc000;
+	cr_expect_eq(ioctl_errno(vm, KVM_SET_IDENTITY_MAP_ADDR, &ident), 0);
+	cr_expect_eq(ioctl_errno(vm, KVM_SET_IDENTITY_MAP_ADDR, (void *)8), EFAULT);
 	int khz = sys_ioctl(vm, KVM_GET_TSC_KHZ, 0);
 	cr_expect_gt(khz, 0);
 	int vcpu = sys_ioctl(vm, KVM_CREATE_VCPU, 0);
@@ -261,6 +269,7 @@ Test(x86_state, vm_ioctls)
 	vm = t_create_vm(KVM_X86_DEFAULT_VM);
 	vcpu = sys_ioctl(vm, KVM_CREATE_VCPU, 0);
 	cr_expect_eq(ioctl_errno(vm, KVM_CREATE_IRQCHIP, 0), EINVAL);
+	cr_expect_eq(ioctl_errno(vm, KVM_SET_IDENTITY_MAP_ADDR, &ident), EINVAL);
 	sys_close(vcpu);
 	sys_close(vm);
 	sys_close(kvm);
