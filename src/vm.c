@@ -244,9 +244,13 @@ long vm_check_extension(struct vm *vm, long cap)
 	case KVM_CAP_GUEST_MEMFD_FLAGS:
 		return (long)gmem_supported_flags(vm && vm->attrs_in_vm && vm_has_private_mem(vm));
 	case KVM_CAP_MEMORY_ATTRIBUTES:
-		/* Per-VM attributes (kvm.vm_memory_attributes=1): what this VM can set. */
+		/*
+		 * Per-VM attributes (kvm.vm_memory_attributes=1): what this VM can set;
+		 * on the system fd, what a VM of the default backend can.
+		 */
 		if (!vm)
-			return attr_mode_per_vm() ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0;
+			return attr_mode_per_vm() && !vm_default_backend_is_kvm() ?
+				       KVM_MEMORY_ATTRIBUTE_PRIVATE : 0;
 		return (long)vm_supported_attrs(vm);
 	case KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES:
 		/* Attributes live in the file (series v8): settable where the VM has private memory. */

@@ -169,6 +169,7 @@ Test(backend_caps, per_vm_attributes_kvm_backend_types)
 	int kvm = gm_open_kvm();
 
 	cr_expect_eq(gm_ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_VM_TYPES), 1 << KVM_X86_DEFAULT_VM);
+	cr_expect_eq(gm_ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_MEMORY_ATTRIBUTES), 0);
 	cr_expect_eq(gm_ioctl(kvm, KVM_CREATE_VM, KVM_X86_SW_PROTECTED_VM), -1);
 	cr_expect_eq(errno, EINVAL);
 	int vm = gm_ioctl(kvm, KVM_CREATE_VM, KVM_X86_DEFAULT_VM);
