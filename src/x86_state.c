@@ -177,9 +177,47 @@ long x86_state_ioctl(struct x86_state *s, unsigned long request, unsigned long a
 		return cpuid_get(&s->cpuid, arg);
 	case KVM_GET_TSC_KHZ:
 		return x86_tsc_khz();
+	case KVM_GET_MSRS:
+	case KVM_SET_MSRS:
+		return x86_msr_io(arg, request == KVM_GET_MSRS);
 	default:
 		return -ENOTTY;
 	}
+}
+
+long x86_msr_list(unsigned long arg)
+{
+	struct kvm_msr_list hdr, *user = (struct kvm_msr_list *)arg;
+	int ret = gm_copy_from_user(&hdr, user, sizeof(hdr));
+
+	if (ret)
+		return ret;
+	hdr.nmsrs = 0;
+	return gm_copy_to_user(user, &hdr, sizeof(hdr));
+}
+
+#define MAX_IO_MSRS 256
+
+long x86_msr_io(unsigned long arg, bool writeback)
+{
+	struct kvm_msrs hdr, *user = (struct kvm_msrs *)arg;
+	struct kvm_msr_entry entries[MAX_IO_MSRS];
+	int ret = gm_copy_from_user(&hdr, user, sizeof(hdr));
+
+	if (ret)
+		return ret;
+	if (hdr.nmsrs >= MAX_IO_MSRS)
+		return -E2BIG;
+	ret = gm_copy_from_user(entries, user->entries, hdr.nmsrs * sizeof(entries[0]));
+	if (ret)
+		return ret;
+	/* The first MSR is unknown: nothing is done; a failed read zeroes its data, as the kernel's. */
+	if (writeback) {
+		if (hdr.nmsrs)
+			entries[0].data = 0;
+		ret = gm_copy_to_user(user->entries, entries, hdr.nmsrs * sizeof(entries[0]));
+	}
+	return ret;
 }
 
 static long tsc_khz;

@@ -21,6 +21,15 @@ void x86_state_destroy(struct x86_state *s);
  */
 long x86_state_ioctl(struct x86_state *s, unsigned long request, unsigned long arg, bool ran);
 
+/*
+ * MSRs: a soft vCPU has none. KVM_GET_MSR_INDEX_LIST and
+ * KVM_GET_MSR_FEATURE_INDEX_LIST list none; KVM_GET_MSRS and KVM_SET_MSRS
+ * (on a vCPU, or KVM_GET_MSRS on the system fd for feature MSRs) stop at the
+ * first entry, as msr_io does at an MSR the kernel does not have: 0 done.
+ */
+long x86_msr_list(unsigned long arg);
+long x86_msr_io(unsigned long arg, bool writeback);
+
 /* The TSC frequency soft vCPUs report (KVM_GET_TSC_KHZ): the host's, as the kernel's default. */
 long x86_tsc_khz(void);
 

@@ -185,6 +185,29 @@ struct kvm_cpuid2 {
 
 #define KVM_GET_SUPPORTED_CPUID _IOWR(KVMIO, 0x05, struct kvm_cpuid2)
 
+struct kvm_msr_entry {
+	__u32 index;
+	__u32 reserved;
+	__u64 data;
+};
+
+struct kvm_msrs {
+	__u32 nmsrs;
+	__u32 pad;
+	struct kvm_msr_entry entries[];
+};
+
+struct kvm_msr_list {
+	__u32 nmsrs;
+	__u32 indices[];
+};
+
+#define KVM_GET_MSR_INDEX_LIST         _IOWR(KVMIO, 0x02, struct kvm_msr_list)
+#define KVM_GET_MSR_FEATURE_INDEX_LIST _IOWR(KVMIO, 0x0a, struct kvm_msr_list)
+/* On a vCPU; KVM_GET_MSRS also on the system fd, for feature MSRs. */
+#define KVM_GET_MSRS _IOWR(KVMIO, 0x88, struct kvm_msrs)
+#define KVM_SET_MSRS _IOW(KVMIO, 0x89, struct kvm_msrs)
+
 /* Binary statistics (KVM_GET_STATS_FD on a VM or vCPU fd). */
 struct kvm_stats_header {
 	__u32 flags;

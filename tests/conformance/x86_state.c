@@ -293,3 +293,49 @@ Test(x86_state, run_without_memory)
 	sys_close(vm);
 	sys_close(kvm);
 }
+
+/* An MSR no x86 has: KVM_GET_MSRS and KVM_SET_MSRS stop before it and say how many were done. */
+Test(x86_state, msrs)
+{
+	int kvm = t_open_kvm(), vm = t_create_vm(KVM_X86_DEFAULT_VM);
+	int vcpu = sys_ioctl(vm, KVM_CREATE_VCPU, 0);
+	struct {
+		struct kvm_msrs hdr;
+		struct kvm_msr_entry e[1];
+	} m = { .hdr.nmsrs = 1, .e = { { .index = 0xdeadbeef, .data = 5 } } };
+
+	/* A failed read zeroes the entry's data. */
+	cr_expect_eq(sys_ioctl(vcpu, KVM_GET_MSRS, &m), 0);
+	cr_expect_eq(m.e[0].data, 0);
+	m.e[0].data = 5;
+	cr_expect_eq(sys_ioctl(vcpu, KVM_SET_MSRS, &m), 0);
+	cr_expect_eq(m.e[0].data, 5, "a write gives nothing back");
+	/* The system fd reads feature MSRs, with the same rule. */
+	cr_expect_eq(sys_ioctl(kvm, KVM_GET_MSRS, &m), 0);
+	cr_expect_eq(m.e[0].data, 0);
+	m.hdr.nmsrs = 256;
+	cr_expect_eq(ioctl_errno(vcpu, KVM_GET_MSRS, &m), E2BIG);
+	cr_expect_eq(ioctl_errno(vcpu, KVM_SET_MSRS, (void *)8), EFAULT);
+
+	/* The index lists give their length back; one that does not fit is E2BIG. */
+	struct kvm_msr_list *list = calloc(1, sizeof(*list) + 1024 * sizeof(uint32_t));
+	unsigned long lists[] = { KVM_GET_MSR_INDEX_LIST, KVM_GET_MSR_FEATURE_INDEX_LIST };
+
+	for (int i = 0; i < 2; i++) {
+		list->nmsrs = 1024;
+		cr_assert_eq(sys_ioctl(kvm, lists[i], list), 0, "%s", strerror(errno));
+		uint32_t n = list->nmsrs;
+
+		cr_expect_leq(n, 1024);
+		if (n) {
+			list->nmsrs = n - 1;
+			cr_expect_eq(ioctl_errno(kvm, lists[i], list), E2BIG);
+			cr_expect_eq(list->nmsrs, n);
+		}
+		cr_expect_eq(ioctl_errno(kvm, lists[i], (void *)8), EFAULT);
+	}
+	free(list);
+	sys_close(vcpu);
+	sys_close(vm);
+	sys_close(kvm);
+}

@@ -183,3 +183,29 @@ Test(backend_caps, per_vm_attributes_kvm_backend_types)
 	gm_close(vm);
 	gm_close(kvm);
 }
+
+/* A soft vCPU has no MSR: the lists are empty, and reads and writes stop at the first entry. */
+Test(x86_state, no_msrs)
+{
+	struct vmm m;
+	struct {
+		struct kvm_msr_list hdr;
+		uint32_t indices[4];
+	} list = { .hdr.nmsrs = 4 };
+	struct {
+		struct kvm_msrs hdr;
+		struct kvm_msr_entry e[1];
+	} msrs = { .hdr.nmsrs = 1, .e = { { .index = 0xc0000080 /* EFER */, .data = 7 } } };
+
+	vmm_init(&m, KVM_X86_DEFAULT_VM);
+	vmm_vcpu(&m, 0, NULL, NULL);
+	cr_expect_eq(gm_ioctl(m.kvm, KVM_GET_MSR_INDEX_LIST, &list), 0);
+	cr_expect_eq(list.hdr.nmsrs, 0);
+	list.hdr.nmsrs = 4;
+	cr_expect_eq(gm_ioctl(m.kvm, KVM_GET_MSR_FEATURE_INDEX_LIST, &list), 0);
+	cr_expect_eq(list.hdr.nmsrs, 0);
+	cr_expect_eq(gm_ioctl(m.vcpu, KVM_SET_MSRS, &msrs), 0);
+	cr_expect_eq(gm_ioctl(m.vcpu, KVM_GET_MSRS, &msrs), 0);
+	cr_expect_eq(msrs.e[0].data, 0);
+	vmm_destroy(&m);
+}
