@@ -385,6 +385,15 @@ static long vm_ioctl_create_irqchip(struct vm *vm)
 	return ret;
 }
 
+/* Keeps a value a soft VM is given and does not use. */
+static long vm_keep(struct vm *vm, unsigned long *field, unsigned long value)
+{
+	pthread_mutex_lock(&vm->slots.lock);
+	*field = value;
+	pthread_mutex_unlock(&vm->slots.lock);
+	return 0;
+}
+
 /* Before any vCPU exists, as the kernel (which maps the page for real-mode guests). */
 static long vm_ioctl_set_identity_map_addr(struct vm *vm, unsigned long arg)
 {
@@ -409,22 +418,12 @@ static long vm_ioctl_soft_x86(struct vm *vm, unsigned long request, unsigned lon
 		return vm_ioctl_create_irqchip(vm);
 	case KVM_SET_NR_MMU_PAGES:
 		/* KVM_MIN_ALLOC_MMU_PAGES; the soft stage-2 has no shadow page budget. */
-		if (arg < 64)
-			return -EINVAL;
-		pthread_mutex_lock(&vm->slots.lock);
-		vm->nr_mmu_pages = arg;
-		pthread_mutex_unlock(&vm->slots.lock);
-		return 0;
+		return arg < 64 ? -EINVAL : vm_keep(vm, &vm->nr_mmu_pages, arg);
 	case KVM_GET_TSC_KHZ:
 		return x86_tsc_khz();
 	case KVM_SET_TSS_ADDR:
 		/* Three pages below 4 GiB, as kvm_vm_ioctl_set_tss_addr checks. */
-		if (arg > 0xffffd000UL)
-			return -EINVAL;
-		pthread_mutex_lock(&vm->slots.lock);
-		vm->tss_addr = arg;
-		pthread_mutex_unlock(&vm->slots.lock);
-		return 0;
+		return arg > 0xffffd000UL ? -EINVAL : vm_keep(vm, &vm->tss_addr, arg);
 	case KVM_SET_IDENTITY_MAP_ADDR:
 		return vm_ioctl_set_identity_map_addr(vm, arg);
 	default:
