@@ -8,6 +8,7 @@
 #   make fuzz     the libFuzzer targets, FUZZ_SECONDS each (default 60)
 #   make test-laid the tests of host mappings again, laid (GMEM_USERFAULTFD=0; part of make test)
 #   make mutation one-line breakages of the library, each against make test-run (slow)
+#   make selftests the kernel's own KVM selftests (Debian's linux-source-6.12) under gmem-run
 #   make install  library, headers, pkg-config file, man pages, gmem-vm, gmem-run and
 #                 libgmem-preload.so under $(PREFIX)
 
@@ -92,7 +93,7 @@ BENCHES      := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all lib tools run test test-run test-laid test-build bench install uninstall clean deps check-exports \
 	check-install check-layering stress deps-test check-deps check-valgrind check-version check-docs \
-	check-man check-examples check-attest check-snp-launch mutation
+	check-man check-examples check-attest check-snp-launch mutation selftests
 all: lib tools
 
 lib: $(SHARED) $(STATIC) $(PRELOAD)
@@ -494,7 +495,17 @@ test: deps-test
 	@scripts/test-step.sh asan-stress $(MAKE) --no-print-directory VARIANT=asan stress STRESS_SECONDS=60
 	@scripts/test-step.sh tsan-stress $(MAKE) --no-print-directory VARIANT=tsan stress STRESS_SECONDS=20
 	@scripts/test-step.sh fuzz $(MAKE) --no-print-directory fuzz FUZZ_SECONDS=60
+	@scripts/test-step.sh --own selftests $(MAKE) --no-print-directory selftests
 	@scripts/test-summary.sh $(GM_TEST_RESULTS)
+
+# The kernel's KVM selftests, built from Debian's linux-source-6.12 at test time (GPL-2.0:
+# never copied here) with their own library, and run under gmem-run on both backends; then
+# the kernel build of the conformance tests under gmem-run, against conformance-libgmem.
+# The extracted tree is cached in /var/cache/libgmem-selftests (GM_SELFTESTS_CACHE).
+selftests: deps-test
+	@$(MAKE) --no-print-directory lib tools $(BUILD)/tests/conformance-kernel \
+	    $(BUILD)/tests/conformance-libgmem
+	@scripts/selftests.py $(BUILD)
 
 # Each one-line breakage of scripts/mutations.txt against make test-run, on a scratch copy
 # of the tree; lists the breakages the tests miss. Slow (a minute per breakage): not in make test.

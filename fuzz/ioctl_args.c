@@ -306,7 +306,8 @@ static const unsigned long known_requests[] = {
 	KVM_CREATE_GUEST_MEMFD, KVM_SET_MEMORY_ATTRIBUTES2, KVM_RUN,
 	KVM_SET_MEMORY_ATTRIBUTES, KVM_PRE_FAULT_MEMORY, KVM_SET_TSS_ADDR, KVM_SET_IDENTITY_MAP_ADDR,
 	KVM_GET_SUPPORTED_CPUID, KVM_GET_STATS_FD, KVM_GET_REGS, KVM_SET_REGS, KVM_GET_SREGS,
-	KVM_SET_SREGS, KVM_SET_CPUID2,
+	KVM_SET_SREGS, KVM_SET_CPUID2, KVM_GET_CPUID2, KVM_GET_MP_STATE, KVM_SET_MP_STATE,
+	KVM_CREATE_IRQCHIP, KVM_SET_NR_MMU_PAGES, KVM_GET_TSC_KHZ, KVM_GET_MSRS, KVM_SET_MSRS,
 };
 #define NR_KNOWN (sizeof(known_requests) / sizeof(known_requests[0]))
 
@@ -316,7 +317,8 @@ static bool by_value(unsigned long request)
 	return request == KVM_GET_API_VERSION || request == KVM_CREATE_VM ||
 	       request == KVM_CHECK_EXTENSION || request == KVM_GET_VCPU_MMAP_SIZE ||
 	       request == KVM_CREATE_VCPU || request == KVM_RUN || request == KVM_SET_TSS_ADDR ||
-	       request == KVM_GET_STATS_FD;
+	       request == KVM_GET_STATS_FD || request == KVM_CREATE_IRQCHIP ||
+	       request == KVM_SET_NR_MMU_PAGES || request == KVM_GET_TSC_KHZ;
 }
 
 /*
@@ -375,7 +377,15 @@ static void check_ioctl_errno(enum fd_kind k, unsigned long request, int err)
 			check_errno(what, err, EINVAL, EEXIST, ENOMEM, EMFILE, ENFILE, 0);
 			return;
 		case KVM_ENABLE_CAP:
+		case KVM_SET_IDENTITY_MAP_ADDR:
 			check_errno(what, err, EFAULT, EINVAL, 0);
+			return;
+		case KVM_CREATE_IRQCHIP:
+			check_errno(what, err, EEXIST, EINVAL, 0);
+			return;
+		case KVM_SET_NR_MMU_PAGES:
+		case KVM_SET_TSS_ADDR:
+			check_errno(what, err, EINVAL, 0);
 			return;
 		default:
 			check_errno(what, err, ENOTTY, 0);
@@ -384,8 +394,8 @@ static void check_ioctl_errno(enum fd_kind k, unsigned long request, int err)
 	case FD_VCPU:
 		if (request == KVM_RUN)
 			check_errno(what, err, EINVAL, EFAULT, EBUSY, EAGAIN, 0);
-		else
-			check_errno(what, err, EINVAL, 0);
+		else /* the x86 state's ioctls: bad pointers, CPUID sizes (src/x86_state.c) */
+			check_errno(what, err, EINVAL, EFAULT, E2BIG, ENOMEM, 0);
 		return;
 	default:
 		if (request == KVM_SET_MEMORY_ATTRIBUTES2)

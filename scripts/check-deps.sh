@@ -21,8 +21,9 @@ done
 
 build=$(scripts/setup.sh --list build)
 test=$(scripts/setup.sh --list test)
-# What only the tests use: the test framework, the fuzzing toolchain, valgrind, groff.
-for p in libcriterion-dev clang libclang-rt-14-dev valgrind groff-base; do
+# What only the tests use: the test framework, the fuzzing toolchain, valgrind, groff, the
+# kernel's selftests.
+for p in libcriterion-dev clang libclang-rt-14-dev valgrind groff-base linux-source-6.12; do
 	if echo "$build" | grep -qx "$p"; then
 		echo "check-deps: make run would install $p, which only make test uses"; fail=1
 	fi

@@ -13,8 +13,9 @@ BUILD_PACKAGES="gcc libc6-dev make pkg-config liburcu-dev libssl-dev binutils"
 # make test on top of that: Criterion for the unit and conformance tests, clang and
 # libFuzzer (libclang-rt-14-dev) for the fuzz targets, valgrind (which also ships
 # <valgrind/memcheck.h>, used by src/uaccess.c) for the valgrind run, groff for the man
-# page check, python3 for the docs check.
-TEST_PACKAGES="$BUILD_PACKAGES libcriterion-dev clang libclang-rt-14-dev valgrind groff-base python3"
+# page check, python3 for the docs check and make selftests, and linux-source-6.12 for the
+# kernel's KVM selftests that make selftests builds (GPL-2.0 sources, never copied here).
+TEST_PACKAGES="$BUILD_PACKAGES libcriterion-dev clang libclang-rt-14-dev valgrind groff-base python3 linux-source-6.12"
 
 packages_of() {
 	case "$1" in

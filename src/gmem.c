@@ -12,6 +12,23 @@
 
 static atomic_ullong live_gmem_files;
 
+static uint64_t flags_offered = ~0ULL;
+static pthread_once_t flags_offered_once = PTHREAD_ONCE_INIT;
+
+/* GMEM_GUEST_MEMFD_FLAGS: a mask of the flags offered; 0 is a kernel before 6.17, which has none. */
+static void flags_offered_read(void)
+{
+	const char *env = getenv("GMEM_GUEST_MEMFD_FLAGS");
+	char *end;
+
+	if (env && *env) {
+		unsigned long long mask = strtoull(env, &end, 0);
+
+		if (!*end)
+			flags_offered = mask;
+	}
+}
+
 uint64_t gmem_supported_flags(bool private_in_vm)
 {
 	/*
@@ -19,9 +36,12 @@ uint64_t gmem_supported_flags(bool private_in_vm)
 	 * file (the in-place conversion series), but with per-VM attributes only
 	 * for VMs without private memory, as in 6.18.
 	 */
-	if (private_in_vm)
-		return GUEST_MEMFD_FLAG_MMAP;
-	return GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED;
+	uint64_t flags = GUEST_MEMFD_FLAG_MMAP;
+
+	if (!private_in_vm)
+		flags |= GUEST_MEMFD_FLAG_INIT_SHARED;
+	pthread_once(&flags_offered_once, flags_offered_read);
+	return flags & flags_offered;
 }
 
 /* Clears every binding of the file being released (slots_lock and invalidate_lock held). */

@@ -411,6 +411,16 @@ static void slot_free(void *item, void *arg)
 	gm_free(item);
 }
 
+bool memslots_empty(struct vm_memslots *vs, unsigned int as_id)
+{
+	bool empty;
+
+	pthread_mutex_lock(&vs->lock);
+	empty = vs->as[as_id].nr == 0;
+	pthread_mutex_unlock(&vs->lock);
+	return empty;
+}
+
 void memslots_destroy(struct vm_memslots *vs)
 {
 	hva_notifier_unregister(&vs->notifier);

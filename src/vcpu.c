@@ -22,6 +22,7 @@ static void vcpu_release(struct gm_object *obj)
 	if (v->host.fd >= 0)
 		close(v->host.fd);
 	pthread_mutex_destroy(&v->lock);
+	x86_state_destroy(&v->x86);
 	atomic_fetch_sub(&v->vm->nr_vcpus, 1);
 	pthread_mutex_lock(&v->vm->slots.lock);
 	v->vm->vcpu_ids[v->id / 64] &= ~(1ULL << (v->id % 64));
@@ -47,6 +48,8 @@ int vcpu_create(struct vm *vm, unsigned long id)
 		return -EEXIST;
 	}
 	vm->vcpu_ids[id / 64] |= 1ULL << (id % 64);
+	vm->created_vcpus = true;
+	x86_state_init(&v->x86, id, vm->irqchip);
 	pthread_mutex_unlock(&vm->slots.lock);
 	gm_object_init(&v->obj, vcpu_release);
 	v->id = id;
@@ -115,14 +118,31 @@ static void guest_main(void *arg)
 	fiber_exit(&v->fiber);
 }
 
+/*
+ * KVM_RUN of a soft vCPU without a guest function. With no memslot at all,
+ * KVM's first fetch (at the reset vector) finds no memory and fails to
+ * emulate it: an internal error. Otherwise the vCPU would run x86 code in
+ * guest memory, which soft vCPUs cannot: the entry fails, saying so.
+ */
+static void vcpu_run_no_guest(struct vcpu *v)
+{
+	if (memslots_empty(&v->vm->slots, 0)) {
+		v->ran = true;
+		v->run->exit_reason = KVM_EXIT_INTERNAL_ERROR;
+		v->run->internal.suberror = KVM_INTERNAL_ERROR_EMULATION;
+		v->run->internal.ndata = 0;
+		return;
+	}
+	v->run->exit_reason = KVM_EXIT_FAIL_ENTRY;
+	v->run->fail_entry.hardware_entry_failure_reason = GM_FAIL_ENTRY_NO_GUEST;
+	v->run->fail_entry.cpu = 0;
+}
+
 /* Whether KVM_RUN may enter the guest; else the run area holds the exit to return at once. */
 static long vcpu_run_check(struct vcpu *v)
 {
 	if (!v->fn) {
-		/* Nothing to run: the entry fails, as a vCPU with no valid state would. */
-		v->run->exit_reason = KVM_EXIT_FAIL_ENTRY;
-		v->run->fail_entry.hardware_entry_failure_reason = 0;
-		v->run->fail_entry.cpu = 0;
+		vcpu_run_no_guest(v);
 		return 0;
 	}
 	if (v->guest_done) {
@@ -137,6 +157,7 @@ static long vcpu_run_check(struct vcpu *v)
 			return -ENOMEM;
 		v->started = true;
 	}
+	v->ran = true;
 	return 1;
 }
 
@@ -175,6 +196,8 @@ void vcpu_exit(struct vcpu *v, uint32_t reason, int err)
 
 long vcpu_ioctl(struct vcpu *v, unsigned long request, unsigned long arg)
 {
+	long ret;
+
 	if (v->host.fd >= 0) {
 		if (request == KVM_RUN)
 			return arg ? -EINVAL
@@ -182,13 +205,13 @@ long vcpu_ioctl(struct vcpu *v, unsigned long request, unsigned long arg)
 		/* Registers, CPUID and the rest are the host vCPU's. */
 		return host_ioctl(v->host.fd, request, arg);
 	}
-	switch (request) {
-	case KVM_RUN:
+	if (request == KVM_RUN)
 		return arg ? -EINVAL : vcpu_run(v);
-	default:
-		/* x86's kvm_arch_vcpu_ioctl answers an unknown request with EINVAL. */
-		return -EINVAL;
-	}
+	pthread_mutex_lock(&v->lock);
+	ret = x86_state_ioctl(&v->x86, request, arg, v->ran);
+	pthread_mutex_unlock(&v->lock);
+	/* x86's kvm_arch_vcpu_ioctl answers an unknown request with EINVAL. */
+	return ret == -ENOTTY ? -EINVAL : ret;
 }
 
 int vcpu_mmap(struct vcpu *v, void *addr, size_t len, int prot, int flags, int64_t off, void **out)

@@ -5,9 +5,9 @@
 #include "fiber.h"
 #include "kvm/host.h"
 #include "vm.h"
+#include "x86_state.h"
 
 #define VCPU_MMAP_PAGES 3 /* kvm_run, the PIO data page, the coalesced MMIO page, as on x86 */
-#define GM_MAX_VCPU_IDS 4096
 
 struct vcpu {
 	struct gm_object obj;
@@ -23,10 +23,12 @@ struct vcpu {
 	/* lock guards in_run (one KVM_RUN at a time), started and the guest function. */
 	pthread_mutex_t lock;
 	bool started, guest_done, in_run;
+	bool ran;               /* KVM_RUN has entered the guest once: the CPUID is fixed */
 	struct fiber fiber;     /* the guest function's stack, switched to by KVM_RUN */
 	int exit_errno;         /* what KVM_RUN returns with the exit: 0, EFAULT, EINTR... */
 	struct gm_ucall ucall;
 
+	struct x86_state x86;   /* soft backend: registers, CPUID, MP state; under lock */
 	struct mmu_vcpu mmu;    /* the guest's cached view of the stage-2 */
 	bool private_vm;
 	/* SNP: the guest's #VC handler, and whether it is running (a nested #VC aborts). */

@@ -8,6 +8,7 @@
 #include "gmem.h"
 #include "kvm/host.h"
 #include "vm.h"
+#include "x86_state.h"
 
 static atomic_ullong live_vms;
 
@@ -42,6 +43,11 @@ static unsigned long default_backend(void)
 	return GM_VM_BACKEND_SOFT;
 }
 
+bool vm_default_backend_is_kvm(void)
+{
+	return default_backend() == GM_VM_BACKEND_KVM && host_kvm_fd() >= 0;
+}
+
 static bool default_is_auto(void)
 {
 	const char *env = getenv("GMEM_BACKEND");
@@ -64,6 +70,21 @@ static int vm_attrs_init(struct vm *vm)
 	if (ret)
 		pthread_rwlock_destroy(&vm->attrs_lock);
 	return ret;
+}
+
+/*
+ * KVM_CAP_VM_TYPES: DEFAULT, and SW_PROTECTED except on the kvm backend with
+ * per-VM attributes, where the host VM, which reads every GPA from the file,
+ * cannot serve shared GPAs from userspace_addr (docs/compat.md).
+ */
+static unsigned long vm_types(bool attrs_in_vm, bool kvm_backend)
+{
+	/* SNP VMs are always soft (the software platform), whatever the default backend. */
+	unsigned long types = (1UL << KVM_X86_DEFAULT_VM) | (1UL << KVM_X86_SNP_VM);
+
+	if (!(attrs_in_vm && kvm_backend))
+		types |= 1UL << KVM_X86_SW_PROTECTED_VM;
+	return types;
 }
 
 int vm_create(unsigned long type)
@@ -107,6 +128,10 @@ int vm_create(unsigned long type)
 	ret = vm_attrs_init(vm);
 	if (ret)
 		goto err_mmu;
+	if (!(vm_types(vm->attrs_in_vm, vm->host_fd >= 0) & (1UL << type))) {
+		ret = -EINVAL;
+		goto err_attrs;
+	}
 	gm_object_init(&vm->obj, vm_release);
 	vm->type = type;
 	memslots_init(&vm->slots, &vm->mmu, &vm->obj, vm->host_fd);
@@ -117,6 +142,9 @@ int vm_create(unsigned long type)
 		vm_put(vm);
 	return fd;
 
+err_attrs:
+	attr_map_destroy(&vm->mem_attrs);
+	pthread_rwlock_destroy(&vm->attrs_lock);
 err_mmu:
 	mmu_destroy(&vm->mmu);
 err_host:
@@ -189,6 +217,14 @@ uint64_t vm_count(void)
 	return atomic_load(&live_vms);
 }
 
+/* KVM_CAP_NR_VCPUS: the online CPUs, at most KVM_CAP_MAX_VCPUS. */
+static long vm_recommended_vcpus(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	return n < 1 ? 1 : n > GM_MAX_VCPU_IDS ? GM_MAX_VCPU_IDS : n;
+}
+
 long vm_check_extension(struct vm *vm, long cap)
 {
 	switch (cap) {
@@ -201,14 +237,31 @@ long vm_check_extension(struct vm *vm, long cap)
 		return 1;
 	case KVM_CAP_NR_MEMSLOTS:
 		return 32764;
+	/* x86 state of soft vCPUs (src/x86_state.c); the kvm backend's host has it too. */
+	case KVM_CAP_IRQCHIP:
+	case KVM_CAP_SET_TSS_ADDR:
+	case KVM_CAP_SET_IDENTITY_MAP_ADDR:
+	case KVM_CAP_EXT_CPUID:
+	case KVM_CAP_MP_STATE:
+	case KVM_CAP_GET_TSC_KHZ:
+		return 1;
+	case KVM_CAP_NR_VCPUS:
+		return vm_recommended_vcpus();
+	case KVM_CAP_MAX_VCPUS:
+	case KVM_CAP_MAX_VCPU_ID:
+		return GM_MAX_VCPU_IDS;
 	case KVM_CAP_EXIT_HYPERCALL:
 		return KVM_EXIT_HYPERCALL_VALID_MASK;
 	case KVM_CAP_GUEST_MEMFD_FLAGS:
 		return (long)gmem_supported_flags(vm && vm->attrs_in_vm && vm_has_private_mem(vm));
 	case KVM_CAP_MEMORY_ATTRIBUTES:
-		/* Per-VM attributes (kvm.vm_memory_attributes=1): what this VM can set. */
+		/*
+		 * Per-VM attributes (kvm.vm_memory_attributes=1): what this VM can set;
+		 * on the system fd, what a VM of the default backend can.
+		 */
 		if (!vm)
-			return attr_mode_per_vm() ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0;
+			return attr_mode_per_vm() && !vm_default_backend_is_kvm() ?
+				       KVM_MEMORY_ATTRIBUTE_PRIVATE : 0;
 		return (long)vm_supported_attrs(vm);
 	case KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES:
 		/*
@@ -220,8 +273,9 @@ long vm_check_extension(struct vm *vm, long cap)
 			return 0;
 		return !vm || vm_has_private_mem(vm) ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0;
 	case KVM_CAP_VM_TYPES:
-		return (1 << KVM_X86_DEFAULT_VM) | (1 << KVM_X86_SW_PROTECTED_VM) |
-		       (1 << KVM_X86_SNP_VM);
+		if (!vm)
+			return (long)vm_types(attr_mode_per_vm(), vm_default_backend_is_kvm());
+		return (long)vm_types(vm->attrs_in_vm, vm->host_fd >= 0);
 	default:
 		return 0;
 	}
@@ -331,6 +385,68 @@ static long vm_ioctl_enable_cap(struct vm *vm, unsigned long arg)
 	}
 }
 
+/* KVM_CREATE_IRQCHIP on a soft VM: one, before any vCPU; its vCPUs get an in-kernel APIC state. */
+static long vm_ioctl_create_irqchip(struct vm *vm)
+{
+	long ret = 0;
+
+	pthread_mutex_lock(&vm->slots.lock);
+	if (vm->irqchip)
+		ret = -EEXIST;
+	else if (vm->created_vcpus)
+		ret = -EINVAL;
+	else
+		vm->irqchip = true;
+	pthread_mutex_unlock(&vm->slots.lock);
+	return ret;
+}
+
+/* Keeps a value a soft VM is given and does not use. */
+static long vm_keep(struct vm *vm, unsigned long *field, unsigned long value)
+{
+	pthread_mutex_lock(&vm->slots.lock);
+	*field = value;
+	pthread_mutex_unlock(&vm->slots.lock);
+	return 0;
+}
+
+/* Before any vCPU exists, as the kernel (which maps the page for real-mode guests). */
+static long vm_ioctl_set_identity_map_addr(struct vm *vm, unsigned long arg)
+{
+	uint64_t addr;
+	long ret = -EINVAL;
+
+	pthread_mutex_lock(&vm->slots.lock);
+	if (!vm->created_vcpus) {
+		ret = gm_copy_from_user(&addr, (void *)arg, sizeof(addr));
+		if (!ret)
+			vm->identity_map_addr = addr;
+	}
+	pthread_mutex_unlock(&vm->slots.lock);
+	return ret;
+}
+
+/* The x86 VM ioctls a soft VM answers itself (the kvm backend's host VM answers them there). */
+static long vm_ioctl_soft_x86(struct vm *vm, unsigned long request, unsigned long arg)
+{
+	switch (request) {
+	case KVM_CREATE_IRQCHIP:
+		return vm_ioctl_create_irqchip(vm);
+	case KVM_SET_NR_MMU_PAGES:
+		/* KVM_MIN_ALLOC_MMU_PAGES; the soft stage-2 has no shadow page budget. */
+		return arg < 64 ? -EINVAL : vm_keep(vm, &vm->nr_mmu_pages, arg);
+	case KVM_GET_TSC_KHZ:
+		return x86_tsc_khz();
+	case KVM_SET_TSS_ADDR:
+		/* Three pages below 4 GiB, as kvm_vm_ioctl_set_tss_addr checks. */
+		return arg > 0xffffd000UL ? -EINVAL : vm_keep(vm, &vm->tss_addr, arg);
+	case KVM_SET_IDENTITY_MAP_ADDR:
+		return vm_ioctl_set_identity_map_addr(vm, arg);
+	default:
+		return -ENOTTY;
+	}
+}
+
 long vm_ioctl(struct vm *vm, unsigned long request, unsigned long arg)
 {
 	switch (request) {
@@ -352,7 +468,7 @@ long vm_ioctl(struct vm *vm, unsigned long request, unsigned long arg)
 		/* The host VM answers what libgmem does not model (TSS, irqchip...). */
 		if (vm->host_fd >= 0)
 			return host_ioctl(vm->host_fd, request, arg);
-		return -ENOTTY;
+		return vm_ioctl_soft_x86(vm, request, arg);
 	}
 }
 

@@ -13,6 +13,7 @@
 struct vm_platform {
 	void (*release)(struct vm_platform *p);
 };
+#define GM_MAX_VCPU_IDS 4096 /* vCPU ids are below it (x86 KVM_MAX_VCPU_IDS) */
 
 struct vm {
 	struct gm_object obj;
@@ -24,7 +25,12 @@ struct vm {
 	struct mmu mmu;
 	_Atomic uint64_t exit_hypercall_mask; /* KVM_CAP_EXIT_HYPERCALL */
 	atomic_uint nr_vcpus;
-	uint64_t vcpu_ids[4096 / 64]; /* ids in use, under slots.lock */
+	uint64_t vcpu_ids[GM_MAX_VCPU_IDS / 64]; /* ids in use, under slots.lock */
+	/* Soft backend, under slots.lock: KVM_CREATE_IRQCHIP was made; a vCPU was ever made. */
+	bool irqchip, created_vcpus;
+	/* KVM_SET_NR_MMU_PAGES, KVM_SET_TSS_ADDR, KVM_SET_IDENTITY_MAP_ADDR: kept and unused. */
+	unsigned long nr_mmu_pages, tss_addr;
+	uint64_t identity_map_addr;
 	/* kvm.vm_memory_attributes=1 when the VM was made: KVM_SET_MEMORY_ATTRIBUTES is its ioctl. */
 	bool attrs_in_vm;
 	/* attrs_lock guards mem_attrs (by gfn); its writers also hold slots.lock. */
@@ -34,6 +40,8 @@ struct vm {
 	struct vm_platform *_Atomic platform;
 };
 
+/* Whether a VM without a backend bit runs on the host's /dev/kvm (GMEM_BACKEND), and it opens. */
+bool vm_default_backend_is_kvm(void);
 long vm_ioctl(struct vm *vm, unsigned long request, unsigned long arg);
 int vm_create(unsigned long type);
 void vm_get(struct vm *vm);

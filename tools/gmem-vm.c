@@ -310,7 +310,7 @@ static void setup_vcpus(struct vm *vm)
 		if (s->run == MAP_FAILED)
 			fatal("mapping kvm_run", errno);
 		if (vm->kvm) {
-			err = x86_set_cpuid(vm->kvm_fd, s->fd);
+			err = x86_set_cpuid(s->fd);
 			if (!err)
 				err = x86_enter_long_mode(s->fd, vm->lay.page_tables,
 							  vm->lay.image + vm->img.entry,

@@ -3,9 +3,12 @@
 #define TOOLS_X86_BOOT_H
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
 
 #include <gmem/gmem.h>
 
@@ -46,20 +49,31 @@ static inline void x86_build_page_tables(void *mem, uint64_t gpa, uint64_t mem_s
 	}
 }
 
-/* The host's supported CPUID for the vCPU: long mode needs LM in the guest's CPUID. */
-static inline int x86_set_cpuid(int kvm_fd, int vcpu_fd)
+/*
+ * The host's supported CPUID for a kvm-backend vCPU: long mode needs LM in the
+ * guest's CPUID. Asked of the host's /dev/kvm itself: libgmem's system fd
+ * answers for soft vCPUs unless GMEM_BACKEND makes kvm the default.
+ */
+static inline int x86_set_cpuid(int vcpu_fd)
 {
 	size_t n = 256;
 	struct kvm_cpuid2 *cpuid = calloc(1, sizeof(*cpuid) + n * sizeof(cpuid->entries[0]));
+	int host = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 	int ret;
 
-	if (!cpuid)
-		return -ENOMEM;
+	if (!cpuid || host < 0) {
+		ret = host < 0 ? -errno : -ENOMEM;
+		free(cpuid);
+		if (host >= 0)
+			close(host);
+		return ret;
+	}
 	cpuid->nent = (uint32_t)n;
-	ret = gm_ioctl(kvm_fd, KVM_GET_SUPPORTED_CPUID, cpuid);
+	ret = ioctl(host, KVM_GET_SUPPORTED_CPUID, cpuid);
 	if (!ret)
 		ret = gm_ioctl(vcpu_fd, KVM_SET_CPUID2, cpuid);
 	ret = ret ? -errno : 0;
+	close(host);
 	free(cpuid);
 	return ret;
 }

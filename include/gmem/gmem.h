@@ -220,6 +220,15 @@ uint64_t gm_guest_hypercall(struct gm_guest *guest, uint64_t nr, uint64_t a0, ui
 			    uint64_t a2);
 
 /*
+ * KVM_RUN of a soft vCPU with no guest function, in a VM with memslots: the
+ * vCPU would have to run x86 code from guest memory, which only the kvm
+ * backend can. KVM_EXIT_FAIL_ENTRY with this hardware_entry_failure_reason
+ * (no VMX or SVM reason has bit 63 set). With no memslot at all, the exit is
+ * KVM_EXIT_INTERNAL_ERROR (KVM_INTERNAL_ERROR_EMULATION), as the kernel's.
+ */
+#define GM_FAIL_ENTRY_NO_GUEST ((1ULL << 63) | 0x676d656dULL)
+
+/*
  * ucall: an exit that carries values to the host, as the kernel's x86
  * selftests make it (KVM_EXIT_IO, a one-byte IN from GM_UCALL_PORT).
  */

@@ -37,7 +37,15 @@
 /* Capabilities */
 #define KVM_CAP_IRQCHIP               0
 #define KVM_CAP_USER_MEMORY           3
+#define KVM_CAP_SET_TSS_ADDR          4
+#define KVM_CAP_EXT_CPUID             7
+#define KVM_CAP_NR_VCPUS              9
 #define KVM_CAP_NR_MEMSLOTS           10
+#define KVM_CAP_MP_STATE              14
+#define KVM_CAP_SET_IDENTITY_MAP_ADDR 37
+#define KVM_CAP_GET_TSC_KHZ           61
+#define KVM_CAP_MAX_VCPUS             66
+#define KVM_CAP_MAX_VCPU_ID           128
 #define KVM_CAP_ENABLE_CAP_VM         98
 #define KVM_CAP_IMMEDIATE_EXIT        136
 #define KVM_CAP_EXIT_HYPERCALL        201
@@ -59,6 +67,8 @@ struct kvm_userspace_memory_region {
 #define KVM_SET_USER_MEMORY_REGION _IOW(KVMIO, 0x46, struct kvm_userspace_memory_region)
 #define KVM_SET_TSS_ADDR           _IO(KVMIO, 0x47)
 #define KVM_SET_IDENTITY_MAP_ADDR  _IOW(KVMIO, 0x48, __u64)
+#define KVM_SET_NR_MMU_PAGES       _IO(KVMIO, 0x44)
+#define KVM_CREATE_IRQCHIP         _IO(KVMIO, 0x60)
 
 struct kvm_enable_cap {
 	__u32 cap;
@@ -175,6 +185,29 @@ struct kvm_cpuid2 {
 
 #define KVM_GET_SUPPORTED_CPUID _IOWR(KVMIO, 0x05, struct kvm_cpuid2)
 
+struct kvm_msr_entry {
+	__u32 index;
+	__u32 reserved;
+	__u64 data;
+};
+
+struct kvm_msrs {
+	__u32 nmsrs;
+	__u32 pad;
+	struct kvm_msr_entry entries[];
+};
+
+struct kvm_msr_list {
+	__u32 nmsrs;
+	__u32 indices[];
+};
+
+#define KVM_GET_MSR_INDEX_LIST         _IOWR(KVMIO, 0x02, struct kvm_msr_list)
+#define KVM_GET_MSR_FEATURE_INDEX_LIST _IOWR(KVMIO, 0x0a, struct kvm_msr_list)
+/* On a vCPU; KVM_GET_MSRS also on the system fd, for feature MSRs. */
+#define KVM_GET_MSRS _IOWR(KVMIO, 0x88, struct kvm_msrs)
+#define KVM_SET_MSRS _IOW(KVMIO, 0x89, struct kvm_msrs)
+
 /* Binary statistics (KVM_GET_STATS_FD on a VM or vCPU fd). */
 struct kvm_stats_header {
 	__u32 flags;
@@ -202,6 +235,26 @@ struct kvm_stats_desc {
 #define KVM_GET_SREGS  _IOR(KVMIO, 0x83, struct kvm_sregs)
 #define KVM_SET_SREGS  _IOW(KVMIO, 0x84, struct kvm_sregs)
 #define KVM_SET_CPUID2 _IOW(KVMIO, 0x90, struct kvm_cpuid2)
+#define KVM_GET_CPUID2 _IOWR(KVMIO, 0x91, struct kvm_cpuid2)
+/* On a vCPU, and on a VM since KVM_CAP_VM_TSC_CONTROL. */
+#define KVM_GET_TSC_KHZ _IO(KVMIO, 0xa3)
+
+struct kvm_mp_state {
+	__u32 mp_state;
+};
+#define KVM_MP_STATE_RUNNABLE       0
+#define KVM_MP_STATE_UNINITIALIZED  1
+#define KVM_MP_STATE_INIT_RECEIVED  2
+#define KVM_MP_STATE_HALTED         3
+#define KVM_MP_STATE_SIPI_RECEIVED  4
+#define KVM_MP_STATE_STOPPED        5
+#define KVM_MP_STATE_CHECK_STOP     6
+#define KVM_MP_STATE_OPERATING      7
+#define KVM_MP_STATE_LOAD           8
+#define KVM_MP_STATE_AP_RESET_HOLD  9
+#define KVM_MP_STATE_SUSPENDED      10
+#define KVM_GET_MP_STATE _IOR(KVMIO, 0x98, struct kvm_mp_state)
+#define KVM_SET_MP_STATE _IOW(KVMIO, 0x99, struct kvm_mp_state)
 
 /* Exit reasons */
 #define KVM_EXIT_UNKNOWN        0
@@ -216,6 +269,9 @@ struct kvm_stats_desc {
 #define KVM_EXIT_INTR           10
 #define KVM_EXIT_INTERNAL_ERROR 17
 #define KVM_EXIT_SYSTEM_EVENT   24
+
+/* kvm_run.internal.suberror */
+#define KVM_INTERNAL_ERROR_EMULATION 1
 
 #define KVM_EXIT_IO_IN  0
 #define KVM_EXIT_IO_OUT 1

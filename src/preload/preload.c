@@ -19,6 +19,7 @@
 #include "internal.h"
 #include "kvm.h"
 #include "platform/psp.h"
+#include "vcpu.h"
 
 #define PRELOAD_EXPORT __attribute__((visibility("default")))
 /*
@@ -285,12 +286,47 @@ EXPORT_ALIAS(int, __openat64_2, __openat_2, (int dirfd, const char *path, int fl
 
 #define OURS(fd) __builtin_expect(gm_file_maybe(fd), 0)
 
+/*
+ * A soft vCPU runs guest functions, not the x86 code a program put in guest
+ * memory (KVM_RUN's GM_FAIL_ENTRY_NO_GUEST), and an unmodified program cannot
+ * install one: gmem-run ends it as a kselftest that cannot run here ends,
+ * with KSFT_SKIP (4) and the reason.
+ */
+#define KSFT_SKIP 4
+static void run_check_guest_code(int fd)
+{
+	int err;
+	struct gm_object *obj = gm_file_get_typed(fd, GM_FILE_VCPU, &err);
+	bool no_guest;
+
+	if (!obj)
+		return;
+	struct kvm_run *run = gm_container_of(obj, struct vcpu, obj)->run;
+
+	no_guest = run->exit_reason == KVM_EXIT_FAIL_ENTRY &&
+		   run->fail_entry.hardware_entry_failure_reason == GM_FAIL_ENTRY_NO_GUEST;
+	gm_object_put(obj);
+	if (no_guest) {
+		static const char msg[] = "gmem-run: guest code needs the kvm backend "
+					  "(soft vCPUs run no x86 code)\n";
+
+		(void)!NEXT(write)(2, msg, sizeof(msg) - 1);
+		_exit(KSFT_SKIP);
+	}
+}
+
 PRELOAD_EXPORT int ioctl(int fd, unsigned long request, ...)
 {
 	unsigned long arg;
+	int ret;
 
 	VA_ARG_ULONG(request, arg);
-	return OURS(fd) ? gm_ioctl(fd, request, arg) : NEXT(ioctl)(fd, request, arg);
+	if (!OURS(fd))
+		return NEXT(ioctl)(fd, request, arg);
+	ret = gm_ioctl(fd, request, arg);
+	if (request == KVM_RUN && ret == 0)
+		run_check_guest_code(fd);
+	return ret;
 }
 
 PRELOAD_EXPORT int close(int fd)

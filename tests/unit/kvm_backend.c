@@ -116,7 +116,7 @@ static void boot_convert_punch(bool host_gmem)
 	cr_assert_geq(vcpu, 0);
 	struct kvm_run *run = gm_mmap(NULL, 3 * 4096, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu, 0);
 	cr_assert_neq(run, MAP_FAILED);
-	cr_assert_eq(x86_set_cpuid(kvm, vcpu), 0);
+	cr_assert_eq(x86_set_cpuid(vcpu), 0);
 	cr_assert_eq(x86_enter_long_mode(vcpu, 0x1000, CODE_GPA, 0x80000, 0, 0), 0);
 
 	/* The guest asks for its buffer to be shared. */

@@ -238,10 +238,19 @@ Test(vcpu_exits, run_states)
 	struct gm_ucall uc;
 
 	vmm_init(&m, KVM_X86_DEFAULT_VM);
-	/* No guest installed: the entry fails. */
+	/* No guest installed and no memslot: the kernel's emulation failure at the reset vector. */
 	vmm_vcpu(&m, 0, NULL, NULL);
 	cr_expect_eq(vmm_run(&m), 0);
+	cr_expect_eq(m.run->exit_reason, KVM_EXIT_INTERNAL_ERROR);
+	cr_expect_eq(m.run->internal.suberror, KVM_INTERNAL_ERROR_EMULATION);
+	/* With memory, the vCPU would run x86 code from it: the entry fails, saying why. */
+	void *mem = mmap(NULL, MEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	cr_assert_neq(mem, MAP_FAILED);
+	cr_assert_eq(vmm_hva_slot(&m, 0, MEM_GPA, MEM_SIZE, mem), 0);
+	cr_expect_eq(vmm_run(&m), 0);
 	cr_expect_eq(m.run->exit_reason, KVM_EXIT_FAIL_ENTRY);
+	cr_expect_eq(m.run->fail_entry.hardware_entry_failure_reason, GM_FAIL_ENTRY_NO_GUEST);
 	cr_expect_eq(gm_vcpu_set_guest(m.vcpu, guest_returns, NULL), 0);
 	cr_expect_eq(vmm_run(&m), 0);
 	cr_expect_eq(m.run->exit_reason, KVM_EXIT_HLT);
@@ -266,6 +275,7 @@ Test(vcpu_exits, run_states)
 	gm_munmap(run1, 3 * 4096);
 	gm_close(v1);
 	vmm_destroy(&m);
+	munmap(mem, MEM_SIZE);
 }
 
 static void guest_default_vm(struct gm_guest *g, void *arg)

@@ -1070,7 +1070,7 @@ static void setup_vcpu(struct stress *st, struct vcpu_ctx *v, unsigned id)
 	if (v->run == MAP_FAILED)
 		fatal("mapping kvm_run: %s", strerror(errno));
 	if (st->kvm) {
-		err = x86_set_cpuid(st->kvm_fd, v->fd);
+		err = x86_set_cpuid(v->fd);
 		if (!err)
 			err = x86_enter_long_mode(v->fd, GUEST_PAGE_TABLES_GPA, GUEST_IMAGE_GPA,
 						  GUEST_STACKS_GPA + (id + 1) * GUEST_STACK_SIZE, id,
