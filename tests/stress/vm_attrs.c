@@ -28,6 +28,9 @@
 #define REGION_B NR_OWNERS
 #define REGION_C (NR_OWNERS + 1)
 #define NR_REGIONS (NR_OWNERS + 2)
+/* vCPUs: the owners (0, 1, ... as their regions), then the reader and the racer. */
+#define READER NR_OWNERS
+#define RACER (NR_OWNERS + 1)
 #define BASE_GPA 0x100000000ULL
 #define MEM_SIZE (NR_REGIONS * REGION_PAGES * PAGE)
 #define ROUNDS 48
@@ -105,47 +108,96 @@ static void guest_map_gpa(struct gm_guest *g, uint64_t gpa, uint64_t npages, boo
 	GM_GUEST_ASSERT(g, ret == 0);
 }
 
-/* Reads every page of [first, first + n) of region id with the given kind; each must be want(page). */
+/* What an owner's guest knows of its region: each page's attribute and both copies. */
+struct owner_model {
+	bool private[REGION_PAGES];
+	uint64_t file[REGION_PAGES], host[REGION_PAGES];
+};
+
+static struct owner_model owner_models[NR_OWNERS]; /* each only touched by its owner's guest */
+
+/* Reads [first, first + n) with the given kind: the copy the model says, or of the kind asked. */
 static uint64_t guest_check_range(struct gm_guest *g, int id, uint64_t first, uint64_t n,
-				  enum gm_access access, uint64_t (*want)(int, int, uint64_t), int round)
+				  enum gm_access access)
 {
+	const struct owner_model *m = &owner_models[id];
+
 	gm_guest_set_access(g, access);
-	for (uint64_t p = first; p < first + n; p++)
+	for (uint64_t p = first; p < first + n; p++) {
+		bool private = access == GM_ACCESS_AUTO ? m->private[p] : access == GM_ACCESS_PRIVATE;
+
 		guest_expect(g, region_gpa(id, p), gm_guest_read64(g, region_gpa(id, p)),
-			     want(id, round, p));
+			     private ? m->file[p] : m->host[p]);
+	}
 	return n;
 }
 
-/* An owner: converts ranges of its own region every way the per-VM mode allows, checking each copy. */
+/* After a conversion: every page of the region, as the guest reads it by default. */
+static uint64_t guest_check_region(struct gm_guest *g, int id)
+{
+	return guest_check_range(g, id, 0, REGION_PAGES, GM_ACCESS_AUTO);
+}
+
+static void model_convert(int id, uint64_t first, uint64_t n, bool private)
+{
+	for (uint64_t p = first; p < first + n; p++)
+		owner_models[id].private[p] = private;
+}
+
+/*
+ * An owner: converts ranges of its own region every way the per-VM mode allows,
+ * and after each conversion reads its whole region (a leaf left over from before
+ * the conversion, a huge one a racing fault mapped included, would show there).
+ */
 static void guest_owner(struct gm_guest *g, void *arg)
 {
 	int id = (int)(uintptr_t)arg;
+	struct owner_model *m = &owner_models[id];
 	uint64_t checked = 0;
 
+	/* The setup left the region private, both copies zero. */
+	model_convert(id, 0, REGION_PAGES, true);
 	for (int round = 0; round < ROUNDS; round++) {
 		uint64_t n = range_pages[round % 3], first = (round * 37ULL) % (REGION_PAGES - n + 1);
 		uint64_t gpa = region_gpa(id, first);
 
+		/* Shared and back by hypercall: the VMM's copy, then the file's, read by default. */
+		guest_map_gpa(g, gpa, n, false);
+		model_convert(id, first, n, false);
+		checked += guest_check_region(g, id);
 		/* Private by hypercall: the file's copy, written and read with private accesses. */
 		guest_map_gpa(g, gpa, n, true);
+		model_convert(id, first, n, true);
+		checked += guest_check_region(g, id);
 		gm_guest_set_access(g, GM_ACCESS_PRIVATE);
-		for (uint64_t p = first; p < first + n; p++)
-			gm_guest_write64(g, region_gpa(id, p), owner_private(id, round, p));
-		checked += guest_check_range(g, id, first, n, GM_ACCESS_PRIVATE, owner_private, round);
-		checked += guest_check_range(g, id, first, n, GM_ACCESS_AUTO, owner_private, round);
-		/* A shared access faults; the VMM converts the range and the access reads its memory. */
+		for (uint64_t p = first; p < first + n; p++) {
+			m->file[p] = owner_private(id, round, p);
+			gm_guest_write64(g, region_gpa(id, p), m->file[p]);
+		}
+		checked += guest_check_range(g, id, first, n, GM_ACCESS_PRIVATE);
+		checked += guest_check_range(g, id, first, n, GM_ACCESS_AUTO);
+		/* A shared access faults; the VMM writes its copy, converts the range, and the access reads it. */
 		gm_guest_ucall(g, GM_UCALL_SYNC, 4, (uint64_t)STAGE_EXPECT_SHARED_FAULT, gpa, n,
 			       (uint64_t)round);
-		checked += guest_check_range(g, id, first, n, GM_ACCESS_SHARED, owner_host, round);
 		for (uint64_t p = first; p < first + n; p++)
-			gm_guest_write64(g, region_gpa(id, p), owner_shared(id, round, p));
-		checked += guest_check_range(g, id, first, n, GM_ACCESS_AUTO, owner_shared, round);
+			m->host[p] = owner_host(id, round, p);
+		checked += guest_check_range(g, id, first, 1, GM_ACCESS_SHARED);
+		model_convert(id, first, n, false);
+		checked += guest_check_region(g, id);
+		gm_guest_set_access(g, GM_ACCESS_SHARED);
+		for (uint64_t p = first; p < first + n; p++) {
+			m->host[p] = owner_shared(id, round, p);
+			gm_guest_write64(g, region_gpa(id, p), m->host[p]);
+		}
+		checked += guest_check_range(g, id, first, n, GM_ACCESS_AUTO);
 		gm_guest_ucall(g, GM_UCALL_SYNC, 4, (uint64_t)STAGE_CHECK_HOST, gpa, n, (uint64_t)round);
 		/* Private again by fault: the file kept its copy while the range was shared. */
 		gm_guest_ucall(g, GM_UCALL_SYNC, 4, (uint64_t)STAGE_EXPECT_PRIVATE_FAULT, gpa, n,
 			       (uint64_t)round);
-		checked += guest_check_range(g, id, first, n, GM_ACCESS_PRIVATE, owner_private, round);
-		checked += guest_check_range(g, id, first, n, GM_ACCESS_AUTO, owner_private, round);
+		checked += guest_check_range(g, id, first, 1, GM_ACCESS_PRIVATE);
+		model_convert(id, first, n, true);
+		checked += guest_check_region(g, id);
+		checked += guest_check_range(g, id, first, n, GM_ACCESS_PRIVATE);
 	}
 	gm_guest_ucall(g, GM_UCALL_DONE, 1, checked);
 }
@@ -176,6 +228,26 @@ static void guest_reader(struct gm_guest *g, void *arg)
 		}
 	}
 	gm_guest_ucall(g, GM_UCALL_DONE, 2, reads, mmio);
+}
+
+/*
+ * The racer: reads the owners' regions over and over, unchecked (a page may be
+ * either copy), so that its faults map huge leaves while an owner converts.
+ */
+static atomic_bool owners_done;
+
+static void guest_racer(struct gm_guest *g, void *arg)
+{
+	uint64_t reads = 0;
+
+	(void)arg;
+	while (!atomic_load(&owners_done)) {
+		for (int id = 0; id < NR_OWNERS; id++)
+			for (uint64_t p = 0; p < REGION_PAGES; p += 8)
+				(void)gm_guest_read64(g, region_gpa(id, p));
+		reads += NR_OWNERS * REGION_PAGES / 8;
+	}
+	gm_guest_ucall(g, GM_UCALL_DONE, 1, reads);
 }
 
 /* Writes the file's copy of every B and C page (all private then). */
@@ -326,7 +398,7 @@ static void reader_exit(struct runner *r, bool fault)
 static void *vcpu_thread(void *arg)
 {
 	struct runner *r = arg;
-	bool reader = r->id == REGION_B;
+	bool reader = r->id == READER;
 	struct gm_ucall uc;
 
 	while (!r->failure[0]) {
@@ -448,8 +520,8 @@ static void setup_memory(void)
 
 int main(void)
 {
-	struct runner runners[NR_OWNERS + 1], converter = { .id = -1 }, slotter = { .id = -2 };
-	pthread_t threads[NR_OWNERS + 1], conv_thread, slot_thr;
+	struct runner runners[NR_OWNERS + 2], converter = { .id = -1 }, slotter = { .id = -2 };
+	pthread_t threads[NR_OWNERS + 2], conv_thread, slot_thr;
 	struct kvm_enable_cap cap = { .cap = KVM_CAP_EXIT_HYPERCALL,
 				      .args = { 1ULL << KVM_HC_MAP_GPA_RANGE } };
 	struct kvm_create_guest_memfd c = { .size = MEM_SIZE, .flags = GM_GUEST_MEMFD_FOLIO_2M };
@@ -472,26 +544,27 @@ int main(void)
 	REQUIRE(set_slot(1, REGION_C, REGION_PAGES) == 0, "slot 1");
 	setup_memory();
 
-	for (int i = 0; i <= NR_OWNERS; i++) {
-		bool reader = i == REGION_B;
+	for (int i = 0; i <= RACER; i++) {
+		gm_guest_fn fn = i == READER ? guest_reader : i == RACER ? guest_racer : guest_owner;
 
 		runners[i] = (struct runner){ .id = i };
-		runners[i].vcpu = new_vcpu(i, reader ? guest_reader : guest_owner, (void *)(uintptr_t)i,
-					   &runners[i].run);
+		runners[i].vcpu = new_vcpu(i, fn, (void *)(uintptr_t)i, &runners[i].run);
 	}
-	for (int i = 0; i <= NR_OWNERS; i++)
+	for (int i = 0; i <= RACER; i++)
 		REQUIRE(pthread_create(&threads[i], NULL, vcpu_thread, &runners[i]) == 0, "thread");
 	REQUIRE(pthread_create(&conv_thread, NULL, converter_thread, &converter) == 0, "thread");
 	REQUIRE(pthread_create(&slot_thr, NULL, slot_thread, &slotter) == 0, "thread");
-	for (int i = 0; i <= NR_OWNERS; i++)
+	for (int i = 0; i <= READER; i++)
 		pthread_join(threads[i], NULL);
+	atomic_store(&owners_done, true);
+	pthread_join(threads[RACER], NULL);
 	atomic_store(&stop, true);
 	pthread_join(conv_thread, NULL);
 	pthread_join(slot_thr, NULL);
 
 	for (int i = 0; i < NR_OWNERS; i++) {
 		CHECK(!runners[i].failure[0], "owner %d: %s", i, runners[i].failure);
-		CHECK(runners[i].conversions == ROUNDS, "owner %d: %llu MAP_GPA_RANGE conversions", i,
+		CHECK(runners[i].conversions == 2 * ROUNDS, "owner %d: %llu MAP_GPA_RANGE conversions", i,
 		      (unsigned long long)runners[i].conversions);
 		CHECK(runners[i].faults == 2 * ROUNDS, "owner %d: %llu memory faults resolved", i,
 		      (unsigned long long)runners[i].faults);
@@ -499,7 +572,9 @@ int main(void)
 		check_add_passed(runners[i].reads);
 		owner_faults += runners[i].faults;
 	}
-	struct runner *rd = &runners[REGION_B];
+	struct runner *rd = &runners[READER];
+	CHECK(!runners[RACER].failure[0], "racer: %s", runners[RACER].failure);
+	CHECK(runners[RACER].reads > 0, "the racer never read");
 	CHECK(!rd->failure[0], "reader: %s", rd->failure);
 	CHECK(rd->reads >= 2 * READER_PASSES * REGION_PAGES, "reader: %llu reads",
 	      (unsigned long long)rd->reads);
@@ -518,7 +593,7 @@ int main(void)
 	       (unsigned long long)owner_faults, (unsigned long long)converter.conversions,
 	       (unsigned long long)slotter.conversions, (unsigned long long)rd->reads,
 	       (unsigned long long)rd->mmio_exits, (unsigned long long)rd->retried_faults);
-	for (int i = 0; i <= NR_OWNERS; i++) {
+	for (int i = 0; i <= RACER; i++) {
 		gm_munmap(runners[i].run, 3 * PAGE);
 		gm_close(runners[i].vcpu);
 	}
