@@ -13,15 +13,19 @@
 
 #include "fuzz.h"
 
-/* Slots, files and host memory live in a small window of guest-physical space. */
+/* Slots, files and host memory live in a small window of guest-physical space... */
 #define WINDOW_GFN 0x100ULL
 #define WINDOW_PAGES 64
+/* ...or in a 2 MiB-aligned one, where a 2 MiB-folio file's slot can have huge leaves. */
+#define HUGE_GFN 0x400ULL
+#define HUGE_PAGES 512
 #define MAX_SLOTS 4
 #define MAX_FILES 3
-#define MAX_FILE_PAGES 64
+#define SMALL_FILE_PAGES 64
+#define MAX_FILE_PAGES HUGE_PAGES
 #define MAX_SLOT_PAGES 16
 /* The VMM's memory for shared pages; a slot's userspace_addr starts in its first half. */
-#define POOL_PAGES (2 * WINDOW_PAGES)
+#define POOL_PAGES (2 * HUGE_PAGES)
 #define MAX_PROBES 96
 /* Attribute changes are cheap; each probe may cost a vCPU (a memory fault stops it). */
 #define MAX_ATTR_OPS 256
@@ -120,9 +124,14 @@ static void probe_gfn(uint64_t gfn, enum gm_access access, bool write)
 	if (st.probe.fd < 0 && !probe_start(&st.probe, st.vm, 0))
 		fail("KVM_CREATE_VCPU for the probe: %s", strerror(errno));
 	got = probe_access_kind(&st.probe, gfn * PAGE_SIZE, access, write, expect, tag);
-	if (trace)
-		fprintf(stderr, "  probe gfn %#llx kind %d: %s\n", (unsigned long long)gfn, access,
-			result_names[got]);
+	if (trace) {
+		struct gm_mmu_stats ms = { 0 };
+
+		gm_vm_mmu_stats(st.vm, &ms);
+		fprintf(stderr, "  probe gfn %#llx kind %d: %s (2 MiB leaves: %llu)\n",
+			(unsigned long long)gfn, access, result_names[got],
+			(unsigned long long)(ms.mapped_2m_bytes / SZ_2M));
+	}
 	if (got != want.result)
 		fail("guest access (kind %d) at gfn %#llx: %s, model %s (private %d)", access,
 		     (unsigned long long)gfn, result_names[got], result_names[want.result],
@@ -142,20 +151,20 @@ static void probe_gfn(uint64_t gfn, enum gm_access access, bool write)
 		*want.tag = tag;
 }
 
-/* Reads every page of the window, and what lies just around it, with AUTO accesses. */
-static void sweep_window(void)
+/* Reads each of gfns[0..n) with AUTO accesses, 16 to a run of the probe, against the model. */
+static void sweep(const uint64_t *gfns, size_t n)
 {
 	uint64_t gpas[16], vals[16];
 	int results[16];
 
-	for (uint64_t base = WINDOW_GFN - 1; base < WINDOW_GFN + WINDOW_PAGES + 1; base += 16) {
-		size_t n = 0;
+	for (size_t at = 0; at < n; at += 16) {
+		size_t k = n - at < 16 ? n - at : 16;
 
-		for (uint64_t gfn = base; gfn < base + 16 && gfn <= WINDOW_GFN + WINDOW_PAGES; gfn++)
-			gpas[n++] = gfn * PAGE_SIZE;
-		probe_batch(&st.probe, st.vm, 0, gpas, n, results, vals);
-		for (size_t i = 0; i < n; i++) {
-			uint64_t gfn = gpas[i] / PAGE_SIZE;
+		for (size_t i = 0; i < k; i++)
+			gpas[i] = gfns[at + i] * PAGE_SIZE;
+		probe_batch(&st.probe, st.vm, 0, gpas, k, results, vals);
+		for (size_t i = 0; i < k; i++) {
+			uint64_t gfn = gfns[at + i];
 			struct place want = predict_access(gfn, GM_ACCESS_AUTO);
 
 			if (results[i] != want.result || (want.tag && vals[i] != *want.tag))
@@ -167,13 +176,31 @@ static void sweep_window(void)
 	}
 }
 
+/* At the end: every page of the window and its two neighbours, and every 8th of the huge one. */
+static void sweep_windows(void)
+{
+	uint64_t gfns[WINDOW_PAGES + 2 + HUGE_PAGES / 8 + 3];
+	size_t n = 0;
+
+	for (uint64_t gfn = WINDOW_GFN - 1; gfn <= WINDOW_GFN + WINDOW_PAGES; gfn++)
+		gfns[n++] = gfn;
+	gfns[n++] = HUGE_GFN - 1;
+	for (uint64_t p = 0; p < HUGE_PAGES; p += 8)
+		gfns[n++] = HUGE_GFN + p;
+	gfns[n++] = HUGE_GFN + HUGE_PAGES - 1;
+	gfns[n++] = HUGE_GFN + HUGE_PAGES;
+	sweep(gfns, n);
+}
+
 static void op_probe(struct input *in)
 {
 	uint8_t sel = u8(in), at = u8(in);
 	enum gm_access access = (enum gm_access)(sel % 3);
 	uint64_t gfn = WINDOW_GFN + at % WINDOW_PAGES;
 
-	/* Now and then just outside the window, or far out in guest-physical space. */
+	/* Now and then in the huge window, just outside the window, or far out in guest-physical space. */
+	if (sel & 0x20)
+		gfn = HUGE_GFN + (at * 2 + (sel >> 7)) % HUGE_PAGES;
 	if (sel & 0x40)
 		gfn = (sel & 0x80) ? u64(in) >> 12 : WINDOW_GFN - 1 + (at & 1) * (WINDOW_PAGES + 1);
 	probe_gfn(gfn, access, sel & 0x08);
@@ -187,8 +214,9 @@ static uint64_t pick_gpa(struct input *in, uint8_t sel)
 	case 0:
 	case 1:
 	case 2:
-	case 3:
 		return (WINDOW_GFN - 2 + u8(in) % (WINDOW_PAGES + 4)) * PAGE_SIZE;
+	case 3:
+		return (HUGE_GFN - 2 + u16(in) % (HUGE_PAGES + 4)) * PAGE_SIZE;
 	case 4:
 		return u64(in); /* anything, aligned or not */
 	case 5:
@@ -209,8 +237,9 @@ static uint64_t pick_size(struct input *in, uint8_t sel, uint64_t gpa)
 	case 0:
 	case 1:
 	case 2:
-	case 3:
 		return (u8(in) % 24) * PAGE_SIZE;
+	case 3:
+		return (u16(in) % (HUGE_PAGES + 2)) * PAGE_SIZE;
 	case 4:
 		return u64(in);
 	case 5:
@@ -223,6 +252,53 @@ static uint64_t pick_size(struct input *in, uint8_t sel, uint64_t gpa)
 	default:
 		return SZ_1G << (u8(in) % 24);
 	}
+}
+
+/* The run of gfns with gfn's attribute around it, as the model has it (short of the top page). */
+static void model_run(uint64_t gfn, uint64_t *start, uint64_t *end)
+{
+	*start = 0;
+	*end = GFN_LIMIT - 1;
+	for (size_t i = 0; i < st.priv.nr; i++) {
+		uint64_t a = st.priv.r[i][0], b = st.priv.r[i][1];
+
+		if (a <= gfn && gfn < b) {
+			*start = a;
+			*end = b < *end ? b : *end;
+			return;
+		}
+		if (b <= gfn && b > *start)
+			*start = b;
+		if (a > gfn && a < *end)
+			*end = a;
+	}
+}
+
+/*
+ * Sets the whole run around gfn to the attribute it has: a no-op, which must zap
+ * nothing (the edge probes just mapped leaves in it). It is one only if the
+ * library merged the ranges that make up the run.
+ */
+static void check_run_is_one(uint64_t gfn)
+{
+	struct gm_mmu_stats before, after;
+	struct kvm_memory_attributes a = { 0 };
+	uint64_t start, end;
+
+	if (gfn >= GFN_LIMIT - 1)
+		return;
+	model_run(gfn, &start, &end);
+	a.address = start * PAGE_SIZE;
+	a.size = (end - start) * PAGE_SIZE;
+	a.attributes = model_private(gfn) ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0;
+	if (gm_vm_mmu_stats(st.vm, &before) || gm_ioctl(st.vm, KVM_SET_MEMORY_ATTRIBUTES, &a) ||
+	    gm_vm_mmu_stats(st.vm, &after))
+		fail("KVM_SET_MEMORY_ATTRIBUTES over the run [%#llx, %#llx): %s",
+		     (unsigned long long)start, (unsigned long long)end, strerror(errno));
+	if (after.zaps != before.zaps)
+		fail("setting the run [%#llx, %#llx) to the attribute it has zapped %llu leaves",
+		     (unsigned long long)start, (unsigned long long)end,
+		     (unsigned long long)(after.zaps - before.zaps));
 }
 
 static void op_set_attributes(struct input *in)
@@ -289,6 +365,8 @@ static void op_set_attributes(struct input *in)
 	probe_gfn(a.address / PAGE_SIZE, GM_ACCESS_AUTO, false);
 	probe_gfn(end / PAGE_SIZE - 1, GM_ACCESS_AUTO, false);
 	probe_gfn(end / PAGE_SIZE, GM_ACCESS_AUTO, false);
+	check_run_is_one(a.address / PAGE_SIZE);
+	check_run_is_one(end / PAGE_SIZE);
 }
 
 /* ---- files and slots ----------------------------------------------------------------- */
@@ -297,7 +375,7 @@ static void op_create_file(struct input *in)
 {
 	uint8_t sel = u8(in);
 	struct kvm_create_guest_memfd args = {
-		.size = (1 + u8(in) % MAX_FILE_PAGES) * PAGE_SIZE,
+		.size = (1 + u8(in) % SMALL_FILE_PAGES) * PAGE_SIZE,
 		.flags = sel & 0x03, /* MMAP, INIT_SHARED */
 	};
 	struct kvm_memory_attributes2 conv = { .size = PAGE_SIZE };
@@ -308,6 +386,11 @@ static void op_create_file(struct input *in)
 
 	if (f->fd >= 0)
 		return;
+	if (sel & 0x80) {
+		/* One 2 MiB folio (on hugetlbfs while the host has huge pages, else a memfd). */
+		args.size = HUGE_PAGES * PAGE_SIZE;
+		args.flags |= GM_GUEST_MEMFD_FOLIO_2M;
+	}
 	fd = gm_ioctl(st.vm, KVM_CREATE_GUEST_MEMFD, &args);
 	if ((fd < 0 ? errno : 0) != expect)
 		fail("KVM_CREATE_GUEST_MEMFD flags %#llx: %d (%s), model errno %d",
@@ -349,6 +432,11 @@ static void op_punch(struct input *in)
 	first %= f->npages;
 	if (n > f->npages - first)
 		n = f->npages - first;
+	/* A 2 MiB-folio file punches whole folios. */
+	if (f->flags & GM_GUEST_MEMFD_FOLIO_2M) {
+		first = 0;
+		n = f->npages;
+	}
 	if (gm_fallocate(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)(first * PAGE_SIZE),
 			 (off_t)(n * PAGE_SIZE)))
 		fail("punching pages %llu+%llu: %s", (unsigned long long)first, (unsigned long long)n,
@@ -407,10 +495,19 @@ static void op_set_slot(struct input *in)
 
 	r.guest_phys_addr = (WINDOW_GFN + u8(in) % WINDOW_PAGES) * PAGE_SIZE;
 	r.memory_size = (sel & 0x80) ? 0 : (1 + u8(in) % MAX_SLOT_PAGES) * PAGE_SIZE;
-	r.guest_memfd_offset = (u8(in) % MAX_FILE_PAGES) * PAGE_SIZE;
+	r.guest_memfd_offset = (u8(in) % SMALL_FILE_PAGES) * PAGE_SIZE;
 	pool_page = u8(in) % (POOL_PAGES / 2);
-	/* The slot cannot leave the window: reads there are what sweep_window checks. */
-	if (r.guest_phys_addr + r.memory_size > (WINDOW_GFN + WINDOW_PAGES) * PAGE_SIZE)
+	if (sel & 0x40) {
+		/* The huge window: all of it from the file's start, or a part at the same offset. */
+		uint64_t skip = (sel & 0x20) ? u8(in) % HUGE_PAGES : 0;
+
+		r.guest_phys_addr = (HUGE_GFN + skip) * PAGE_SIZE;
+		r.guest_memfd_offset = skip * PAGE_SIZE;
+		if (r.memory_size)
+			r.memory_size = (HUGE_PAGES - skip) * PAGE_SIZE;
+	}
+	/* The slot cannot leave the window: reads there are what sweep_windows checks. */
+	if (!(sel & 0x40) && r.guest_phys_addr + r.memory_size > (WINDOW_GFN + WINDOW_PAGES) * PAGE_SIZE)
 		r.memory_size = (WINDOW_GFN + WINDOW_PAGES) * PAGE_SIZE - r.guest_phys_addr;
 	r.userspace_addr = (uint64_t)(uintptr_t)pool + pool_page * PAGE_SIZE;
 	r.guest_memfd = (uint32_t)(f->fd >= 0 ? f->fd : BAD_FD);
@@ -548,7 +645,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			break;
 		}
 	}
-	sweep_window();
+	sweep_windows();
 	cleanup();
 	check_nothing_left(fds_before);
 	return 0;
