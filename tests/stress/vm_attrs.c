@@ -138,6 +138,18 @@ static uint64_t guest_check_region(struct gm_guest *g, int id)
 	return guest_check_range(g, id, 0, REGION_PAGES, GM_ACCESS_AUTO);
 }
 
+/* Writes value(page) to each page of [first, first + n) with the given kind, noting it in copy. */
+static void guest_write_range(struct gm_guest *g, int id, uint64_t first, uint64_t n,
+			      enum gm_access access, uint64_t *copy,
+			      uint64_t (*value)(int, int, uint64_t), int round)
+{
+	gm_guest_set_access(g, access);
+	for (uint64_t p = first; p < first + n; p++) {
+		copy[p] = value(id, round, p);
+		gm_guest_write64(g, region_gpa(id, p), copy[p]);
+	}
+}
+
 static void model_convert(int id, uint64_t first, uint64_t n, bool private)
 {
 	for (uint64_t p = first; p < first + n; p++)
@@ -169,11 +181,7 @@ static void guest_owner(struct gm_guest *g, void *arg)
 		guest_map_gpa(g, gpa, n, true);
 		model_convert(id, first, n, true);
 		checked += guest_check_region(g, id);
-		gm_guest_set_access(g, GM_ACCESS_PRIVATE);
-		for (uint64_t p = first; p < first + n; p++) {
-			m->file[p] = owner_private(id, round, p);
-			gm_guest_write64(g, region_gpa(id, p), m->file[p]);
-		}
+		guest_write_range(g, id, first, n, GM_ACCESS_PRIVATE, m->file, owner_private, round);
 		checked += guest_check_range(g, id, first, n, GM_ACCESS_PRIVATE);
 		checked += guest_check_range(g, id, first, n, GM_ACCESS_AUTO);
 		/* A shared access faults; the VMM writes its copy, converts the range, and the access reads it. */
@@ -184,11 +192,7 @@ static void guest_owner(struct gm_guest *g, void *arg)
 		checked += guest_check_range(g, id, first, 1, GM_ACCESS_SHARED);
 		model_convert(id, first, n, false);
 		checked += guest_check_region(g, id);
-		gm_guest_set_access(g, GM_ACCESS_SHARED);
-		for (uint64_t p = first; p < first + n; p++) {
-			m->host[p] = owner_shared(id, round, p);
-			gm_guest_write64(g, region_gpa(id, p), m->host[p]);
-		}
+		guest_write_range(g, id, first, n, GM_ACCESS_SHARED, m->host, owner_shared, round);
 		checked += guest_check_range(g, id, first, n, GM_ACCESS_AUTO);
 		gm_guest_ucall(g, GM_UCALL_SYNC, 4, (uint64_t)STAGE_CHECK_HOST, gpa, n, (uint64_t)round);
 		/* Private again by fault: the file kept its copy while the range was shared. */
