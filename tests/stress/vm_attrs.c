@@ -83,6 +83,8 @@ static bool c_page_private(uint64_t page)
 
 /* What the converter and the slot thread have done so far: the reader reads until it is enough. */
 static atomic_ulong b_conversions, c_slot_cycles;
+/* The slot thread stopped: C's slot may never come back, so the reader must not wait for it. */
+static atomic_bool slot_thread_gone;
 
 enum stage { STAGE_EXPECT_SHARED_FAULT = 1, STAGE_CHECK_HOST = 2, STAGE_EXPECT_PRIVATE_FAULT = 3 };
 
@@ -388,6 +390,8 @@ static void reader_exit(struct runner *r, bool fault)
 		    r->run->memory_fault.flags != KVM_MEMORY_EXIT_FLAG_PRIVATE)
 			return fail(r, "reader: memory fault at %#llx flags %#llx", (unsigned long long)gpa,
 				    (unsigned long long)r->run->memory_fault.flags);
+		if (atomic_load(&slot_thread_gone))
+			return fail(r, "reader: C's slot is gone for good at %#llx", (unsigned long long)gpa);
 		r->retried_faults++;
 		usleep(20); /* the slot comes back soon: run again */
 		return;
@@ -486,6 +490,7 @@ static void *slot_thread(void *arg)
 		r->conversions++;
 		atomic_fetch_add(&c_slot_cycles, 1);
 	}
+	atomic_store(&slot_thread_gone, true);
 	return NULL;
 }
 
