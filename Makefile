@@ -312,7 +312,7 @@ $(BUILD)/bench/%: bench/%.c $(wildcard bench/*.h) $(STATIC)
 # make fuzz, the library's sources compiled into the target with the same sanitizers and
 # coverage. And with $(CC) and the VARIANT's flags, linked to fuzz/replay.c instead of
 # libFuzzer: make test replays every seed and regression of the target, even without clang.
-FUZZ_TARGETS  := model ioctl_args
+FUZZ_TARGETS  := model ioctl_args vm_attrs
 FUZZ_CC       ?= clang
 FUZZ_SECONDS  ?= 60
 FUZZ_CFLAGS   := -std=gnu11 -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \

@@ -1,4 +1,4 @@
-/* What both fuzz targets share: reading inputs, failing, fds, guarded touches and the probe vCPU. */
+/* What the fuzz targets share: reading inputs, failing, fds, page sets, guarded touches, the probe vCPU. */
 #ifndef FUZZ_FUZZ_H
 #define FUZZ_FUZZ_H
 
@@ -133,6 +133,110 @@ static FUZZ_UNUSED void check_nothing_left(int fds_before)
 		fail("process fds %d before the input, %d after", fds_before, fds_after);
 }
 
+/* ---- sets of pages ------------------------------------------------------------------- */
+
+/* Sorted, disjoint, non-adjacent ranges of pages [start, end). */
+struct pageset {
+	uint64_t (*r)[2];
+	size_t nr, cap;
+};
+
+static FUZZ_UNUSED void ps_reserve(struct pageset *s, size_t nr)
+{
+	if (nr <= s->cap)
+		return;
+	s->cap = nr * 2;
+	s->r = realloc(s->r, s->cap * sizeof(*s->r));
+	if (!s->r)
+		abort();
+}
+
+/* Takes [a, b) out of the set. */
+static FUZZ_UNUSED void ps_remove(struct pageset *s, uint64_t a, uint64_t b)
+{
+	size_t out = 0;
+
+	if (a >= b)
+		return;
+	ps_reserve(s, s->nr + 1);
+	for (size_t i = 0; i < s->nr; i++) {
+		uint64_t x = s->r[i][0], y = s->r[i][1];
+
+		if (y <= a || x >= b) {
+			s->r[out][0] = x;
+			s->r[out++][1] = y;
+			continue;
+		}
+		if (x < a) {
+			s->r[out][0] = x;
+			s->r[out++][1] = a;
+		}
+		if (b < y) {
+			/* Only one range can straddle b, and it comes last: no overlap with what follows. */
+			memmove(&s->r[out + 1], &s->r[i + 1], (s->nr - i - 1) * sizeof(*s->r));
+			s->r[out][0] = b;
+			s->r[out++][1] = y;
+			s->nr = out + (s->nr - i - 1);
+			return;
+		}
+	}
+	s->nr = out;
+}
+
+/* Puts [a, b) in the set, merged with its neighbours. */
+static FUZZ_UNUSED void ps_add(struct pageset *s, uint64_t a, uint64_t b)
+{
+	size_t at = 0;
+
+	if (a >= b)
+		return;
+	ps_remove(s, a, b);
+	ps_reserve(s, s->nr + 1);
+	while (at < s->nr && s->r[at][0] < a)
+		at++;
+	memmove(&s->r[at + 1], &s->r[at], (s->nr - at) * sizeof(*s->r));
+	s->r[at][0] = a;
+	s->r[at][1] = b;
+	s->nr++;
+	if (at + 1 < s->nr && s->r[at + 1][0] == b) {
+		s->r[at][1] = s->r[at + 1][1];
+		memmove(&s->r[at + 1], &s->r[at + 2], (s->nr - at - 2) * sizeof(*s->r));
+		s->nr--;
+	}
+	if (at > 0 && s->r[at - 1][1] == a) {
+		s->r[at - 1][1] = s->r[at][1];
+		memmove(&s->r[at], &s->r[at + 1], (s->nr - at - 1) * sizeof(*s->r));
+		s->nr--;
+	}
+}
+
+/* Whether any page of [a, b) is in the set. */
+static FUZZ_UNUSED bool ps_meets(const struct pageset *s, uint64_t a, uint64_t b)
+{
+	for (size_t i = 0; i < s->nr; i++)
+		if (s->r[i][0] < b && a < s->r[i][1])
+			return true;
+	return false;
+}
+
+/* Whether every page of [a, b) is in the set (its ranges are merged: one holds them all). */
+static FUZZ_UNUSED bool ps_meets_all(const struct pageset *s, uint64_t a, uint64_t b)
+{
+	for (size_t i = 0; i < s->nr; i++)
+		if (s->r[i][0] <= a && b <= s->r[i][1])
+			return true;
+	return a >= b;
+}
+
+static FUZZ_UNUSED uint64_t ps_count(const struct pageset *s)
+{
+	uint64_t n = 0;
+
+	for (size_t i = 0; i < s->nr; i++)
+		n += s->r[i][1] - s->r[i][0];
+	return n;
+}
+
 /* ---- guarded host accesses ------------------------------------------------------------ */
 
 static sigjmp_buf sigbus_jmp;
@@ -189,6 +293,8 @@ static FUZZ_UNUSED bool peek64(const volatile char *addr, uint64_t *val)
 struct probe_req {
 	uint64_t gpa, expect, tag, val;
 	int write;
+	enum gm_access access; /* the kind of the single access (AUTO for a batch) */
+	uint64_t fault_flags;  /* memory_fault.flags of the exit, when it ended in one */
 	/* A batch instead (probe_batch): read batch[next..n), each into vals[]. */
 	const uint64_t *batch;
 	size_t batch_n, batch_next;
@@ -209,12 +315,14 @@ static void probe_guest(struct gm_guest *guest, void *arg)
 		gm_guest_ucall(guest, GM_UCALL_SYNC, 0);
 		/* One run for a whole batch: a vCPU handoff costs more than the reads. */
 		if (p->batch_n) {
+			gm_guest_set_access(guest, GM_ACCESS_AUTO);
 			for (size_t i = p->batch_next; i < p->batch_n; i = p->batch_next) {
 				p->vals[i] = gm_guest_read64(guest, p->batch[i]);
 				p->batch_next = i + 1;
 			}
 			continue;
 		}
+		gm_guest_set_access(guest, p->access);
 		v = gm_guest_read64(guest, p->gpa);
 		p->val = v;
 		if (p->write && v == p->expect)
@@ -265,16 +373,20 @@ enum probe_result {
 	PROBE_FAULT,   /* KVM_EXIT_MEMORY_FAULT: the vCPU stays stuck there and is stopped */
 };
 
-/* One access through the probe vCPU; the result, with what the exits said checked. */
-static FUZZ_UNUSED enum probe_result probe_access(struct probe_vcpu *pv, uint64_t gpa,
-						  bool write, uint64_t expect, uint64_t tag)
+/*
+ * One access of the given kind through the probe vCPU; the result, with what
+ * the exits said checked (a memory fault's flags are left in probe_req.fault_flags).
+ */
+static FUZZ_UNUSED enum probe_result probe_access_kind(struct probe_vcpu *pv, uint64_t gpa,
+						       enum gm_access access, bool write,
+						       uint64_t expect, uint64_t tag)
 {
 	bool mmio = false;
 	struct gm_ucall uc;
 	int ret;
 
 	probe_req = (struct probe_req){
-		.gpa = gpa, .expect = expect, .tag = tag, .write = write,
+		.gpa = gpa, .expect = expect, .tag = tag, .write = write, .access = access,
 	};
 	for (;;) {
 		ret = gm_ioctl(pv->fd, KVM_RUN, 0);
@@ -285,6 +397,7 @@ static FUZZ_UNUSED enum probe_result probe_access(struct probe_vcpu *pv, uint64_
 				     (unsigned long long)pv->run->memory_fault.gpa,
 				     (unsigned long long)pv->run->memory_fault.size,
 				     (unsigned long long)gpa);
+			probe_req.fault_flags = pv->run->memory_fault.flags;
 			probe_stop(pv);
 			return PROBE_FAULT;
 		}
@@ -307,6 +420,13 @@ static FUZZ_UNUSED enum probe_result probe_access(struct probe_vcpu *pv, uint64_
 	if (mmio && probe_req.val != PROBE_MMIO_DATA)
 		fail("the probe read %#llx, not the MMIO data", (unsigned long long)probe_req.val);
 	return mmio ? PROBE_MMIO : PROBE_MEMORY;
+}
+
+/* probe_access_kind with the SW_PROTECTED default: private where the memory is private. */
+static FUZZ_UNUSED enum probe_result probe_access(struct probe_vcpu *pv, uint64_t gpa,
+						  bool write, uint64_t expect, uint64_t tag)
+{
+	return probe_access_kind(pv, gpa, GM_ACCESS_AUTO, write, expect, tag);
 }
 
 /*

@@ -41,11 +41,6 @@
 #define MAX_GFN ((1ULL << 36) - 1)
 #define TASK_SIZE_MAX 0x7ffffffff000ULL
 
-/* Sorted, disjoint, non-adjacent ranges of pages [start, end). */
-struct pageset {
-	uint64_t (*r)[2];
-	size_t nr, cap;
-};
 
 /* The first 8 bytes of a page that something wrote; pages not listed read zero. */
 struct tag {
@@ -163,95 +158,6 @@ static uint64_t pick_off(struct input *in, uint64_t size)
 	if (sel < 72)
 		return size;
 	return (u16(in) % (pages + 2)) * PAGE_SIZE;
-}
-
-/* ---- sets of pages ------------------------------------------------------------------- */
-
-static void ps_reserve(struct pageset *s, size_t nr)
-{
-	if (nr <= s->cap)
-		return;
-	s->cap = nr * 2;
-	s->r = realloc(s->r, s->cap * sizeof(*s->r));
-	if (!s->r)
-		abort();
-}
-
-/* Takes [a, b) out of the set. */
-static void ps_remove(struct pageset *s, uint64_t a, uint64_t b)
-{
-	size_t out = 0;
-
-	if (a >= b)
-		return;
-	ps_reserve(s, s->nr + 1);
-	for (size_t i = 0; i < s->nr; i++) {
-		uint64_t x = s->r[i][0], y = s->r[i][1];
-
-		if (y <= a || x >= b) {
-			s->r[out][0] = x;
-			s->r[out++][1] = y;
-			continue;
-		}
-		if (x < a) {
-			s->r[out][0] = x;
-			s->r[out++][1] = a;
-		}
-		if (b < y) {
-			/* Only one range can straddle b, and it comes last: no overlap with what follows. */
-			memmove(&s->r[out + 1], &s->r[i + 1], (s->nr - i - 1) * sizeof(*s->r));
-			s->r[out][0] = b;
-			s->r[out++][1] = y;
-			s->nr = out + (s->nr - i - 1);
-			return;
-		}
-	}
-	s->nr = out;
-}
-
-/* Puts [a, b) in the set, merged with its neighbours. */
-static void ps_add(struct pageset *s, uint64_t a, uint64_t b)
-{
-	size_t at = 0;
-
-	if (a >= b)
-		return;
-	ps_remove(s, a, b);
-	ps_reserve(s, s->nr + 1);
-	while (at < s->nr && s->r[at][0] < a)
-		at++;
-	memmove(&s->r[at + 1], &s->r[at], (s->nr - at) * sizeof(*s->r));
-	s->r[at][0] = a;
-	s->r[at][1] = b;
-	s->nr++;
-	if (at + 1 < s->nr && s->r[at + 1][0] == b) {
-		s->r[at][1] = s->r[at + 1][1];
-		memmove(&s->r[at + 1], &s->r[at + 2], (s->nr - at - 2) * sizeof(*s->r));
-		s->nr--;
-	}
-	if (at > 0 && s->r[at - 1][1] == a) {
-		s->r[at - 1][1] = s->r[at][1];
-		memmove(&s->r[at], &s->r[at + 1], (s->nr - at - 1) * sizeof(*s->r));
-		s->nr--;
-	}
-}
-
-/* Whether any page of [a, b) is in the set. */
-static bool ps_meets(const struct pageset *s, uint64_t a, uint64_t b)
-{
-	for (size_t i = 0; i < s->nr; i++)
-		if (s->r[i][0] < b && a < s->r[i][1])
-			return true;
-	return false;
-}
-
-static uint64_t ps_count(const struct pageset *s)
-{
-	uint64_t n = 0;
-
-	for (size_t i = 0; i < s->nr; i++)
-		n += s->r[i][1] - s->r[i][0];
-	return n;
 }
 
 /* ---- the model of a file's attributes: the set of its private pages ---------------- */

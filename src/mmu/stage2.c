@@ -113,9 +113,14 @@ static void table_retire(struct mmu *mmu, struct mmu_table *t, int level)
 	gm_call_rcu(&t->rcu, table_rcu_free);
 }
 
-static bool mmu_retry(struct mmu *mmu, gfn_t gfn, uint64_t seq)
+/*
+ * Whether a leaf over [gfn, end) decided under seq may not be mapped: an
+ * invalidation ended since, or one in progress meets the leaf. The whole leaf:
+ * a huge one decided before a change to any page under it would map that page stale.
+ */
+static bool mmu_retry(struct mmu *mmu, gfn_t gfn, gfn_t end, uint64_t seq)
 {
-	if (mmu->invalidate_in_progress && gfn >= mmu->invalidate_start && gfn < mmu->invalidate_end)
+	if (mmu->invalidate_in_progress && gfn < mmu->invalidate_end && end > mmu->invalidate_start)
 		return true;
 	return atomic_load_explicit(&mmu->invalidate_seq, memory_order_relaxed) != seq;
 }
@@ -125,7 +130,7 @@ bool mmu_seq_stale(struct mmu *mmu, gfn_t gfn, uint64_t seq)
 	bool stale;
 
 	pthread_mutex_lock(&mmu->lock);
-	stale = mmu_retry(mmu, gfn, seq);
+	stale = mmu_retry(mmu, gfn, gfn + 1, seq);
 	pthread_mutex_unlock(&mmu->lock);
 	return stale;
 }
@@ -141,7 +146,7 @@ int mmu_map(struct mmu *mmu, gfn_t gfn, enum mmu_level level, void *hva, bool pr
 	if (gfn >> (MMU_TABLE_BITS * (MMU_ROOT_LEVEL + 1)))
 		return -EFAULT;
 	pthread_mutex_lock(&mmu->lock);
-	if (mmu_retry(mmu, gfn, seq)) {
+	if (mmu_retry(mmu, gfn, gfn + (1ULL << (MMU_TABLE_BITS * level)), seq)) {
 		atomic_fetch_add(&mmu->retries, 1);
 		ret = -EAGAIN;
 		goto out;

@@ -1,6 +1,7 @@
 /* The huge-leaf rule: a leaf is as large as the folio, the slot's alignment and uniform attributes allow. */
 #include <linux/falloc.h>
 
+#include "mmu/stage2.h"
 #include "unit/vmm.h"
 
 struct touch {
@@ -95,4 +96,32 @@ Test(mmu_huge, gigabyte_folio_maps_1g_leaf)
 	cr_expect_geq(st.zaps, 1);
 	gm_close(gmem);
 	vmm_destroy(&m);
+}
+
+/*
+ * A leaf decided before an invalidation began is not mapped while it runs if
+ * the invalidation meets any page of the leaf, not only its first: a fault that
+ * read uniform attributes over 2 MiB before a one-page change inside them would
+ * otherwise map a huge leaf that outlives the change (stress-vm_attrs found it).
+ */
+Test(mmu_huge, invalidation_inside_a_huge_leaf_holds_it_off)
+{
+	static char store[SZ_2M] __attribute__((aligned(SZ_2M)));
+	const uint64_t base = 0x100000 / 4096 * 512; /* a 2 MiB-aligned gfn */
+	struct mmu mmu;
+	uint64_t seq;
+
+	cr_assert_eq(mmu_init(&mmu), 0);
+	seq = mmu_seq_begin(&mmu);
+	mmu_invalidate_begin(&mmu, base + 37, base + 38);
+	cr_expect_eq(mmu_map(&mmu, base, MMU_LEVEL_2M, store, true, true, seq), -EAGAIN,
+		     "a 2 MiB leaf over the page being invalidated");
+	cr_expect_eq(mmu_map(&mmu, base + 36, MMU_LEVEL_4K, store, true, true, seq), 0,
+		     "a 4 KiB leaf next to it is not held off");
+	cr_expect_eq(mmu_map(&mmu, base + 37, MMU_LEVEL_4K, store, true, true, seq), -EAGAIN);
+	mmu_invalidate_end(&mmu);
+	/* Once it has ended, whatever was decided before it retries. */
+	cr_expect_eq(mmu_map(&mmu, base, MMU_LEVEL_2M, store, true, true, seq), -EAGAIN);
+	cr_expect_eq(mmu_map(&mmu, base, MMU_LEVEL_2M, store, true, true, mmu_seq_begin(&mmu)), 0);
+	mmu_destroy(&mmu);
 }
