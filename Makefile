@@ -318,7 +318,7 @@ FUZZ_SECONDS  ?= 60
 FUZZ_CFLAGS   := -std=gnu11 -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
                  -fno-sanitize-recover=all -Wall -Wextra $(WERROR) -Wno-unused-parameter \
                  -Iinclude -Isrc
-FUZZ_LIB_SRCS := $(wildcard src/*.c src/kvm/*.c src/mmu/*.c)
+FUZZ_LIB_SRCS := $(wildcard src/*.c src/kvm/*.c src/mmu/*.c src/platform/*.c)
 FUZZ_BINS     := $(FUZZ_TARGETS:%=build/fuzz/%)
 FUZZ_REPLAYS  := $(FUZZ_TARGETS:%=$(BUILD)/tests/fuzz-replay-%)
 TEST_BINS     += $(FUZZ_REPLAYS)

@@ -1,5 +1,6 @@
 /* The software stage-2: a 4-level radix table over gfns with 4K, 2M and 1G leaves, and its invalidation. */
 #define _GNU_SOURCE
+#include <string.h>
 #include <linux/membarrier.h>
 #include <sched.h>
 #include <sys/mman.h>
@@ -41,6 +42,8 @@ int mmu_init(struct mmu *mmu)
 
 	if (!root)
 		return -ENOMEM;
+	/* Every field starts empty whatever the caller's memory held (no vCPU, no invalidation). */
+	memset(mmu, 0, sizeof(*mmu));
 	atomic_init(&mmu->root, root);
 	pthread_mutex_init(&mmu->lock, NULL);
 	pthread_mutex_init(&mmu->vcpus_lock, NULL);
