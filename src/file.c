@@ -31,6 +31,33 @@ static struct fd_entry *_Atomic *_Atomic fd_chunks[FD_CHUNKS];
 static pthread_mutex_t fd_table_lock = PTHREAD_MUTEX_INITIALIZER;
 static atomic_ullong open_fds;
 
+/*
+ * The process whose memory this table is. A vfork child shares the memory but
+ * has its own copy of the fd table: its close or dup2 of a library fd must not
+ * drop the parent's entry (the parent's fd is still open), so outside the owner
+ * the table is only read. fork's child has its own copy of both, and owns it.
+ */
+static _Atomic pid_t table_owner;
+static pthread_once_t table_owner_once = PTHREAD_ONCE_INIT;
+
+static void table_owner_set(void)
+{
+	atomic_store(&table_owner, getpid());
+}
+
+static void table_owner_init(void)
+{
+	table_owner_set();
+	pthread_atfork(NULL, NULL, table_owner_set);
+}
+
+/* Called once an entry exists (or in install), so the owner was set by the process that made it. */
+static bool table_owned_here(void)
+{
+	pthread_once(&table_owner_once, table_owner_init);
+	return atomic_load(&table_owner) == getpid();
+}
+
 static struct fd_entry *_Atomic *fd_slot(int fd, bool create)
 {
 	unsigned chunk = (unsigned)fd >> FD_CHUNK_SHIFT;
@@ -96,6 +123,11 @@ int gm_file_install(enum gm_file_type type, struct gm_object *obj, const char *n
 
 	if (!e)
 		return -ENOMEM;
+	/* A vfork child's new fd number may be one of its parent's library fds. */
+	if (!table_owned_here()) {
+		ret = -EPERM;
+		goto err_free;
+	}
 	fd = memfd_create(name, MFD_ALLOW_SEALING | (cloexec ? MFD_CLOEXEC : 0));
 	if (fd < 0) {
 		ret = -errno;
@@ -191,6 +223,11 @@ int gm_file_close(int fd)
 		pthread_mutex_unlock(&fd_table_lock);
 		return 0;
 	}
+	if (!table_owned_here()) {
+		pthread_mutex_unlock(&fd_table_lock);
+		close(fd);
+		return 1;
+	}
 	atomic_store(slot, NULL);
 	close(fd);
 	pthread_mutex_unlock(&fd_table_lock);
@@ -243,6 +280,11 @@ int gm_file_dup(int oldfd, int newfd)
 	if (!e)
 		return -ENOMEM;
 	obj = gm_file_get(oldfd, &type);
+	/* In a vfork child the duplicate stays a plain fd: recording it would change the parent's table. */
+	if (obj && !table_owned_here()) {
+		gm_object_put(obj);
+		obj = NULL;
+	}
 	if (!obj) {
 		gm_free(e);
 		return 0;
@@ -269,7 +311,7 @@ void gm_file_drop_stale(int fd)
 		return;
 	pthread_mutex_lock(&fd_table_lock);
 	e = atomic_load(slot);
-	if (!e || fd_matches(fd, e)) {
+	if (!e || fd_matches(fd, e) || !table_owned_here()) {
 		pthread_mutex_unlock(&fd_table_lock);
 		return;
 	}

@@ -553,6 +553,15 @@ PRELOAD_EXPORT long syscall(long nr, ...)
 		return readv((int)a[0], (const struct iovec *)a[1], (int)a[2]);
 	case SYS_writev:
 		return writev((int)a[0], (const struct iovec *)a[1], (int)a[2]);
+	/* The offset's high half (a[4]) is for 32-bit callers: on x86-64 a[3] holds all of it. */
+	case SYS_preadv:
+		return preadv((int)a[0], (const struct iovec *)a[1], (int)a[2], (off_t)a[3]);
+	case SYS_pwritev:
+		return pwritev((int)a[0], (const struct iovec *)a[1], (int)a[2], (off_t)a[3]);
+	case SYS_preadv2:
+		return preadv2((int)a[0], (const struct iovec *)a[1], (int)a[2], (off_t)a[3], (int)a[5]);
+	case SYS_pwritev2:
+		return pwritev2((int)a[0], (const struct iovec *)a[1], (int)a[2], (off_t)a[3], (int)a[5]);
 	case SYS_lseek:
 		return lseek((int)a[0], (off_t)a[1], (int)a[2]);
 	case SYS_ftruncate:

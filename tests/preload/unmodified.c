@@ -5,6 +5,7 @@
  * plain memory did not.
  */
 #define _GNU_SOURCE
+#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
@@ -165,6 +166,11 @@ static void check_guest_memfd(int vm)
 	CHECK(FAILS_WITH(readv(gfd, &iov, 1)) == EINVAL && FAILS_WITH(pwritev(gfd, &iov, 1, 0)) == ESPIPE,
 	      "readv EINVAL, pwritev ESPIPE");
 	CHECK(FAILS_WITH(syscall(SYS_pwrite64, gfd, buf, 1, 0)) == ESPIPE, "syscall(SYS_pwrite64): ESPIPE");
+	CHECK(FAILS_WITH(syscall(SYS_preadv, gfd, &iov, 1, 0, 0)) == ESPIPE &&
+		      FAILS_WITH(syscall(SYS_pwritev, gfd, &iov, 1, 0, 0)) == ESPIPE &&
+		      FAILS_WITH(syscall(SYS_preadv2, gfd, &iov, 1, 0, 0, 0)) == ESPIPE &&
+		      FAILS_WITH(syscall(SYS_pwritev2, gfd, &iov, 1, -1L, -1L, 0)) == EINVAL,
+	      "syscall(SYS_preadv, SYS_pwritev and their v2 forms) reach the library");
 	CHECK(FAILS_WITH(lseek(gfd, 0, SEEK_SET)) == ESPIPE && FAILS_WITH(ftruncate(gfd, 0)) == EINVAL,
 	      "lseek ESPIPE, ftruncate EINVAL");
 	CHECK(fallocate(gfd, FALLOC_FL_KEEP_SIZE, 0, 1 << 20) == 0 &&
@@ -275,6 +281,29 @@ static void check_dup(int vm)
 	CHECK(close(d) == 0 && close(d2) == 0 && close(d3) == 0 &&
 		      ioctl(vm, KVM_CHECK_EXTENSION, KVM_CAP_USER_MEMORY) == 1,
 	      "closing the duplicates leaves the VM");
+}
+
+/*
+ * A vfork child shares the parent's memory but has a copy of its fd table: its
+ * close and dup2 act on its own fds, and the parent's library fds stay the library's.
+ */
+static void check_vfork(int vm)
+{
+	int closed = dup(vm), covered = dup(vm), plain = open("/dev/null", O_RDONLY), status;
+	pid_t pid = vfork();
+
+	if (!pid) {
+		close(closed);
+		dup2(plain, covered);
+		_exit(0);
+	}
+	waitpid(pid, &status, 0);
+	CHECK(ioctl(closed, KVM_CHECK_EXTENSION, KVM_CAP_USER_MEMORY) == 1 &&
+		      ioctl(covered, KVM_CHECK_EXTENSION, KVM_CAP_USER_MEMORY) == 1,
+	      "a vfork child's close and dup2 leave the parent's library fds the library's");
+	close(closed);
+	close(covered);
+	close(plain);
 }
 
 static void check_release(void)
@@ -393,6 +422,49 @@ static int probe_attrs(void)
 	return 0;
 }
 
+/* A file in the test's temporary directory with the given bytes and mode. */
+static bool make_file(const char *path, const void *data, size_t len, mode_t mode)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0700);
+	bool ok = fd >= 0 && write(fd, data, len) == (ssize_t)len;
+
+	if (fd >= 0)
+		close(fd);
+	return ok && chmod(path, mode) == 0;
+}
+
+/* Programs the preload cannot reach: a 32-bit one, a set-user-ID one. gmem-run refuses both. */
+static void check_foreign_programs(void)
+{
+	/* An ELFCLASS32 header is all gmem-run reads: it must not exec it. */
+	static const unsigned char elf32[52] = { 0x7f, 'E', 'L', 'F', ELFCLASS32, ELFDATA2LSB, 1,
+						 [16] = ET_EXEC, [18] = EM_386, [20] = 1 };
+	char dir[] = "/tmp/gmem-run-test-XXXXXX", path[64];
+	char self_copy[96];
+
+	if (!mkdtemp(dir)) {
+		CHECK(0, "mkdtemp: %s", strerror(errno));
+		return;
+	}
+	snprintf(path, sizeof(path), "%s/elf32", dir);
+	CHECK(make_file(path, elf32, sizeof(elf32), 0755) &&
+		      run("%s -- %s 2>/dev/null", GMEM_RUN_BIN, path) == 2,
+	      "gmem-run refuses a 32-bit program (exit 2)");
+	unlink(path);
+	/* Set-user-ID to another user: only root can give a file away. */
+	snprintf(self_copy, sizeof(self_copy), "%s/suid-true", dir);
+	if (geteuid() != 0) {
+		gm_report_skip("preload-unmodified/setuid", "not root: cannot make a set-user-ID file of another user");
+	} else {
+		CHECK(run("cp /bin/true %s && chown 65534 %s && chmod 4755 %s", self_copy, self_copy,
+			  self_copy) == 0 &&
+			      run("%s -- %s 2>/dev/null", GMEM_RUN_BIN, self_copy) == 2,
+		      "gmem-run refuses a set-user-ID program, which the loader would run without the preload (exit 2)");
+		unlink(self_copy);
+	}
+	rmdir(dir);
+}
+
 /* Outside gmem-run: check gmem-run itself, then run this program again under it. */
 static int relaunch(char **argv)
 {
@@ -404,6 +476,7 @@ static int relaunch(char **argv)
 	      "gmem-run refuses bad options (exit 2)");
 	CHECK(run("%s -- /nonexistent/program 2>/dev/null", GMEM_RUN_BIN) == 127,
 	      "gmem-run: a missing program is exit 127");
+	check_foreign_programs();
 	CHECK(output_is("kvm 1", "%s --backend kvm --vm-memory-attributes 1 -- sh -c "
 			"'echo $GMEM_BACKEND $GMEM_VM_MEMORY_ATTRIBUTES'", GMEM_RUN_BIN),
 	      "gmem-run sets GMEM_BACKEND and GMEM_VM_MEMORY_ATTRIBUTES");
@@ -443,6 +516,7 @@ int main(int argc, char **argv)
 	check_guest_memfd(vm);
 	check_sev_device(kvm);
 	check_dup(vm);
+	check_vfork(vm);
 	close(vm);
 	close(kvm);
 	check_release();
