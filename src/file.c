@@ -1,6 +1,7 @@
 /* The fd table: real process fds that stand for library objects. */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -20,6 +21,7 @@ struct fd_entry {
 	dev_t dev;
 	ino_t ino;
 	struct rcu_head rcu;
+	struct fd_entry *next_retired;
 };
 
 #define FD_CHUNK_SHIFT 10
@@ -29,6 +31,27 @@ struct fd_entry {
 static struct fd_entry *_Atomic *_Atomic fd_chunks[FD_CHUNKS];
 /* Serialises installs and closes; lookups are RCU readers. */
 static pthread_mutex_t fd_table_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/*
+ * Signals are blocked while it is held: a handler that closes or dups a
+ * library fd (both async-signal-safe in the kernel) would wait for its own
+ * thread. Returns the mask to give back to table_unlock.
+ */
+static sigset_t table_lock(void)
+{
+	sigset_t all, old;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	pthread_mutex_lock(&fd_table_lock);
+	return old;
+}
+
+static void table_unlock(const sigset_t *old)
+{
+	pthread_mutex_unlock(&fd_table_lock);
+	pthread_sigmask(SIG_SETMASK, old, NULL);
+}
 static atomic_ullong open_fds;
 
 /*
@@ -89,29 +112,60 @@ static int entry_fill(struct fd_entry *e, enum gm_file_type type, struct gm_obje
 	return 0;
 }
 
+static void fd_entry_free(struct rcu_head *head);
+
+/* Entries unpublished by a signal handler, freed after the next grace period someone waits for. */
+static struct fd_entry *_Atomic retired;
+
+/*
+ * Frees e, no longer in the table, once no reader can hold it. A signal
+ * handler that interrupted this thread's own lookup (close() of a library fd
+ * is async-signal-safe in the kernel) cannot wait for that: e waits for the
+ * next grace period instead.
+ */
+static void fd_entry_retire(struct fd_entry *e)
+{
+	struct fd_entry *earlier;
+
+	if (gm_rcu_read_held()) {
+		e->next_retired = atomic_load(&retired);
+		while (!atomic_compare_exchange_weak(&retired, &e->next_retired, e))
+			;
+		return;
+	}
+	/* Taken before the grace period, which then covers them too. */
+	earlier = atomic_exchange(&retired, NULL);
+	gm_synchronize_rcu();
+	fd_entry_free(&e->rcu);
+	while (earlier) {
+		e = earlier;
+		earlier = e->next_retired;
+		fd_entry_free(&e->rcu);
+	}
+}
+
 /* Puts e in fd's slot; an entry already there is stale (its fd was closed or replaced). */
 static int publish(int fd, struct fd_entry *e)
 {
 	struct fd_entry *_Atomic *slot;
 	struct fd_entry *stale;
+	sigset_t sigmask;
 
-	pthread_mutex_lock(&fd_table_lock);
+	sigmask = table_lock();
 	slot = fd_slot(fd, true);
 	if (!slot) {
-		pthread_mutex_unlock(&fd_table_lock);
+		table_unlock(&sigmask);
 		return -EMFILE;
 	}
 	stale = atomic_exchange(slot, e);
 	/* Under the lock, so it only grows. */
 	if (fd > atomic_load_explicit(&gm_file_max_fd, memory_order_relaxed))
 		atomic_store_explicit(&gm_file_max_fd, fd, memory_order_relaxed);
-	pthread_mutex_unlock(&fd_table_lock);
+	table_unlock(&sigmask);
 	atomic_fetch_add(&open_fds, 1);
 	if (stale) {
 		atomic_fetch_sub(&open_fds, 1);
-		gm_synchronize_rcu();
-		gm_object_put(stale->obj);
-		gm_free(stale);
+		fd_entry_retire(stale);
 	}
 	return 0;
 }
@@ -214,27 +268,27 @@ int gm_file_close(int fd)
 {
 	struct fd_entry *_Atomic *slot = fd_slot(fd, false);
 	struct fd_entry *e;
+	sigset_t sigmask;
 
 	if (!slot)
 		return 0;
-	pthread_mutex_lock(&fd_table_lock);
+	sigmask = table_lock();
 	e = atomic_load(slot);
 	if (!e || !fd_matches(fd, e)) {
-		pthread_mutex_unlock(&fd_table_lock);
+		table_unlock(&sigmask);
 		return 0;
 	}
 	if (!table_owned_here()) {
-		pthread_mutex_unlock(&fd_table_lock);
+		table_unlock(&sigmask);
 		close(fd);
 		return 1;
 	}
 	atomic_store(slot, NULL);
 	close(fd);
-	pthread_mutex_unlock(&fd_table_lock);
+	table_unlock(&sigmask);
 	atomic_fetch_sub(&open_fds, 1);
 	/* Readers may still hold the entry: the object's reference goes after a grace period. */
-	gm_synchronize_rcu();
-	fd_entry_free(&e->rcu);
+	fd_entry_retire(e);
 	return 1;
 }
 
@@ -306,20 +360,20 @@ void gm_file_drop_stale(int fd)
 {
 	struct fd_entry *_Atomic *slot = fd_slot(fd, false);
 	struct fd_entry *e;
+	sigset_t sigmask;
 
 	if (!slot)
 		return;
-	pthread_mutex_lock(&fd_table_lock);
+	sigmask = table_lock();
 	e = atomic_load(slot);
 	if (!e || fd_matches(fd, e) || !table_owned_here()) {
-		pthread_mutex_unlock(&fd_table_lock);
+		table_unlock(&sigmask);
 		return;
 	}
 	atomic_store(slot, NULL);
-	pthread_mutex_unlock(&fd_table_lock);
+	table_unlock(&sigmask);
 	atomic_fetch_sub(&open_fds, 1);
-	gm_synchronize_rcu();
-	fd_entry_free(&e->rcu);
+	fd_entry_retire(e);
 }
 
 int gm_file_next(int from)

@@ -21,6 +21,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/uio.h>
@@ -306,6 +307,65 @@ static void check_vfork(int vm)
 	close(plain);
 }
 
+/*
+ * close() is async-signal-safe: a handler may close a library fd while its
+ * thread is inside the library looking one up (every ioctl does). Waiting for
+ * that lookup to end from within it would hang the thread for good.
+ */
+#define SIGNAL_CLOSES 300
+static int signal_fds[SIGNAL_CLOSES];
+static volatile int signal_closed;
+
+static void close_one(int sig)
+{
+	(void)sig;
+	if (signal_closed < SIGNAL_CLOSES)
+		close(signal_fds[signal_closed++]);
+}
+
+static void *signal_watchdog(void *arg)
+{
+	(void)arg;
+	sleep(20);
+	printf("FAIL a signal handler's close of a library fd hung the thread it interrupted\n");
+	_exit(1);
+}
+
+static void check_signal_close(int vm)
+{
+	struct itimerval every = { { 0, 20 }, { 0, 20 } }, off = { 0 };
+	struct sigaction sa = { .sa_handler = close_one }, old;
+	pthread_t watchdog;
+	sigset_t alrm;
+	struct stat st;
+	int opened = 0;
+
+	for (; opened < SIGNAL_CLOSES; opened++)
+		if ((signal_fds[opened] = dup(vm)) < 0)
+			break;
+	/* The watchdog inherits SIGALRM blocked: the handler interrupts this thread only. */
+	sigemptyset(&alrm);
+	sigaddset(&alrm, SIGALRM);
+	pthread_sigmask(SIG_BLOCK, &alrm, NULL);
+	pthread_create(&watchdog, NULL, signal_watchdog, NULL);
+	pthread_sigmask(SIG_UNBLOCK, &alrm, NULL);
+	sigaction(SIGALRM, &sa, &old);
+	setitimer(ITIMER_REAL, &every, NULL);
+	/* Lookups only: no allocation the handler's could interrupt. */
+	while (signal_closed < opened)
+		if (ioctl(vm, KVM_CHECK_EXTENSION, KVM_CAP_USER_MEMORY) != 1 || fstat(vm, &st) < 0)
+			break;
+	setitimer(ITIMER_REAL, &off, NULL);
+	sigaction(SIGALRM, &old, NULL);
+	pthread_cancel(watchdog);
+	pthread_join(watchdog, NULL);
+	CHECK(opened == SIGNAL_CLOSES && signal_closed == opened &&
+		      FAILS_WITH(fcntl(signal_fds[opened - 1], F_GETFD)) == EBADF &&
+		      ioctl(vm, KVM_CHECK_EXTENSION, KVM_CAP_USER_MEMORY) == 1,
+	      "a signal handler closes library fds while its thread looks them up (%d closes)",
+	      signal_closed);
+}
+
 static void check_release(void)
 {
 	int kvm = open("/dev/kvm", O_RDWR), vm, gfd;
@@ -517,6 +577,7 @@ int main(int argc, char **argv)
 	check_sev_device(kvm);
 	check_dup(vm);
 	check_vfork(vm);
+	check_signal_close(vm);
 	close(vm);
 	close(kvm);
 	check_release();
