@@ -42,8 +42,9 @@ static const char *find_preload(char *buf, size_t size)
 	char self[PATH_MAX];
 	ssize_t n;
 
+	/* A wrong path would run the program without the library, on the host's /dev/kvm. */
 	if (env && *env)
-		return env;
+		return readable(env) ? env : NULL;
 	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
 	if (n > 0) {
 		self[n] = '\0';
@@ -225,7 +226,11 @@ int main(int argc, char **argv)
 	}
 	lib = find_preload(libbuf, sizeof(libbuf));
 	if (!lib) {
-		fprintf(stderr, "gmem-run: %s not found (set GMEM_PRELOAD)\n", PRELOAD_NAME);
+		if (getenv("GMEM_PRELOAD") && *getenv("GMEM_PRELOAD"))
+			fprintf(stderr, "gmem-run: GMEM_PRELOAD=%s: %s\n", getenv("GMEM_PRELOAD"),
+				strerror(errno));
+		else
+			fprintf(stderr, "gmem-run: %s not found (set GMEM_PRELOAD)\n", PRELOAD_NAME);
 		return EXIT_BAD_USAGE;
 	}
 	if (set_preload(lib) || (backend && setenv("GMEM_BACKEND", backend, 1)) ||

@@ -536,6 +536,8 @@ static int relaunch(char **argv)
 	      "gmem-run refuses bad options (exit 2)");
 	CHECK(run("%s -- /nonexistent/program 2>/dev/null", GMEM_RUN_BIN) == 127,
 	      "gmem-run: a missing program is exit 127");
+	CHECK(run("GMEM_PRELOAD=/nonexistent/libgmem-preload.so %s -- true 2>/dev/null", GMEM_RUN_BIN) == 2,
+	      "gmem-run refuses a GMEM_PRELOAD that is not there (exit 2), which would run the program without the library");
 	check_foreign_programs();
 	CHECK(output_is("kvm 1", "%s --backend kvm --vm-memory-attributes 1 -- sh -c "
 			"'echo $GMEM_BACKEND $GMEM_VM_MEMORY_ATTRIBUTES'", GMEM_RUN_BIN),
