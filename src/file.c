@@ -292,22 +292,96 @@ int gm_file_close(int fd)
 	return 1;
 }
 
+/*
+ * The library's internal fds (gm_fd_hide), by number, with the inode that
+ * tells a later fd of that number apart once the library closed its own.
+ */
+struct hidden_fd {
+	_Atomic dev_t dev;
+	_Atomic ino_t ino; /* 0: none */
+};
+
+static struct hidden_fd *_Atomic hidden_chunks[FD_CHUNKS];
+_Atomic int gm_fd_hidden_max = -1;
+
+static struct hidden_fd *hidden_slot(int fd, bool create)
+{
+	unsigned chunk = (unsigned)fd >> FD_CHUNK_SHIFT;
+	struct hidden_fd *c, *none = NULL;
+
+	if (fd < 0 || chunk >= FD_CHUNKS)
+		return NULL;
+	c = atomic_load_explicit(&hidden_chunks[chunk], memory_order_acquire);
+	if (!c && create) {
+		c = gm_zalloc(FD_CHUNK_SIZE * sizeof(*c));
+		if (c && !atomic_compare_exchange_strong(&hidden_chunks[chunk], &none, c)) {
+			gm_free(c);
+			c = none;
+		}
+	}
+	return c ? &c[fd & (FD_CHUNK_SIZE - 1)] : NULL;
+}
+
+static void hidden_mark(int fd)
+{
+	struct hidden_fd *h = hidden_slot(fd, true);
+	struct stat st;
+	int max;
+
+	if (!h || fstat(fd, &st) < 0)
+		return;
+	atomic_store(&h->dev, st.st_dev);
+	atomic_store(&h->ino, st.st_ino);
+	max = atomic_load(&gm_fd_hidden_max);
+	while (fd > max && !atomic_compare_exchange_weak(&gm_fd_hidden_max, &max, fd))
+		;
+}
+
+bool gm_fd_hidden(int fd)
+{
+	struct hidden_fd *h = hidden_slot(fd, false);
+	struct stat st;
+	ino_t ino = h ? atomic_load(&h->ino) : 0;
+
+	return ino && fstat(fd, &st) == 0 && st.st_ino == ino && st.st_dev == atomic_load(&h->dev);
+}
+
+int gm_fd_hidden_next(int from)
+{
+	int max = atomic_load(&gm_fd_hidden_max);
+
+	for (int fd = from < 0 ? 0 : from; fd <= max; fd++) {
+		if (!atomic_load_explicit(&hidden_chunks[(unsigned)fd >> FD_CHUNK_SHIFT],
+					  memory_order_acquire)) {
+			fd |= FD_CHUNK_SIZE - 1;
+			continue;
+		}
+		if (gm_fd_hidden(fd))
+			return fd;
+	}
+	return -1;
+}
+
 int gm_fd_hide(int fd)
 {
 	struct rlimit rl;
 	int high, flags;
 
 	if (fd < 0 || getrlimit(RLIMIT_NOFILE, &rl) < 0)
-		return fd;
+		goto out;
 	/* Above the numbers a program uses, within the limit, without growing the table much. */
 	high = rl.rlim_cur / 2 < 1024 ? (int)(rl.rlim_cur / 2) : 1024;
 	if (fd >= high || (flags = fcntl(fd, F_GETFD)) < 0)
-		return fd;
+		goto out;
 	high = fcntl(fd, (flags & FD_CLOEXEC) ? F_DUPFD_CLOEXEC : F_DUPFD, high);
 	if (high < 0)
-		return fd;
+		goto out;
 	close(fd);
-	return high;
+	fd = high;
+out:
+	if (fd >= 0)
+		hidden_mark(fd);
+	return fd;
 }
 
 uint64_t gm_file_count(void)

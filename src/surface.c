@@ -352,7 +352,9 @@ GM_EXPORT int gm_ftruncate(int fd, off_t len)
 
 GM_EXPORT int gm_close(int fd)
 {
-	return gm_file_close(fd) ? 0 : close(fd);
+	if (gm_file_close(fd))
+		return 0;
+	return gm_fd_hidden(fd) ? (int)sys_ret(-EBADF) : close(fd);
 }
 
 /* newfd is a new fd of oldfd's file: a library fd's gets its object too, or is closed again. */
@@ -377,7 +379,12 @@ GM_EXPORT int gm_dup(int fd)
 
 GM_EXPORT int gm_dup3(int oldfd, int newfd, int flags)
 {
-	int ret = dup3(oldfd, newfd, flags);
+	int ret;
+
+	/* The number is the library's own: the kernel's EBUSY for an fd not ready to replace. */
+	if (oldfd != newfd && gm_fd_hidden(newfd))
+		return (int)sys_ret(-EBUSY);
+	ret = dup3(oldfd, newfd, flags);
 
 	if (ret < 0)
 		return ret;
@@ -447,6 +454,17 @@ GM_EXPORT int gm_close_range(unsigned int first, unsigned int last, int flags)
 		     fd >= 0 && (unsigned)fd <= last; fd = gm_file_next(fd + 1))
 			gm_file_close(fd);
 	}
+	/* The range goes to the kernel in pieces around the library's internal fds. */
+	for (int fd = gm_fd_hidden_next((int)(first > INT_MAX ? INT_MAX : first));
+	     fd >= 0 && (unsigned)fd <= last; fd = gm_fd_hidden_next(fd + 1)) {
+		if ((unsigned)fd > first && syscall(SYS_close_range, first, fd - 1, flags) < 0)
+			return -1;
+		first = (unsigned)fd + 1;
+		if (first == 0) /* fd was UINT_MAX */
+			return 0;
+	}
+	if (first > last)
+		return 0;
 	return (int)syscall(SYS_close_range, first, last, flags);
 }
 

@@ -284,6 +284,10 @@ EXPORT_ALIAS(int, __openat64_2, __openat_2, (int dirfd, const char *path, int fl
 /* ---- fd calls ------------------------------------------------------------------------------ */
 
 #define OURS(fd) __builtin_expect(gm_file_maybe(fd), 0)
+/* One of the library's internal fds, which the program must not close or replace. */
+#define HIDDEN(fd) \
+	__builtin_expect((fd) >= 0 && (fd) <= atomic_load_explicit(&gm_fd_hidden_max, memory_order_relaxed) && \
+			 gm_fd_hidden(fd), 0)
 
 PRELOAD_EXPORT int ioctl(int fd, unsigned long request, ...)
 {
@@ -295,7 +299,7 @@ PRELOAD_EXPORT int ioctl(int fd, unsigned long request, ...)
 
 PRELOAD_EXPORT int close(int fd)
 {
-	return OURS(fd) ? gm_close(fd) : NEXT(close)(fd);
+	return OURS(fd) || HIDDEN(fd) ? gm_close(fd) : NEXT(close)(fd);
 }
 
 PRELOAD_EXPORT int close_range(unsigned int first, unsigned int last, int flags)
@@ -310,13 +314,14 @@ PRELOAD_EXPORT int dup(int fd)
 
 PRELOAD_EXPORT int dup2(int oldfd, int newfd)
 {
-	return OURS(oldfd) || OURS(newfd) ? gm_dup2(oldfd, newfd) : NEXT(dup2)(oldfd, newfd);
+	return OURS(oldfd) || OURS(newfd) || HIDDEN(newfd) ? gm_dup2(oldfd, newfd)
+							   : NEXT(dup2)(oldfd, newfd);
 }
 
 PRELOAD_EXPORT int dup3(int oldfd, int newfd, int flags)
 {
-	return OURS(oldfd) || OURS(newfd) ? gm_dup3(oldfd, newfd, flags)
-					  : NEXT(dup3)(oldfd, newfd, flags);
+	return OURS(oldfd) || OURS(newfd) || HIDDEN(newfd) ? gm_dup3(oldfd, newfd, flags)
+							   : NEXT(dup3)(oldfd, newfd, flags);
 }
 
 PRELOAD_EXPORT int fcntl(int fd, int cmd, ...)

@@ -231,6 +231,53 @@ out:
 }
 
 /* /dev/sev is the software SNP platform's device: SEV commands accept it, not a plain fd. */
+/* The first fd whose /proc/self/fd link holds what, or -1. */
+static int find_fd(const char *what)
+{
+	char path[64], target[256];
+
+	for (int fd = 0; fd < 4096; fd++) {
+		ssize_t n;
+
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		n = readlink(path, target, sizeof(target) - 1);
+		if (n < 0)
+			continue;
+		target[n] = '\0';
+		if (strstr(target, what))
+			return fd;
+	}
+	return -1;
+}
+
+/*
+ * The library's own fds (a guest_memfd's store) do not exist in the kernel: a
+ * program that closes every fd it does not know, then opens a file that takes
+ * the number, must not get guest memory written into that file.
+ */
+static void check_internal_fds(int vm)
+{
+	int gfd = create_gmem(vm, 0), store, plain = open("/dev/null", O_RDONLY);
+
+	CHECK(gfd >= 0 && fallocate(gfd, FALLOC_FL_KEEP_SIZE, 0, GMEM_SIZE) == 0, "a guest_memfd with memory");
+	store = find_fd("kvm-gmem-backing");
+	CHECK(store >= 0, "its store has an fd (%d)", store);
+	if (store < 0 || gfd < 0)
+		return;
+	CHECK(FAILS_WITH(close(store)) == EBADF && FAILS_WITH(syscall(SYS_close, store)) == EBADF,
+	      "close of the library's store fd: EBADF, as for an fd the kernel does not have");
+	CHECK(FAILS_WITH(dup2(plain, store)) == EBUSY && FAILS_WITH(dup3(plain, store, O_CLOEXEC)) == EBUSY,
+	      "dup2/dup3 onto it: EBUSY");
+	CHECK(close_range((unsigned)store - 1, (unsigned)store + 1, 0) == 0 &&
+		      fcntl(store, F_GETFD) >= 0 && find_fd("kvm-gmem-backing") == store,
+	      "close_range over it closes the numbers around it only");
+	CHECK(fallocate(gfd, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, 0, GMEM_SIZE) == 0 &&
+		      fallocate(gfd, FALLOC_FL_KEEP_SIZE, 0, GMEM_SIZE) == 0,
+	      "the guest_memfd keeps working");
+	close(gfd);
+	close(plain);
+}
+
 static void check_sev_device(int kvm)
 {
 	struct kvm_sev_init init = { 0 };
@@ -580,6 +627,7 @@ int main(int argc, char **argv)
 	check_dup(vm);
 	check_vfork(vm);
 	check_signal_close(vm);
+	check_internal_fds(vm);
 	close(vm);
 	close(kvm);
 	check_release();
