@@ -457,6 +457,17 @@ static void check_plain(void)
 	close(p[0]);
 	close(p[1]);
 	CHECK(syscall(SYS_getpid) == getpid(), "other syscall() numbers pass through");
+	{
+		/* Six arguments, the last a flag the kernel refuses when it is not 0. */
+		char from[8] = "sixargs", to[8] = "";
+		struct iovec local = { to, sizeof(to) }, remote = { from, sizeof(from) };
+
+		CHECK(syscall(SYS_process_vm_readv, (long)getpid(), &local, 1L, &remote, 1L, 0L) == 8 &&
+			      !strcmp(to, "sixargs") &&
+			      FAILS_WITH(syscall(SYS_process_vm_readv, (long)getpid(), &local, 1L, &remote,
+						 1L, 1L)) == EINVAL,
+		      "a syscall() number not routed gets all six arguments");
+	}
 }
 
 static void *open_close_loop(void *arg)
@@ -558,6 +569,15 @@ static void check_foreign_programs(void)
 		      run("%s -- %s 2>/dev/null", GMEM_RUN_BIN, path) == 2,
 	      "gmem-run refuses a 32-bit program (exit 2)");
 	unlink(path);
+	{
+		static const char script[] = "#!/bin/sh\ncase \"$LD_PRELOAD\" in *libgmem-preload.so*) echo \"$1|$2\";; esac\n";
+
+		snprintf(path, sizeof(path), "%s/script", dir);
+		CHECK(make_file(path, script, sizeof(script) - 1, 0755) &&
+			      output_is("a b|c", "%s -- %s 'a b' c", GMEM_RUN_BIN, path),
+		      "gmem-run runs a #! script under the preload, its arguments intact");
+		unlink(path);
+	}
 	/* Set-user-ID to another user: only root can give a file away. */
 	snprintf(self_copy, sizeof(self_copy), "%s/suid-true", dir);
 	if (geteuid() != 0) {
