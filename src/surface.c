@@ -460,8 +460,6 @@ GM_EXPORT int gm_close_range(unsigned int first, unsigned int last, int flags)
 		if ((unsigned)fd > first && syscall(SYS_close_range, first, fd - 1, flags) < 0)
 			return -1;
 		first = (unsigned)fd + 1;
-		if (first == 0) /* fd was UINT_MAX */
-			return 0;
 	}
 	if (first > last)
 		return 0;
