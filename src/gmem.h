@@ -157,6 +157,7 @@ bool hostmap_exists(void);
 struct hostmap_piece {
 	uintptr_t start, end;
 	uint64_t off;
+	bool laid;         /* not answered by the fault handler: moves and cuts are not seen */
 	struct gmem *gmem; /* referenced */
 };
 /*

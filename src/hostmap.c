@@ -1299,6 +1299,7 @@ int hostmap_pieces(void *addr, size_t len, struct hostmap_piece **out)
 		pieces[n].start = m->start > start ? m->start : start;
 		pieces[n].end = m->end < end ? m->end : end;
 		pieces[n].off = m->off + (pieces[n].start - m->start);
+		pieces[n].laid = !m->faulting;
 		pieces[n].gmem = m->gmem;
 		gmem_get(m->gmem);
 		n++;

@@ -583,6 +583,53 @@ GM_EXPORT int gm_mprotect(void *addr, size_t len, int prot)
 	return (int)sys_ret(-EACCES);
 }
 
+/* Whether [addr, addr + len) holds a laid library mapping (1), none (0), or -errno. */
+static int holds_laid(const void *addr, size_t len)
+{
+	struct hostmap_piece *pieces;
+	int n = hostmap_pieces((void *)addr, len, &pieces), laid = 0;
+
+	for (int i = 0; i < n; i++)
+		laid |= pieces[i].laid;
+	if (n > 0)
+		hostmap_pieces_put(pieces, n);
+	return n < 0 ? n : laid;
+}
+
+/*
+ * A laid mapping is laid again by address at each conversion, and no event
+ * tells the library that mremap moved or cut it: so it cannot move (EINVAL,
+ * as it cannot grow), its shrink is a gm_munmap of the tail, and a fixed
+ * destination over one is unmapped through the library first, as the
+ * kernel's mremap unmaps it. 1: done, *out holds the result; 0: go on; -errno.
+ */
+static int mremap_laid(void *old, size_t old_size, size_t new_size, int flags, void *new_addr,
+		       void **out)
+{
+	size_t keep = (new_size + GM_PAGE_SIZE - 1) & ~(GM_PAGE_SIZE - 1);
+	int ret;
+
+	if ((flags & MREMAP_FIXED) && page_aligned(new_addr) &&
+	    ((uintptr_t)new_addr + new_size <= (uintptr_t)old ||
+	     (uintptr_t)old + old_size <= (uintptr_t)new_addr)) {
+		ret = holds_laid(new_addr, new_size);
+		if (ret > 0)
+			ret = hostmap_unmap(new_addr, new_size);
+		if (ret < 0)
+			return ret;
+	}
+	ret = holds_laid(old, old_size ? old_size : 1);
+	if (ret <= 0)
+		return ret;
+	if (flags & (MREMAP_FIXED | MREMAP_DONTUNMAP))
+		return -EINVAL;
+	if (!new_size || keep >= old_size)
+		return 0;
+	ret = hostmap_unmap((char *)old + keep, old_size - keep);
+	*out = old;
+	return ret < 0 ? ret : 1;
+}
+
 GM_EXPORT void *gm_mremap(void *old, size_t old_size, size_t new_size, int flags, ...)
 {
 	void *new_addr = NULL, *out;
@@ -593,6 +640,15 @@ GM_EXPORT void *gm_mremap(void *old, size_t old_size, size_t new_size, int flags
 	if (flags & MREMAP_FIXED)
 		new_addr = va_arg(ap, void *);
 	va_end(ap);
+	if (page_aligned(old) && hostmap_exists()) {
+		ret = mremap_laid(old, old_size, new_size, flags, new_addr, &out);
+		if (ret) {
+			if (ret > 0)
+				return out;
+			errno = -ret;
+			return MAP_FAILED;
+		}
+	}
 	/* Moves and shrinks reach the library as userfaultfd events; growth needs it first. */
 	if (new_size > old_size && page_aligned(old) && hostmap_exists()) {
 		ret = hostmap_grow(old, old_size, new_size, flags, new_addr, &out);
