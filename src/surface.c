@@ -640,24 +640,17 @@ GM_EXPORT void *gm_mremap(void *old, size_t old_size, size_t new_size, int flags
 	if (flags & MREMAP_FIXED)
 		new_addr = va_arg(ap, void *);
 	va_end(ap);
-	if (page_aligned(old) && hostmap_exists()) {
-		ret = mremap_laid(old, old_size, new_size, flags, new_addr, &out);
-		if (ret) {
-			if (ret > 0)
-				return out;
-			errno = -ret;
-			return MAP_FAILED;
-		}
-	}
-	/* Moves and shrinks reach the library as userfaultfd events; growth needs it first. */
-	if (new_size > old_size && page_aligned(old) && hostmap_exists()) {
+	if (!page_aligned(old) || !hostmap_exists())
+		return mremap(old, old_size, new_size, flags, new_addr);
+	ret = mremap_laid(old, old_size, new_size, flags, new_addr, &out);
+	/* Faulting mappings' moves and shrinks reach the library as userfaultfd events; growth needs it first. */
+	if (!ret && new_size > old_size)
 		ret = hostmap_grow(old, old_size, new_size, flags, new_addr, &out);
-		if (ret) {
-			if (ret > 0)
-				return out;
-			errno = -ret;
-			return MAP_FAILED;
-		}
+	if (ret > 0)
+		return out;
+	if (ret < 0) {
+		errno = -ret;
+		return MAP_FAILED;
 	}
 	return mremap(old, old_size, new_size, flags, new_addr);
 }
