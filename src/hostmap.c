@@ -1254,6 +1254,43 @@ int hostmap_grow(void *old, size_t old_size, size_t new_size, int flags, void *n
 	return ret;
 }
 
+int hostmap_move(void *old, size_t old_size, size_t new_size, int flags, void *new_addr,
+		 void **out)
+{
+	uintptr_t start = (uintptr_t)old;
+	size_t keep = page_end(old, new_size) - start, had = page_end(old, old_size) - start;
+	struct hostmap *spare, *dropped = NULL;
+	void *p;
+	int ret = 1;
+
+	if (hostmap_lock_held)
+		return 0;
+	/* Moving part of a mapping cuts it: allocate before changing anything. */
+	spare = gm_zalloc(sizeof(*spare));
+	if (!spare)
+		return -ENOMEM;
+	hostmap_lock_take();
+	spare->next = spares;
+	spares = spare;
+	drain_locked(&dropped);
+	/* Under the lock: no conversion lays the file at the old address meanwhile. */
+	p = mremap(old, old_size, new_size, flags, new_addr);
+	if (p == MAP_FAILED) {
+		ret = -errno;
+	} else {
+		if (keep < had)
+			forget_locked(start + keep, start + had, &dropped);
+		if ((uintptr_t)p != start)
+			moved_locked(start, (uintptr_t)p, keep, &dropped);
+		list_changed = true;
+		*out = p;
+	}
+	spare_put_locked(&dropped);
+	hostmap_lock_drop();
+	drop_all(dropped);
+	return ret;
+}
+
 bool hostmap_exists(void)
 {
 	return atomic_load_explicit(&ever_mapped, memory_order_relaxed);

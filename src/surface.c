@@ -598,15 +598,14 @@ static int holds_laid(const void *addr, size_t len)
 
 /*
  * A laid mapping is laid again by address at each conversion, and no event
- * tells the library that mremap moved or cut it: so it cannot move (EINVAL,
- * as it cannot grow), its shrink is a gm_munmap of the tail, and a fixed
- * destination over one is unmapped through the library first, as the
- * kernel's mremap unmaps it. 1: done, *out holds the result; 0: go on; -errno.
+ * tells the library that mremap moved or cut it: the library moves or shrinks
+ * it itself (it cannot grow: hostmap_grow refuses), and a fixed destination
+ * over one is unmapped through the library first, as the kernel's mremap
+ * unmaps it. 1: done, *out holds the result; 0: go on; -errno.
  */
 static int mremap_laid(void *old, size_t old_size, size_t new_size, int flags, void *new_addr,
 		       void **out)
 {
-	size_t keep = (new_size + GM_PAGE_SIZE - 1) & ~(GM_PAGE_SIZE - 1);
 	int ret;
 
 	if ((flags & MREMAP_FIXED) && page_aligned(new_addr) &&
@@ -621,13 +620,12 @@ static int mremap_laid(void *old, size_t old_size, size_t new_size, int flags, v
 	ret = holds_laid(old, old_size ? old_size : 1);
 	if (ret <= 0)
 		return ret;
-	if (flags & (MREMAP_FIXED | MREMAP_DONTUNMAP))
+	/* Two mappings of the same pages, one of them unrecorded. */
+	if (flags & MREMAP_DONTUNMAP)
 		return -EINVAL;
-	if (!new_size || keep >= old_size)
+	if (new_size > old_size)
 		return 0;
-	ret = hostmap_unmap((char *)old + keep, old_size - keep);
-	*out = old;
-	return ret < 0 ? ret : 1;
+	return hostmap_move(old, old_size, new_size, flags, new_addr, out);
 }
 
 GM_EXPORT void *gm_mremap(void *old, size_t old_size, size_t new_size, int flags, ...)
