@@ -1,6 +1,7 @@
 /* The fd table: real process fds that stand for library objects. */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -20,6 +21,7 @@ struct fd_entry {
 	dev_t dev;
 	ino_t ino;
 	struct rcu_head rcu;
+	struct fd_entry *next_retired;
 };
 
 #define FD_CHUNK_SHIFT 10
@@ -29,7 +31,55 @@ struct fd_entry {
 static struct fd_entry *_Atomic *_Atomic fd_chunks[FD_CHUNKS];
 /* Serialises installs and closes; lookups are RCU readers. */
 static pthread_mutex_t fd_table_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/*
+ * Signals are blocked while it is held: a handler that closes or dups a
+ * library fd (both async-signal-safe in the kernel) would wait for its own
+ * thread. Returns the mask to give back to table_unlock.
+ */
+static sigset_t table_lock(void)
+{
+	sigset_t all, old;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	pthread_mutex_lock(&fd_table_lock);
+	return old;
+}
+
+static void table_unlock(const sigset_t *old)
+{
+	pthread_mutex_unlock(&fd_table_lock);
+	pthread_sigmask(SIG_SETMASK, old, NULL);
+}
 static atomic_ullong open_fds;
+
+/*
+ * The process whose memory this table is. A vfork child shares the memory but
+ * has its own copy of the fd table: its close or dup2 of a library fd must not
+ * drop the parent's entry (the parent's fd is still open), so outside the owner
+ * the table is only read. fork's child has its own copy of both, and owns it.
+ */
+static _Atomic pid_t table_owner;
+static pthread_once_t table_owner_once = PTHREAD_ONCE_INIT;
+
+static void table_owner_set(void)
+{
+	atomic_store(&table_owner, getpid());
+}
+
+static void table_owner_init(void)
+{
+	table_owner_set();
+	pthread_atfork(NULL, NULL, table_owner_set);
+}
+
+/* Called once an entry exists (or in install), so the owner was set by the process that made it. */
+static bool table_owned_here(void)
+{
+	pthread_once(&table_owner_once, table_owner_init);
+	return atomic_load(&table_owner) == getpid();
+}
 
 static struct fd_entry *_Atomic *fd_slot(int fd, bool create)
 {
@@ -62,29 +112,60 @@ static int entry_fill(struct fd_entry *e, enum gm_file_type type, struct gm_obje
 	return 0;
 }
 
+static void fd_entry_free(struct rcu_head *head);
+
+/* Entries unpublished by a signal handler, freed after the next grace period someone waits for. */
+static struct fd_entry *_Atomic retired;
+
+/*
+ * Frees e, no longer in the table, once no reader can hold it. A signal
+ * handler that interrupted this thread's own lookup (close() of a library fd
+ * is async-signal-safe in the kernel) cannot wait for that: e waits for the
+ * next grace period instead.
+ */
+static void fd_entry_retire(struct fd_entry *e)
+{
+	struct fd_entry *earlier;
+
+	if (gm_rcu_read_held()) {
+		e->next_retired = atomic_load(&retired);
+		while (!atomic_compare_exchange_weak(&retired, &e->next_retired, e))
+			;
+		return;
+	}
+	/* Taken before the grace period, which then covers them too. */
+	earlier = atomic_exchange(&retired, NULL);
+	gm_synchronize_rcu();
+	fd_entry_free(&e->rcu);
+	while (earlier) {
+		e = earlier;
+		earlier = e->next_retired;
+		fd_entry_free(&e->rcu);
+	}
+}
+
 /* Puts e in fd's slot; an entry already there is stale (its fd was closed or replaced). */
 static int publish(int fd, struct fd_entry *e)
 {
 	struct fd_entry *_Atomic *slot;
 	struct fd_entry *stale;
+	sigset_t sigmask;
 
-	pthread_mutex_lock(&fd_table_lock);
+	sigmask = table_lock();
 	slot = fd_slot(fd, true);
 	if (!slot) {
-		pthread_mutex_unlock(&fd_table_lock);
+		table_unlock(&sigmask);
 		return -EMFILE;
 	}
 	stale = atomic_exchange(slot, e);
 	/* Under the lock, so it only grows. */
 	if (fd > atomic_load_explicit(&gm_file_max_fd, memory_order_relaxed))
 		atomic_store_explicit(&gm_file_max_fd, fd, memory_order_relaxed);
-	pthread_mutex_unlock(&fd_table_lock);
+	table_unlock(&sigmask);
 	atomic_fetch_add(&open_fds, 1);
 	if (stale) {
 		atomic_fetch_sub(&open_fds, 1);
-		gm_synchronize_rcu();
-		gm_object_put(stale->obj);
-		gm_free(stale);
+		fd_entry_retire(stale);
 	}
 	return 0;
 }
@@ -96,6 +177,11 @@ int gm_file_install(enum gm_file_type type, struct gm_object *obj, const char *n
 
 	if (!e)
 		return -ENOMEM;
+	/* A vfork child's new fd number may be one of its parent's library fds. */
+	if (!table_owned_here()) {
+		ret = -EPERM;
+		goto err_free;
+	}
 	fd = memfd_create(name, MFD_ALLOW_SEALING | (cloexec ? MFD_CLOEXEC : 0));
 	if (fd < 0) {
 		ret = -errno;
@@ -182,23 +268,98 @@ int gm_file_close(int fd)
 {
 	struct fd_entry *_Atomic *slot = fd_slot(fd, false);
 	struct fd_entry *e;
+	sigset_t sigmask;
 
 	if (!slot)
 		return 0;
-	pthread_mutex_lock(&fd_table_lock);
+	sigmask = table_lock();
 	e = atomic_load(slot);
 	if (!e || !fd_matches(fd, e)) {
-		pthread_mutex_unlock(&fd_table_lock);
+		table_unlock(&sigmask);
 		return 0;
+	}
+	if (!table_owned_here()) {
+		table_unlock(&sigmask);
+		close(fd);
+		return 1;
 	}
 	atomic_store(slot, NULL);
 	close(fd);
-	pthread_mutex_unlock(&fd_table_lock);
+	table_unlock(&sigmask);
 	atomic_fetch_sub(&open_fds, 1);
 	/* Readers may still hold the entry: the object's reference goes after a grace period. */
-	gm_synchronize_rcu();
-	fd_entry_free(&e->rcu);
+	fd_entry_retire(e);
 	return 1;
+}
+
+/*
+ * The library's internal fds (gm_fd_hide), by number, with the inode that
+ * tells a later fd of that number apart once the library closed its own.
+ */
+struct hidden_fd {
+	_Atomic dev_t dev;
+	_Atomic ino_t ino; /* 0: none */
+};
+
+static struct hidden_fd *_Atomic hidden_chunks[FD_CHUNKS];
+_Atomic int gm_fd_hidden_max = -1;
+
+static struct hidden_fd *hidden_slot(int fd, bool create)
+{
+	unsigned chunk = (unsigned)fd >> FD_CHUNK_SHIFT;
+	struct hidden_fd *c, *none = NULL;
+
+	if (fd < 0 || chunk >= FD_CHUNKS)
+		return NULL;
+	c = atomic_load_explicit(&hidden_chunks[chunk], memory_order_acquire);
+	if (!c && create) {
+		c = gm_zalloc(FD_CHUNK_SIZE * sizeof(*c));
+		if (c && !atomic_compare_exchange_strong(&hidden_chunks[chunk], &none, c)) {
+			gm_free(c);
+			c = none;
+		}
+	}
+	return c ? &c[fd & (FD_CHUNK_SIZE - 1)] : NULL;
+}
+
+static void hidden_mark(int fd)
+{
+	struct hidden_fd *h = hidden_slot(fd, true);
+	struct stat st;
+	int max;
+
+	if (!h || fstat(fd, &st) < 0)
+		return;
+	atomic_store(&h->dev, st.st_dev);
+	atomic_store(&h->ino, st.st_ino);
+	max = atomic_load(&gm_fd_hidden_max);
+	while (fd > max && !atomic_compare_exchange_weak(&gm_fd_hidden_max, &max, fd))
+		;
+}
+
+bool gm_fd_hidden(int fd)
+{
+	struct hidden_fd *h = hidden_slot(fd, false);
+	struct stat st;
+	ino_t ino = h ? atomic_load(&h->ino) : 0;
+
+	return ino && fstat(fd, &st) == 0 && st.st_ino == ino && st.st_dev == atomic_load(&h->dev);
+}
+
+int gm_fd_hidden_next(int from)
+{
+	int max = atomic_load(&gm_fd_hidden_max);
+
+	for (int fd = from < 0 ? 0 : from; fd <= max; fd++) {
+		if (!atomic_load_explicit(&hidden_chunks[(unsigned)fd >> FD_CHUNK_SHIFT],
+					  memory_order_acquire)) {
+			fd |= FD_CHUNK_SIZE - 1;
+			continue;
+		}
+		if (gm_fd_hidden(fd))
+			return fd;
+	}
+	return -1;
 }
 
 int gm_fd_hide(int fd)
@@ -207,16 +368,20 @@ int gm_fd_hide(int fd)
 	int high, flags;
 
 	if (fd < 0 || getrlimit(RLIMIT_NOFILE, &rl) < 0)
-		return fd;
+		goto out;
 	/* Above the numbers a program uses, within the limit, without growing the table much. */
 	high = rl.rlim_cur / 2 < 1024 ? (int)(rl.rlim_cur / 2) : 1024;
 	if (fd >= high || (flags = fcntl(fd, F_GETFD)) < 0)
-		return fd;
+		goto out;
 	high = fcntl(fd, (flags & FD_CLOEXEC) ? F_DUPFD_CLOEXEC : F_DUPFD, high);
 	if (high < 0)
-		return fd;
+		goto out;
 	close(fd);
-	return high;
+	fd = high;
+out:
+	if (fd >= 0)
+		hidden_mark(fd);
+	return fd;
 }
 
 uint64_t gm_file_count(void)
@@ -243,6 +408,11 @@ int gm_file_dup(int oldfd, int newfd)
 	if (!e)
 		return -ENOMEM;
 	obj = gm_file_get(oldfd, &type);
+	/* In a vfork child the duplicate stays a plain fd: recording it would change the parent's table. */
+	if (obj && !table_owned_here()) {
+		gm_object_put(obj);
+		obj = NULL;
+	}
 	if (!obj) {
 		gm_free(e);
 		return 0;
@@ -264,20 +434,20 @@ void gm_file_drop_stale(int fd)
 {
 	struct fd_entry *_Atomic *slot = fd_slot(fd, false);
 	struct fd_entry *e;
+	sigset_t sigmask;
 
 	if (!slot)
 		return;
-	pthread_mutex_lock(&fd_table_lock);
+	sigmask = table_lock();
 	e = atomic_load(slot);
-	if (!e || fd_matches(fd, e)) {
-		pthread_mutex_unlock(&fd_table_lock);
+	if (!e || fd_matches(fd, e) || !table_owned_here()) {
+		table_unlock(&sigmask);
 		return;
 	}
 	atomic_store(slot, NULL);
-	pthread_mutex_unlock(&fd_table_lock);
+	table_unlock(&sigmask);
 	atomic_fetch_sub(&open_fds, 1);
-	gm_synchronize_rcu();
-	fd_entry_free(&e->rcu);
+	fd_entry_retire(e);
 }
 
 int gm_file_next(int from)

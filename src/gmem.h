@@ -151,12 +151,20 @@ int hostmap_unmap(void *addr, size_t len);
  */
 int hostmap_grow(void *old, size_t old_size, size_t new_size, int flags, void *new_addr,
 		 void **out);
+/*
+ * mremap(2) moving or shrinking a laid mapping, whose moves no event reports:
+ * made under the mapping lock, the record follows. 1 with the new address in
+ * *out, 0 when called from inside the library, or -errno (nothing changed).
+ */
+int hostmap_move(void *old, size_t old_size, size_t new_size, int flags, void *new_addr,
+		 void **out);
 /* Whether the library has ever mapped a file for the host (lock-free): if not, no address is ours. */
 bool hostmap_exists(void);
 /* The part of one library mapping inside a range: [start, end) shows g from file offset off. */
 struct hostmap_piece {
 	uintptr_t start, end;
 	uint64_t off;
+	bool laid;         /* not answered by the fault handler: moves and cuts are not seen */
 	struct gmem *gmem; /* referenced */
 };
 /*

@@ -1029,9 +1029,26 @@ static bool cuts_whole_pieces_locked(uintptr_t start, uintptr_t end)
 	return true;
 }
 
+/*
+ * Takes the lock with one spare record pushed (spare_put_locked takes it back)
+ * and the pending events applied; false, with nothing taken, without memory.
+ */
+static bool lock_with_spare(struct hostmap **dropped)
+{
+	struct hostmap *spare = gm_zalloc(sizeof(*spare));
+
+	if (!spare)
+		return false;
+	hostmap_lock_take();
+	spare->next = spares;
+	spares = spare;
+	drain_locked(dropped);
+	return true;
+}
+
 int hostmap_unmap(void *addr, size_t len)
 {
-	struct hostmap *spare, *dropped = NULL;
+	struct hostmap *dropped = NULL;
 	uintptr_t start = (uintptr_t)addr, end = page_end(addr, len);
 	bool found = false;
 	int err = 0;
@@ -1039,13 +1056,8 @@ int hostmap_unmap(void *addr, size_t len)
 	if (hostmap_lock_held)
 		return munmap(addr, len) < 0 ? -errno : 0;
 	/* A mapping cut in the middle splits in two: allocate before changing anything. */
-	spare = gm_zalloc(sizeof(*spare));
-	if (!spare)
+	if (!lock_with_spare(&dropped))
 		return -ENOMEM;
-	hostmap_lock_take();
-	spare->next = spares;
-	spares = spare;
-	drain_locked(&dropped);
 	/* The reader does not need this lock to read the unmap event that munmap waits for. */
 	if (!cuts_whole_pieces_locked(start, end))
 		err = -EINVAL;
@@ -1254,6 +1266,38 @@ int hostmap_grow(void *old, size_t old_size, size_t new_size, int flags, void *n
 	return ret;
 }
 
+int hostmap_move(void *old, size_t old_size, size_t new_size, int flags, void *new_addr,
+		 void **out)
+{
+	uintptr_t start = (uintptr_t)old;
+	size_t keep = page_end(old, new_size) - start, had = page_end(old, old_size) - start;
+	struct hostmap *dropped = NULL;
+	void *p;
+	int ret = 1;
+
+	if (hostmap_lock_held)
+		return 0;
+	/* Moving part of a mapping cuts it: allocate before changing anything. */
+	if (!lock_with_spare(&dropped))
+		return -ENOMEM;
+	/* Under the lock: no conversion lays the file at the old address meanwhile. */
+	p = mremap(old, old_size, new_size, flags, new_addr);
+	if (p == MAP_FAILED) {
+		ret = -errno;
+	} else {
+		if (keep < had)
+			forget_locked(start + keep, start + had, &dropped);
+		if ((uintptr_t)p != start)
+			moved_locked(start, (uintptr_t)p, keep, &dropped);
+		list_changed = true;
+		*out = p;
+	}
+	spare_put_locked(&dropped);
+	hostmap_lock_drop();
+	drop_all(dropped);
+	return ret;
+}
+
 bool hostmap_exists(void)
 {
 	return atomic_load_explicit(&ever_mapped, memory_order_relaxed);
@@ -1299,6 +1343,7 @@ int hostmap_pieces(void *addr, size_t len, struct hostmap_piece **out)
 		pieces[n].start = m->start > start ? m->start : start;
 		pieces[n].end = m->end < end ? m->end : end;
 		pieces[n].off = m->off + (pieces[n].start - m->start);
+		pieces[n].laid = !m->faulting;
 		pieces[n].gmem = m->gmem;
 		gmem_get(m->gmem);
 		n++;

@@ -146,6 +146,16 @@ void gm_file_drop_stale(int fd);
  * fd gets its number back from its next open, as with the kernel's.
  */
 int gm_fd_hide(int fd);
+/*
+ * Whether fd is one of those internal fds, still open: the kernel has no such
+ * fd, so a program's close of it is EBADF and its dup2 onto it EBUSY (closing
+ * it would let a file of the program's reuse the number the library writes to).
+ */
+bool gm_fd_hidden(int fd);
+/* The highest fd ever hidden, -1 before the first: a cheap test before gm_fd_hidden. */
+extern _Atomic int gm_fd_hidden_max;
+/* The lowest internal fd >= from, or -1. */
+int gm_fd_hidden_next(int from);
 /* The lowest fd >= from that may be a library fd, or -1. */
 int gm_file_next(int from);
 

@@ -3,7 +3,19 @@
 #define GMEM_RCU_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <urcu-bp.h>
+
+/*
+ * Read-side sections this thread is in. A signal handler that interrupted one
+ * must not wait for a grace period: it would wait for its own thread.
+ */
+extern __thread unsigned gm_rcu_nesting;
+
+static inline bool gm_rcu_read_held(void)
+{
+	return gm_rcu_nesting != 0;
+}
 
 #if defined(__SANITIZE_THREAD__)
 /*
@@ -15,12 +27,16 @@ extern pthread_rwlock_t gm_rcu_tsan_lock;
 
 static inline void gm_rcu_read_lock(void)
 {
+	gm_rcu_nesting++;
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
 	pthread_rwlock_rdlock(&gm_rcu_tsan_lock);
 }
 
 static inline void gm_rcu_read_unlock(void)
 {
 	pthread_rwlock_unlock(&gm_rcu_tsan_lock);
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	gm_rcu_nesting--;
 }
 
 static inline void gm_synchronize_rcu(void)
@@ -41,12 +57,16 @@ static inline void gm_rcu_barrier(void)
 #else
 static inline void gm_rcu_read_lock(void)
 {
+	gm_rcu_nesting++;
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
 	rcu_read_lock();
 }
 
 static inline void gm_rcu_read_unlock(void)
 {
 	rcu_read_unlock();
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	gm_rcu_nesting--;
 }
 
 static inline void gm_synchronize_rcu(void)

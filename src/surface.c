@@ -352,7 +352,9 @@ GM_EXPORT int gm_ftruncate(int fd, off_t len)
 
 GM_EXPORT int gm_close(int fd)
 {
-	return gm_file_close(fd) ? 0 : close(fd);
+	if (gm_file_close(fd))
+		return 0;
+	return gm_fd_hidden(fd) ? (int)sys_ret(-EBADF) : close(fd);
 }
 
 /* newfd is a new fd of oldfd's file: a library fd's gets its object too, or is closed again. */
@@ -377,7 +379,12 @@ GM_EXPORT int gm_dup(int fd)
 
 GM_EXPORT int gm_dup3(int oldfd, int newfd, int flags)
 {
-	int ret = dup3(oldfd, newfd, flags);
+	int ret;
+
+	/* The number is the library's own: the kernel's EBUSY for an fd not ready to replace. */
+	if (oldfd != newfd && gm_fd_hidden(newfd))
+		return (int)sys_ret(-EBUSY);
+	ret = dup3(oldfd, newfd, flags);
 
 	if (ret < 0)
 		return ret;
@@ -447,6 +454,15 @@ GM_EXPORT int gm_close_range(unsigned int first, unsigned int last, int flags)
 		     fd >= 0 && (unsigned)fd <= last; fd = gm_file_next(fd + 1))
 			gm_file_close(fd);
 	}
+	/* The range goes to the kernel in pieces around the library's internal fds. */
+	for (int fd = gm_fd_hidden_next((int)(first > INT_MAX ? INT_MAX : first));
+	     fd >= 0 && (unsigned)fd <= last; fd = gm_fd_hidden_next(fd + 1)) {
+		if ((unsigned)fd > first && syscall(SYS_close_range, first, fd - 1, flags) < 0)
+			return -1;
+		first = (unsigned)fd + 1;
+	}
+	if (first > last)
+		return 0;
 	return (int)syscall(SYS_close_range, first, last, flags);
 }
 
@@ -567,6 +583,51 @@ GM_EXPORT int gm_mprotect(void *addr, size_t len, int prot)
 	return (int)sys_ret(-EACCES);
 }
 
+/* Whether [addr, addr + len) holds a laid library mapping (1), none (0), or -errno. */
+static int holds_laid(const void *addr, size_t len)
+{
+	struct hostmap_piece *pieces;
+	int n = hostmap_pieces((void *)addr, len, &pieces), laid = 0;
+
+	for (int i = 0; i < n; i++)
+		laid |= pieces[i].laid;
+	if (n > 0)
+		hostmap_pieces_put(pieces, n);
+	return n < 0 ? n : laid;
+}
+
+/*
+ * A laid mapping is laid again by address at each conversion, and no event
+ * tells the library that mremap moved or cut it: the library moves or shrinks
+ * it itself (it cannot grow: hostmap_grow refuses), and a fixed destination
+ * over one is unmapped through the library first, as the kernel's mremap
+ * unmaps it. 1: done, *out holds the result; 0: go on; -errno.
+ */
+static int mremap_laid(void *old, size_t old_size, size_t new_size, int flags, void *new_addr,
+		       void **out)
+{
+	int ret;
+
+	if ((flags & MREMAP_FIXED) && page_aligned(new_addr) &&
+	    ((uintptr_t)new_addr + new_size <= (uintptr_t)old ||
+	     (uintptr_t)old + old_size <= (uintptr_t)new_addr)) {
+		ret = holds_laid(new_addr, new_size);
+		if (ret > 0)
+			ret = hostmap_unmap(new_addr, new_size);
+		if (ret < 0)
+			return ret;
+	}
+	ret = holds_laid(old, old_size ? old_size : 1);
+	if (ret <= 0)
+		return ret;
+	/* Two mappings of the same pages, one of them unrecorded. */
+	if (flags & MREMAP_DONTUNMAP)
+		return -EINVAL;
+	if (new_size > old_size)
+		return 0;
+	return hostmap_move(old, old_size, new_size, flags, new_addr, out);
+}
+
 GM_EXPORT void *gm_mremap(void *old, size_t old_size, size_t new_size, int flags, ...)
 {
 	void *new_addr = NULL, *out;
@@ -577,15 +638,17 @@ GM_EXPORT void *gm_mremap(void *old, size_t old_size, size_t new_size, int flags
 	if (flags & MREMAP_FIXED)
 		new_addr = va_arg(ap, void *);
 	va_end(ap);
-	/* Moves and shrinks reach the library as userfaultfd events; growth needs it first. */
-	if (new_size > old_size && page_aligned(old) && hostmap_exists()) {
+	if (!page_aligned(old) || !hostmap_exists())
+		return mremap(old, old_size, new_size, flags, new_addr);
+	ret = mremap_laid(old, old_size, new_size, flags, new_addr, &out);
+	/* Faulting mappings' moves and shrinks reach the library as userfaultfd events; growth needs it first. */
+	if (!ret && new_size > old_size)
 		ret = hostmap_grow(old, old_size, new_size, flags, new_addr, &out);
-		if (ret) {
-			if (ret > 0)
-				return out;
-			errno = -ret;
-			return MAP_FAILED;
-		}
+	if (ret > 0)
+		return out;
+	if (ret < 0) {
+		errno = -ret;
+		return MAP_FAILED;
 	}
 	return mremap(old, old_size, new_size, flags, new_addr);
 }

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define EXIT_BAD_USAGE 2
@@ -41,8 +42,9 @@ static const char *find_preload(char *buf, size_t size)
 	char self[PATH_MAX];
 	ssize_t n;
 
+	/* A wrong path would run the program without the library, on the host's /dev/kvm. */
 	if (env && *env)
-		return env;
+		return readable(env) ? env : NULL;
 	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
 	if (n > 0) {
 		self[n] = '\0';
@@ -81,10 +83,13 @@ static char *find_program(const char *name)
 	return NULL;
 }
 
+#define ELF_OTHER_CLASS (-2)
+
 /*
  * Whether the ELF file asks for a dynamic loader (PT_INTERP): only then does
- * LD_PRELOAD reach it. -1 when the file is not a 64-bit ELF file (a script
- * runs its interpreter, which the preload reaches).
+ * LD_PRELOAD reach it. -1 when the file is not an ELF file (a script runs its
+ * interpreter, which the preload reaches); ELF_OTHER_CLASS for a 32-bit one,
+ * whose loader cannot load the 64-bit preload (it says so and runs without it).
  */
 static int has_interp(const char *file)
 {
@@ -94,8 +99,13 @@ static int has_interp(const char *file)
 
 	if (fd < 0)
 		return -1;
-	if (pread(fd, &eh, sizeof(eh), 0) != sizeof(eh) || memcmp(eh.e_ident, ELFMAG, SELFMAG) ||
-	    eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_phentsize != sizeof(ph))
+	if (pread(fd, &eh, sizeof(eh), 0) < EI_NIDENT || memcmp(eh.e_ident, ELFMAG, SELFMAG))
+		goto out;
+	if (eh.e_ident[EI_CLASS] != ELFCLASS64) {
+		ret = ELF_OTHER_CLASS;
+		goto out;
+	}
+	if (eh.e_phentsize != sizeof(ph))
 		goto out;
 	ret = 0;
 	for (unsigned i = 0; i < eh.e_phnum; i++) {
@@ -111,6 +121,21 @@ static int has_interp(const char *file)
 out:
 	close(fd);
 	return ret;
+}
+
+/*
+ * Whether exec of file changes the user or group (set-user-ID, set-group-ID):
+ * the loader then runs in secure mode and ignores an LD_PRELOAD path with a
+ * slash, so the program would reach the host's /dev/kvm instead.
+ */
+static bool changes_ids(const char *file)
+{
+	struct stat st;
+
+	if (stat(file, &st) < 0)
+		return false;
+	return ((st.st_mode & S_ISUID) && st.st_uid != geteuid()) ||
+	       ((st.st_mode & S_ISGID) && st.st_gid != getegid());
 }
 
 /* LD_PRELOAD with the preload first and whatever was there kept after it. */
@@ -178,16 +203,34 @@ int main(int argc, char **argv)
 		fprintf(stderr, "gmem-run: %s: command not found\n", argv[optind]);
 		return 127;
 	}
-	if (has_interp(program) == 0) {
+	switch (has_interp(program)) {
+	case 0:
 		fprintf(stderr,
 			"gmem-run: %s is statically linked: LD_PRELOAD cannot reach it, so it cannot run "
 			"on libgmem (link it dynamically, or call the gm_* API)\n",
 			program);
 		return EXIT_BAD_USAGE;
+	case ELF_OTHER_CLASS:
+		fprintf(stderr,
+			"gmem-run: %s is not a 64-bit program: the 64-bit %s cannot be loaded into "
+			"it, so it cannot run on libgmem\n",
+			program, PRELOAD_NAME);
+		return EXIT_BAD_USAGE;
+	}
+	if (changes_ids(program)) {
+		fprintf(stderr,
+			"gmem-run: %s is set-user-ID or set-group-ID: the loader ignores LD_PRELOAD for "
+			"it, so it cannot run on libgmem (run a copy without the bit)\n",
+			program);
+		return EXIT_BAD_USAGE;
 	}
 	lib = find_preload(libbuf, sizeof(libbuf));
 	if (!lib) {
-		fprintf(stderr, "gmem-run: %s not found (set GMEM_PRELOAD)\n", PRELOAD_NAME);
+		if (getenv("GMEM_PRELOAD") && *getenv("GMEM_PRELOAD"))
+			fprintf(stderr, "gmem-run: GMEM_PRELOAD=%s: %s\n", getenv("GMEM_PRELOAD"),
+				strerror(errno));
+		else
+			fprintf(stderr, "gmem-run: %s not found (set GMEM_PRELOAD)\n", PRELOAD_NAME);
 		return EXIT_BAD_USAGE;
 	}
 	if (set_preload(lib) || (backend && setenv("GMEM_BACKEND", backend, 1)) ||

@@ -285,6 +285,10 @@ EXPORT_ALIAS(int, __openat64_2, __openat_2, (int dirfd, const char *path, int fl
 /* ---- fd calls ------------------------------------------------------------------------------ */
 
 #define OURS(fd) __builtin_expect(gm_file_maybe(fd), 0)
+/* One of the library's internal fds, which the program must not close or replace. */
+#define HIDDEN(fd) \
+	__builtin_expect((fd) >= 0 && (fd) <= atomic_load_explicit(&gm_fd_hidden_max, memory_order_relaxed) && \
+			 gm_fd_hidden(fd), 0)
 
 /*
  * A soft vCPU runs guest functions, not the x86 code a program put in guest
@@ -331,7 +335,7 @@ PRELOAD_EXPORT int ioctl(int fd, unsigned long request, ...)
 
 PRELOAD_EXPORT int close(int fd)
 {
-	return OURS(fd) ? gm_close(fd) : NEXT(close)(fd);
+	return OURS(fd) || HIDDEN(fd) ? gm_close(fd) : NEXT(close)(fd);
 }
 
 PRELOAD_EXPORT int close_range(unsigned int first, unsigned int last, int flags)
@@ -346,13 +350,14 @@ PRELOAD_EXPORT int dup(int fd)
 
 PRELOAD_EXPORT int dup2(int oldfd, int newfd)
 {
-	return OURS(oldfd) || OURS(newfd) ? gm_dup2(oldfd, newfd) : NEXT(dup2)(oldfd, newfd);
+	return OURS(oldfd) || OURS(newfd) || HIDDEN(newfd) ? gm_dup2(oldfd, newfd)
+							   : NEXT(dup2)(oldfd, newfd);
 }
 
 PRELOAD_EXPORT int dup3(int oldfd, int newfd, int flags)
 {
-	return OURS(oldfd) || OURS(newfd) ? gm_dup3(oldfd, newfd, flags)
-					  : NEXT(dup3)(oldfd, newfd, flags);
+	return OURS(oldfd) || OURS(newfd) || HIDDEN(newfd) ? gm_dup3(oldfd, newfd, flags)
+							   : NEXT(dup3)(oldfd, newfd, flags);
 }
 
 PRELOAD_EXPORT int fcntl(int fd, int cmd, ...)
@@ -589,6 +594,15 @@ PRELOAD_EXPORT long syscall(long nr, ...)
 		return readv((int)a[0], (const struct iovec *)a[1], (int)a[2]);
 	case SYS_writev:
 		return writev((int)a[0], (const struct iovec *)a[1], (int)a[2]);
+	/* The offset's high half (a[4]) is for 32-bit callers: on x86-64 a[3] holds all of it. */
+	case SYS_preadv:
+		return preadv((int)a[0], (const struct iovec *)a[1], (int)a[2], (off_t)a[3]);
+	case SYS_pwritev:
+		return pwritev((int)a[0], (const struct iovec *)a[1], (int)a[2], (off_t)a[3]);
+	case SYS_preadv2:
+		return preadv2((int)a[0], (const struct iovec *)a[1], (int)a[2], (off_t)a[3], (int)a[5]);
+	case SYS_pwritev2:
+		return pwritev2((int)a[0], (const struct iovec *)a[1], (int)a[2], (off_t)a[3], (int)a[5]);
 	case SYS_lseek:
 		return lseek((int)a[0], (off_t)a[1], (int)a[2]);
 	case SYS_ftruncate:

@@ -5,6 +5,7 @@
  * plain memory did not.
  */
 #define _GNU_SOURCE
+#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
@@ -20,6 +21,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/uio.h>
@@ -165,6 +167,11 @@ static void check_guest_memfd(int vm)
 	CHECK(FAILS_WITH(readv(gfd, &iov, 1)) == EINVAL && FAILS_WITH(pwritev(gfd, &iov, 1, 0)) == ESPIPE,
 	      "readv EINVAL, pwritev ESPIPE");
 	CHECK(FAILS_WITH(syscall(SYS_pwrite64, gfd, buf, 1, 0)) == ESPIPE, "syscall(SYS_pwrite64): ESPIPE");
+	CHECK(FAILS_WITH(syscall(SYS_preadv, gfd, &iov, 1, 0, 0)) == ESPIPE &&
+		      FAILS_WITH(syscall(SYS_pwritev, gfd, &iov, 1, 0, 0)) == ESPIPE &&
+		      FAILS_WITH(syscall(SYS_preadv2, gfd, &iov, 1, 0, 0, 0)) == ESPIPE &&
+		      FAILS_WITH(syscall(SYS_pwritev2, gfd, &iov, 1, -1L, -1L, 0)) == EINVAL,
+	      "syscall(SYS_preadv, SYS_pwritev and their v2 forms) reach the library");
 	CHECK(FAILS_WITH(lseek(gfd, 0, SEEK_SET)) == ESPIPE && FAILS_WITH(ftruncate(gfd, 0)) == EINVAL,
 	      "lseek ESPIPE, ftruncate EINVAL");
 	CHECK(fallocate(gfd, FALLOC_FL_KEEP_SIZE, 0, 1 << 20) == 0 &&
@@ -224,6 +231,53 @@ out:
 }
 
 /* /dev/sev is the software SNP platform's device: SEV commands accept it, not a plain fd. */
+/* The first fd whose /proc/self/fd link holds what, or -1. */
+static int find_fd(const char *what)
+{
+	char path[64], target[256];
+
+	for (int fd = 0; fd < 4096; fd++) {
+		ssize_t n;
+
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		n = readlink(path, target, sizeof(target) - 1);
+		if (n < 0)
+			continue;
+		target[n] = '\0';
+		if (strstr(target, what))
+			return fd;
+	}
+	return -1;
+}
+
+/*
+ * The library's own fds (a guest_memfd's store) do not exist in the kernel: a
+ * program that closes every fd it does not know, then opens a file that takes
+ * the number, must not get guest memory written into that file.
+ */
+static void check_internal_fds(int vm)
+{
+	int gfd = create_gmem(vm, 0), store, plain = open("/dev/null", O_RDONLY);
+
+	CHECK(gfd >= 0 && fallocate(gfd, FALLOC_FL_KEEP_SIZE, 0, GMEM_SIZE) == 0, "a guest_memfd with memory");
+	store = find_fd("kvm-gmem-backing");
+	CHECK(store >= 0, "its store has an fd (%d)", store);
+	if (store < 0 || gfd < 0)
+		return;
+	CHECK(FAILS_WITH(close(store)) == EBADF && FAILS_WITH(syscall(SYS_close, store)) == EBADF,
+	      "close of the library's store fd: EBADF, as for an fd the kernel does not have");
+	CHECK(FAILS_WITH(dup2(plain, store)) == EBUSY && FAILS_WITH(dup3(plain, store, O_CLOEXEC)) == EBUSY,
+	      "dup2/dup3 onto it: EBUSY");
+	CHECK(close_range((unsigned)store - 1, (unsigned)store + 1, 0) == 0 &&
+		      fcntl(store, F_GETFD) >= 0 && find_fd("kvm-gmem-backing") == store,
+	      "close_range over it closes the numbers around it only");
+	CHECK(fallocate(gfd, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, 0, GMEM_SIZE) == 0 &&
+		      fallocate(gfd, FALLOC_FL_KEEP_SIZE, 0, GMEM_SIZE) == 0,
+	      "the guest_memfd keeps working");
+	close(gfd);
+	close(plain);
+}
+
 static void check_sev_device(int kvm)
 {
 	struct kvm_sev_init init = { 0 };
@@ -277,6 +331,88 @@ static void check_dup(int vm)
 	      "closing the duplicates leaves the VM");
 }
 
+/*
+ * A vfork child shares the parent's memory but has a copy of its fd table: its
+ * close and dup2 act on its own fds, and the parent's library fds stay the library's.
+ */
+static void check_vfork(int vm)
+{
+	int closed = dup(vm), covered = dup(vm), plain = open("/dev/null", O_RDONLY), status;
+	pid_t pid = vfork();
+
+	if (!pid) {
+		close(closed);
+		dup2(plain, covered);
+		_exit(0);
+	}
+	waitpid(pid, &status, 0);
+	CHECK(ioctl(closed, KVM_CHECK_EXTENSION, KVM_CAP_USER_MEMORY) == 1 &&
+		      ioctl(covered, KVM_CHECK_EXTENSION, KVM_CAP_USER_MEMORY) == 1,
+	      "a vfork child's close and dup2 leave the parent's library fds the library's");
+	close(closed);
+	close(covered);
+	close(plain);
+}
+
+/*
+ * close() is async-signal-safe: a handler may close a library fd while its
+ * thread is inside the library looking one up (every ioctl does). Waiting for
+ * that lookup to end from within it would hang the thread for good.
+ */
+#define SIGNAL_CLOSES 300
+static int signal_fds[SIGNAL_CLOSES];
+static volatile int signal_closed;
+
+static void close_one(int sig)
+{
+	(void)sig;
+	if (signal_closed < SIGNAL_CLOSES)
+		close(signal_fds[signal_closed++]);
+}
+
+static void *signal_watchdog(void *arg)
+{
+	(void)arg;
+	sleep(20);
+	printf("FAIL a signal handler's close of a library fd hung the thread it interrupted\n");
+	_exit(1);
+}
+
+static void check_signal_close(int vm)
+{
+	struct itimerval every = { { 0, 20 }, { 0, 20 } }, off = { 0 };
+	struct sigaction sa = { .sa_handler = close_one }, old;
+	pthread_t watchdog;
+	sigset_t alrm;
+	struct stat st;
+	int opened = 0;
+
+	for (; opened < SIGNAL_CLOSES; opened++)
+		if ((signal_fds[opened] = dup(vm)) < 0)
+			break;
+	/* The watchdog inherits SIGALRM blocked: the handler interrupts this thread only. */
+	sigemptyset(&alrm);
+	sigaddset(&alrm, SIGALRM);
+	pthread_sigmask(SIG_BLOCK, &alrm, NULL);
+	pthread_create(&watchdog, NULL, signal_watchdog, NULL);
+	pthread_sigmask(SIG_UNBLOCK, &alrm, NULL);
+	sigaction(SIGALRM, &sa, &old);
+	setitimer(ITIMER_REAL, &every, NULL);
+	/* Lookups only: no allocation the handler's could interrupt. */
+	while (signal_closed < opened)
+		if (ioctl(vm, KVM_CHECK_EXTENSION, KVM_CAP_USER_MEMORY) != 1 || fstat(vm, &st) < 0)
+			break;
+	setitimer(ITIMER_REAL, &off, NULL);
+	sigaction(SIGALRM, &old, NULL);
+	pthread_cancel(watchdog);
+	pthread_join(watchdog, NULL);
+	CHECK(opened == SIGNAL_CLOSES && signal_closed == opened &&
+		      FAILS_WITH(fcntl(signal_fds[opened - 1], F_GETFD)) == EBADF &&
+		      ioctl(vm, KVM_CHECK_EXTENSION, KVM_CAP_USER_MEMORY) == 1,
+	      "a signal handler closes library fds while its thread looks them up (%d closes)",
+	      signal_closed);
+}
+
 static void check_release(void)
 {
 	int kvm = open("/dev/kvm", O_RDWR), vm, gfd;
@@ -321,6 +457,17 @@ static void check_plain(void)
 	close(p[0]);
 	close(p[1]);
 	CHECK(syscall(SYS_getpid) == getpid(), "other syscall() numbers pass through");
+	{
+		/* Six arguments, the last a flag the kernel refuses when it is not 0. */
+		char from[8] = "sixargs", to[8] = "";
+		struct iovec local = { to, sizeof(to) }, remote = { from, sizeof(from) };
+
+		CHECK(syscall(SYS_process_vm_readv, (long)getpid(), &local, 1L, &remote, 1L, 0L) == 8 &&
+			      !strcmp(to, "sixargs") &&
+			      FAILS_WITH(syscall(SYS_process_vm_readv, (long)getpid(), &local, 1L, &remote,
+						 1L, 1L)) == EINVAL,
+		      "a syscall() number not routed gets all six arguments");
+	}
 }
 
 static void *open_close_loop(void *arg)
@@ -393,6 +540,58 @@ static int probe_attrs(void)
 	return 0;
 }
 
+/* A file in the test's temporary directory with the given bytes and mode. */
+static bool make_file(const char *path, const void *data, size_t len, mode_t mode)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0700);
+	bool ok = fd >= 0 && write(fd, data, len) == (ssize_t)len;
+
+	if (fd >= 0)
+		close(fd);
+	return ok && chmod(path, mode) == 0;
+}
+
+/* Programs the preload cannot reach: a 32-bit one, a set-user-ID one. gmem-run refuses both. */
+static void check_foreign_programs(void)
+{
+	/* An ELFCLASS32 header is all gmem-run reads: it must not exec it. */
+	static const unsigned char elf32[52] = { 0x7f, 'E', 'L', 'F', ELFCLASS32, ELFDATA2LSB, 1,
+						 [16] = ET_EXEC, [18] = EM_386, [20] = 1 };
+	char dir[] = "/tmp/gmem-run-test-XXXXXX", path[64];
+	char self_copy[96];
+
+	if (!mkdtemp(dir)) {
+		CHECK(0, "mkdtemp: %s", strerror(errno));
+		return;
+	}
+	snprintf(path, sizeof(path), "%s/elf32", dir);
+	CHECK(make_file(path, elf32, sizeof(elf32), 0755) &&
+		      run("%s -- %s 2>/dev/null", GMEM_RUN_BIN, path) == 2,
+	      "gmem-run refuses a 32-bit program (exit 2)");
+	unlink(path);
+	{
+		static const char script[] = "#!/bin/sh\ncase \"$LD_PRELOAD\" in *libgmem-preload.so*) echo \"$1|$2\";; esac\n";
+
+		snprintf(path, sizeof(path), "%s/script", dir);
+		CHECK(make_file(path, script, sizeof(script) - 1, 0755) &&
+			      output_is("a b|c", "%s -- %s 'a b' c", GMEM_RUN_BIN, path),
+		      "gmem-run runs a #! script under the preload, its arguments intact");
+		unlink(path);
+	}
+	/* Set-user-ID to another user: only root can give a file away. */
+	snprintf(self_copy, sizeof(self_copy), "%s/suid-true", dir);
+	if (geteuid() != 0) {
+		gm_report_skip("preload-unmodified/setuid", "not root: cannot make a set-user-ID file of another user");
+	} else {
+		CHECK(run("cp /bin/true %s && chown 65534 %s && chmod 4755 %s", self_copy, self_copy,
+			  self_copy) == 0 &&
+			      run("%s -- %s 2>/dev/null", GMEM_RUN_BIN, self_copy) == 2,
+		      "gmem-run refuses a set-user-ID program, which the loader would run without the preload (exit 2)");
+		unlink(self_copy);
+	}
+	rmdir(dir);
+}
+
 /* Outside gmem-run: check gmem-run itself, then run this program again under it. */
 static int relaunch(char **argv)
 {
@@ -404,6 +603,9 @@ static int relaunch(char **argv)
 	      "gmem-run refuses bad options (exit 2)");
 	CHECK(run("%s -- /nonexistent/program 2>/dev/null", GMEM_RUN_BIN) == 127,
 	      "gmem-run: a missing program is exit 127");
+	CHECK(run("GMEM_PRELOAD=/nonexistent/libgmem-preload.so %s -- true 2>/dev/null", GMEM_RUN_BIN) == 2,
+	      "gmem-run refuses a GMEM_PRELOAD that is not there (exit 2), which would run the program without the library");
+	check_foreign_programs();
 	CHECK(output_is("kvm 1", "%s --backend kvm --vm-memory-attributes 1 -- sh -c "
 			"'echo $GMEM_BACKEND $GMEM_VM_MEMORY_ATTRIBUTES'", GMEM_RUN_BIN),
 	      "gmem-run sets GMEM_BACKEND and GMEM_VM_MEMORY_ATTRIBUTES");
@@ -443,6 +645,9 @@ int main(int argc, char **argv)
 	check_guest_memfd(vm);
 	check_sev_device(kvm);
 	check_dup(vm);
+	check_vfork(vm);
+	check_signal_close(vm);
+	check_internal_fds(vm);
 	close(vm);
 	close(kvm);
 	check_release();

@@ -1,6 +1,7 @@
 /* The fd and mapping calls of the direct API that the interposer routes: dup, close_range, statx, madvise. */
 #include "unit/vmm.h"
 
+#include "gmem.h"
 #include "internal.h"
 
 #include <linux/stat.h>
@@ -84,6 +85,31 @@ Test(fd_calls, close_range_releases_library_fds_and_leaves_others)
 	errno = 0;
 	cr_expect_eq(gm_ioctl(kvm, KVM_GET_API_VERSION, 0), -1);
 	cr_expect_eq(errno, EBADF);
+}
+
+/* The store's fd is the library's: the kernel has no such fd, and a file reusing its number would get guest memory. */
+Test(fd_calls, the_library_s_own_fds_cannot_be_closed_or_replaced)
+{
+	struct vmm m;
+	int gmem, store, other;
+
+	vmm_init(&m, KVM_X86_SW_PROTECTED_VM);
+	gmem = vmm_gmem(&m, 16 * PAGE, 0);
+	store = gmem_backing_fd(gmem);
+	other = open("/dev/null", O_RDONLY);
+	cr_assert_geq(store, 0);
+	cr_assert_geq(other, 0);
+	errno = 0;
+	cr_expect_eq(gm_close(store), -1);
+	cr_expect_eq(errno, EBADF, "%s", strerror(errno));
+	errno = 0;
+	cr_expect_eq(gm_dup2(other, store), -1);
+	cr_expect_eq(errno, EBUSY, "%s", strerror(errno));
+	cr_expect_eq(gm_close_range((unsigned)store, (unsigned)store, 0), 0);
+	cr_expect_geq(fcntl(store, F_GETFD), 0, "close_range closed the store");
+	cr_expect_eq(gm_fallocate(gmem, FALLOC_FL_KEEP_SIZE, 0, 16 * PAGE), 0, "%s", strerror(errno));
+	close(other);
+	vmm_destroy(&m);
 }
 
 Test(fd_calls, statx_of_a_library_fd_is_its_fstat)

@@ -228,6 +228,73 @@ Test(hostmap, plain_mremap_record_until_gm_munmap)
 }
 
 /*
+ * gm_mremap (what the interposer calls for mremap) moving unrelated memory
+ * over a mapping: the mapping it replaced is gone for the library too, so no
+ * conversion touches the memory that took its place, in either layout.
+ */
+Test(hostmap, gm_mremap_over_a_mapping_spares_the_memory_moved_there)
+{
+	struct mapped f;
+	char *plain = mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), *q;
+
+	cr_assert_neq(plain, MAP_FAILED);
+	memset(plain, 0x77, 4 * PAGE);
+	mapped_open(&f, 8 * PAGE, 8 * PAGE, SHARED_FLAGS);
+	q = gm_mremap(plain, 4 * PAGE, 4 * PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, f.p);
+	cr_assert_eq(q, f.p, "gm_mremap: %s", strerror(errno));
+	cr_assert_eq(convert(f.gmem, 0, 8 * PAGE, PRIVATE), 0);
+	cr_assert_eq(convert(f.gmem, 0, 8 * PAGE, 0), 0);
+	for (int i = 0; i < 4; i++) {
+		cr_assert_not(t_read_faults(q + i * PAGE), "page %d of the moved memory unmapped", i);
+		cr_expect_eq(q[i * PAGE], 0x77, "page %d of the moved memory changed", i);
+	}
+	cr_expect_eq(gm_munmap(f.p, 8 * PAGE), 0, "%s", strerror(errno));
+	cr_expect_eq(info_of(f.gmem).host_mappings, 0);
+	mapped_close(&f);
+}
+
+/*
+ * A laid mapping is laid again by address: gm_mremap moves its record with
+ * it (conversions reach the new address, not the old), and its shrink
+ * forgets the tail, which no conversion lays again.
+ */
+Test(hostmap, gm_mremap_of_a_laid_mapping_moves_and_shrinks_its_record)
+{
+	struct mapped f;
+	char *target = mmap(NULL, 8 * PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), *tail, *old;
+
+	cr_assert_neq(target, MAP_FAILED);
+	mapped_open(&f, 8 * PAGE, 8 * PAGE, SHARED_FLAGS);
+	skip_unless(&f, f.laid, "needs the laid layout (make test-laid)");
+	old = f.p;
+	memset(f.p, 0x5a, 8 * PAGE);
+	f.p = gm_mremap(f.p, 8 * PAGE, 8 * PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, target);
+	cr_assert_eq(f.p, target, "gm_mremap: %s", strerror(errno));
+	tail = mmap(old, 8 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+		    -1, 0);
+	cr_assert_eq(tail, old, "the move left the old address mapped");
+	memset(tail, 0x77, 8 * PAGE);
+	cr_assert_eq(convert(f.gmem, 0, 8 * PAGE, PRIVATE), 0);
+	cr_expect(t_read_faults(f.p), "the moved mapping's private page is readable");
+	cr_assert_eq(convert(f.gmem, 0, 8 * PAGE, 0), 0);
+	cr_expect_eq(f.p[0], 0x5a, "the moved mapping lost the file");
+	cr_expect_eq(tail[0], 0x77, "a conversion laid the file at the old address");
+	munmap(tail, 8 * PAGE);
+	cr_expect_eq(gm_mremap(f.p, 8 * PAGE, 4 * PAGE, 0), f.p, "%s", strerror(errno));
+	tail = mmap(f.p + 4 * PAGE, 4 * PAGE, PROT_READ | PROT_WRITE,
+		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	cr_assert_eq(tail, f.p + 4 * PAGE, "the shrink left the tail mapped");
+	memset(tail, 0x77, 4 * PAGE);
+	cr_assert_eq(convert(f.gmem, 0, 8 * PAGE, PRIVATE), 0);
+	cr_assert_eq(convert(f.gmem, 0, 8 * PAGE, 0), 0);
+	cr_expect_eq(tail[0], 0x77, "a conversion laid the file over the memory after the shrink");
+	munmap(tail, 4 * PAGE);
+	cr_expect_eq(gm_munmap(f.p, 4 * PAGE), 0, "%s", strerror(errno));
+	cr_expect_eq(info_of(f.gmem).host_mappings, 0);
+	mapped_close(&f);
+}
+
+/*
  * A fixed mapping into the middle of another needs a record for the right
  * part. Whichever allocation fails, either the call fails with ENOMEM and
  * nothing changed, or the right part still follows conversions.
