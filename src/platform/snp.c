@@ -40,6 +40,7 @@ struct snp_vm {
 	bool has_context;          /* LAUNCH_START made the context */
 	enum snp_guest_state state;
 	uint16_t ghcb_version;
+	int sev_fd;                    /* LAUNCH_START's device fd: LAUNCH_FINISH goes to it */
 	uint64_t policy;
 	uint8_t gosvw[16];
 	uint8_t ld[SNP_DIGEST_SIZE];   /* the launch digest, MEASUREMENT in reports */
@@ -121,6 +122,7 @@ static int snp_launch_start(struct vm *vm, struct kvm_sev_cmd *cmd)
 	if (RAND_bytes(snp->report_id, sizeof(snp->report_id)) != 1)
 		return -ENOMEM;
 	snp->has_context = true;
+	snp->sev_fd = (int)cmd->sev_fd;
 	snp->state = SNP_STATE_LAUNCH;
 	snp->policy = params.policy;
 	memcpy(snp->gosvw, params.gosvw, sizeof(snp->gosvw));
@@ -286,7 +288,11 @@ static int fw_launch_finish(struct snp_vm *snp, const struct kvm_sev_snp_launch_
 			    const uint8_t *id_block, const uint8_t *id_auth, uint32_t *fw_error)
 {
 	uint64_t policy;
+	/* KVM issues it on the fd LAUNCH_START named (sev->fd): closed since, it is EBADF. */
+	int ret = psp_check_fd(snp->sev_fd);
 
+	if (ret)
+		return ret;
 	if (snp->state != SNP_STATE_LAUNCH) {
 		*fw_error = SEV_RET_INVALID_GUEST_STATE;
 		return -EIO;
@@ -349,7 +355,6 @@ static int snp_launch_finish(struct vm *vm, struct kvm_sev_cmd *cmd)
 					      KVM_SEV_SNP_ID_AUTH_SIZE))
 			ret = -EFAULT;
 	}
-	/* The command goes to the device LAUNCH_START named (sev->fd), which is still open. */
 	if (!ret)
 		ret = fw_launch_finish(snp, &params, id_block, id_auth, &cmd->error);
 	gm_free(id_auth);

@@ -343,6 +343,24 @@ Test(snp, launch_finish_validation)
 	snp_teardown(&e);
 }
 
+/*
+ * LAUNCH_FINISH goes to the device fd LAUNCH_START named (sev->fd), not to the
+ * command's: with that fd closed it is EBADF, whatever sev_fd the command gives.
+ */
+Test(snp, launch_finish_after_start_fd_closed)
+{
+	struct snp_env e;
+	int start_fd;
+
+	snp_setup(&e, 1, true, false);
+	start_fd = sys_open_sev();
+	cr_assert_geq(start_fd, 0);
+	cr_assert_eq(launch_start(&e, POLICY, 0, start_fd), 0);
+	cr_assert_eq(sys_close(start_fd), 0);
+	cr_expect_eq(launch_finish(&e, e.sev, NULL), EBADF, "LAUNCH_START's device fd is closed");
+	snp_teardown(&e);
+}
+
 /* After LAUNCH_FINISH the firmware takes no more pages (INVALID_GUEST_STATE). */
 Test(snp, no_populate_after_finish)
 {
