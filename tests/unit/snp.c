@@ -35,7 +35,8 @@ static int convert(struct snp *s, uint64_t page, uint64_t n, bool private)
 	return gm_ioctl(s->gmem, KVM_SET_MEMORY_ATTRIBUTES2, &a) ? errno : 0;
 }
 
-static void snp_create(struct snp *s, uint64_t npages, bool start)
+/* As snp_create, with the slot at gpa and extra guest_memfd flags (a folio size). */
+static void snp_create_at(struct snp *s, uint64_t npages, bool start, uint64_t gpa, uint64_t flags)
 {
 	struct kvm_sev_init init = { 0 };
 	struct kvm_sev_snp_launch_start ls = { .policy = POLICY };
@@ -44,13 +45,19 @@ static void snp_create(struct snp *s, uint64_t npages, bool start)
 	s->sev = gm_open_sev();
 	cr_assert_geq(s->sev, 0);
 	s->npages = npages;
-	s->gmem = vmm_gmem(&s->m, npages * PAGE, GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED);
-	cr_assert_eq(vmm_set_slot(&s->m, 0, BASE_GPA, npages * PAGE, s->gmem, 0), 0);
+	s->gmem = vmm_gmem(&s->m, npages * PAGE,
+			   GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED | flags);
+	cr_assert_eq(vmm_set_slot(&s->m, 0, gpa, npages * PAGE, s->gmem, 0), 0);
 	s->host = gm_mmap(NULL, npages * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, s->gmem, 0);
 	cr_assert_neq(s->host, MAP_FAILED);
 	cr_assert_eq(sev_cmd(s, KVM_SEV_INIT2, &init), 0);
 	if (start)
 		cr_assert_eq(sev_cmd(s, KVM_SEV_SNP_LAUNCH_START, &ls), 0);
+}
+
+static void snp_create(struct snp *s, uint64_t npages, bool start)
+{
+	snp_create_at(s, npages, start, BASE_GPA, 0);
 }
 
 /* LAUNCH_UPDATE in place of n pages from page; 0 or errno. */
@@ -451,6 +458,80 @@ Test(snp, vc_without_handler)
 	cr_assert_eq(gm_vcpu_get_ucall(s.m.vcpu, &uc), 0);
 	cr_expect_eq(uc.cmd, GM_UCALL_ABORT);
 	cr_expect(strstr(uc.msg, "#VC") != NULL, "%s", uc.msg);
+	snp_destroy(&s);
+}
+
+/* Page 1 validated and written at run time; after shared and back, it is not validated. */
+static void guest_round_trip(struct gm_guest *g, void *arg)
+{
+	struct vc_log *v = arg;
+
+	gm_guest_set_vc_handler(g, vc_handler, v);
+	gm_guest_write8(g, BASE_GPA + PAGE, 0x5a);
+	gm_guest_ucall(g, GM_UCALL_SYNC, 1, (uint64_t)v->vcs);
+	gm_guest_ucall(g, GM_UCALL_DONE, 1, (uint64_t)gm_guest_read8(g, BASE_GPA + PAGE));
+}
+
+Test(snp, conversion_round_trip_takes_validation_away)
+{
+	struct snp s;
+	struct vc_log v = { .validate = true };
+	struct gmem *g;
+
+	launch_two_pages(&s, guest_round_trip, &v);
+	cr_expect_eq(vmm_expect_ucall(&s.m, GM_UCALL_SYNC), 1, "the first touch raised one #VC");
+	g = gmem_of(s.gmem);
+	cr_expect_eq(rmp_get(g->rmp, 1), RMP_VALIDATED);
+	cr_assert_eq(convert(&s, 1, 1, false), 0);
+	cr_expect_eq(s.host[PAGE], 0, "the guest's byte reached the host");
+	cr_expect_eq(rmp_get(g->rmp, 1), RMP_HYPERVISOR);
+	s.host[PAGE] = 0x33;
+	cr_assert_eq(convert(&s, 1, 1, true), 0);
+	cr_expect_eq(rmp_get(g->rmp, 1), RMP_HYPERVISOR, "private again, not yet the guest's");
+	cr_expect_eq(vmm_expect_ucall(&s.m, GM_UCALL_DONE), 0x33, "the host's byte, after PVALIDATE");
+	cr_expect_eq(v.vcs, 2, "the access after the round trip raised a #VC");
+	cr_expect_eq(v.last_gpa, BASE_GPA + PAGE);
+	cr_expect_eq(rmp_get(g->rmp, 1), RMP_VALIDATED);
+	snp_destroy(&s);
+}
+
+/* A 2 MiB folio the guest validated whole and wrote: one 4 KiB page shared is scrubbed alone. */
+#define HUGE_GPA 0x200000ULL
+#define HUGE_PAGES 512
+
+static void guest_huge(struct gm_guest *g, void *arg)
+{
+	for (uint64_t i = 0; i < HUGE_PAGES; i++)
+		GM_GUEST_ASSERT(g, gm_guest_pvalidate(g, HUGE_GPA + i * PAGE, true) ==
+					   GM_PVALIDATE_SUCCESS);
+	for (uint64_t i = 0; i < HUGE_PAGES; i++)
+		gm_guest_write8(g, HUGE_GPA + i * PAGE + 7, 0xee);
+	gm_guest_ucall(g, GM_UCALL_SYNC, 0);
+	gm_guest_ucall(g, GM_UCALL_DONE, 2, (uint64_t)gm_guest_read8(g, HUGE_GPA + 2 * PAGE + 7),
+		       (uint64_t)gm_guest_read8(g, HUGE_GPA + PAGE + 7));
+}
+
+Test(snp, scrub_in_a_huge_folio)
+{
+	struct snp s;
+	struct kvm_sev_snp_launch_finish f = { 0 };
+	struct gm_ucall uc;
+
+	snp_create_at(&s, HUGE_PAGES, true, HUGE_GPA, GM_GUEST_MEMFD_FOLIO_2M);
+	cr_assert_eq(convert(&s, 0, HUGE_PAGES, true), 0);
+	vmm_vcpu(&s.m, 0, guest_huge, NULL);
+	cr_assert_eq(sev_cmd(&s, KVM_SEV_SNP_LAUNCH_FINISH, &f), 0);
+	vmm_expect_ucall(&s.m, GM_UCALL_SYNC);
+	cr_assert_eq(convert(&s, 1, 1, false), 0);
+	for (unsigned i = 0; i < PAGE; i++)
+		cr_assert_eq(s.host[PAGE + i], 0, "byte %u of the guest's page reached the host", i);
+	cr_expect(vmm_host_faults(s.host), "the folio's other pages stay private");
+	cr_expect(vmm_host_faults(s.host + 2 * PAGE));
+	cr_assert_eq(vmm_run(&s.m), 0);
+	cr_assert_eq(gm_vcpu_get_ucall(s.m.vcpu, &uc), 0);
+	cr_assert_eq(uc.cmd, GM_UCALL_DONE, "%s", uc.msg);
+	cr_expect_eq(uc.args[0], 0xee, "a page still private kept the guest's byte");
+	cr_expect_eq(uc.args[1], 0, "the shared page reads as zeros to the guest too");
 	snp_destroy(&s);
 }
 
