@@ -57,5 +57,7 @@ int memslot_set(struct vm_memslots *slots, const struct kvm_userspace_memory_reg
 /* Looks gfn up; fills *view and returns true when a slot covers it. */
 bool memslot_lookup(struct vm_memslots *slots, gfn_t gfn, struct memslot_view *view);
 void memslot_view_put(struct memslot_view *view);
+/* The same with slots_lock held: a last reference waits for gmem_put_flush. */
+void memslot_view_put_locked(struct memslot_view *view);
 
 #endif

@@ -201,7 +201,7 @@ static bool slot_has_gmem(struct vm *vm, gfn_t gfn)
 	if (!memslot_lookup(&vm->slots, gfn, &s))
 		return false;
 	has_gmem = s.has_gmem;
-	memslot_view_put(&s);
+	memslot_view_put_locked(&s);
 	return has_gmem;
 }
 
@@ -232,11 +232,13 @@ static int snp_launch_update(struct vm *vm, struct kvm_sev_cmd *cmd)
 	pthread_mutex_lock(&vm->slots.lock);
 	if (!slot_has_gmem(vm, params.gfn_start)) {
 		pthread_mutex_unlock(&vm->slots.lock);
+		gmem_put_flush();
 		return -EINVAL;
 	}
 	count = gmem_populate(vm, params.gfn_start, src, (long)(params.len / GM_PAGE_SIZE),
 			      snp_post_populate, &args);
 	pthread_mutex_unlock(&vm->slots.lock);
+	gmem_put_flush();
 	/* Any failure of the first page is EIO, with the firmware's status if it had one. */
 	if (count < 0) {
 		cmd->error = args.fw_error;

@@ -208,6 +208,7 @@ static long populate_direct(struct snp *s, gfn_t gfn, const void *src, long n, s
 	pthread_mutex_lock(&vm->slots.lock);
 	r = gmem_populate(vm, gfn, src, n, log_cb, l);
 	pthread_mutex_unlock(&vm->slots.lock);
+	gmem_put_flush();
 	return r;
 }
 
@@ -261,6 +262,51 @@ Test(snp, populate_slot_and_file)
 	cr_expect_eq(populate_direct(&s, 0x20000, NULL, 1, &l), -EFAULT, "the file is gone");
 	cr_expect_eq(l.calls, 0);
 	munmap(hva, PAGE);
+	snp_destroy(&s);
+}
+
+/* Closes the file's last fd from inside populate: only populate's own reference is left. */
+static int close_file_cb(struct gmem *g, pgoff_t index, gfn_t gfn, void *dst, const void *src,
+			 void *opaque)
+{
+	int *fd = opaque;
+
+	if (*fd >= 0) {
+		gm_close(*fd);
+		*fd = -1;
+	}
+	return 0;
+}
+
+/*
+ * The file's last fd closed while populate runs under slots_lock: the file's
+ * release, which takes slots_lock, waits for the command's end (as the
+ * kernel's fput); it must neither deadlock nor leave the slot its file.
+ */
+Test(snp, populate_outlives_the_file_close, .timeout = 20)
+{
+	struct snp s;
+	struct cb_log l = { 0 };
+	struct kvm_memory_attributes2 a = { .size = PAGE, .attributes = KVM_MEMORY_ATTRIBUTE_PRIVATE };
+	struct vm *vm;
+	struct gm_stats before, after;
+	int file;
+	long r;
+
+	snp_create(&s, 1, false);
+	vm = vm_of(s.m.vm);
+	file = vmm_gmem(&s.m, PAGE, GUEST_MEMFD_FLAG_INIT_SHARED);
+	cr_assert_eq(vmm_set_slot(&s.m, 2, 0x20000000ULL, PAGE, file, 0), 0);
+	cr_assert_eq(gm_ioctl(file, KVM_SET_MEMORY_ATTRIBUTES2, &a), 0);
+	cr_assert_eq(gm_stats(&before), 0);
+	pthread_mutex_lock(&vm->slots.lock);
+	r = gmem_populate(vm, 0x20000, NULL, 1, close_file_cb, &file);
+	pthread_mutex_unlock(&vm->slots.lock);
+	gmem_put_flush();
+	cr_expect_eq(r, 1);
+	cr_assert_eq(gm_stats(&after), 0);
+	cr_expect_eq(after.gmem_files, before.gmem_files - 1, "the file was released");
+	cr_expect_eq(populate_direct(&s, 0x20000, NULL, 1, &l), -EFAULT, "the slot lost its file");
 	snp_destroy(&s);
 }
 
