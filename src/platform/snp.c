@@ -69,6 +69,18 @@ static struct snp_vm *snp_of(struct vm *vm)
 	return p ? gm_container_of(p, struct snp_vm, base) : NULL;
 }
 
+/* kvm->created_vcpus: any vCPU ever created, its fd closed or not (a vCPU lives with its VM). */
+static bool vm_created_vcpus(struct vm *vm)
+{
+	bool any = false;
+
+	pthread_mutex_lock(&vm->slots.lock);
+	for (size_t i = 0; i < sizeof(vm->vcpu_ids) / sizeof(vm->vcpu_ids[0]); i++)
+		any |= vm->vcpu_ids[i] != 0;
+	pthread_mutex_unlock(&vm->slots.lock);
+	return any;
+}
+
 /* sev_guest_init2 and __sev_guest_init, for the SNP type. */
 static int snp_guest_init2(struct vm *vm, struct kvm_sev_cmd *cmd)
 {
@@ -80,7 +92,7 @@ static int snp_guest_init2(struct vm *vm, struct kvm_sev_cmd *cmd)
 		return -EINVAL;
 	if (gm_copy_from_user(&data, (void *)(uintptr_t)cmd->data, sizeof(data)))
 		return -EFAULT;
-	if (atomic_load(&vm->nr_vcpus))
+	if (vm_created_vcpus(vm))
 		return -EINVAL;
 	if (data.flags)
 		return -EINVAL;

@@ -177,6 +177,20 @@ Test(snp, init2_after_vcpu)
 	snp_teardown(&e);
 }
 
+/* A vCPU whose fd was closed still counts (created_vcpus): the VM lives with it. */
+Test(snp, init2_after_closed_vcpu)
+{
+	struct snp_env e;
+	int vcpu;
+
+	snp_setup(&e, 1, false, false);
+	vcpu = sys_ioctl(e.vm, KVM_CREATE_VCPU, 0);
+	cr_assert_geq(vcpu, 0);
+	sys_close(vcpu);
+	cr_expect_eq(init2(&e), EINVAL);
+	snp_teardown(&e);
+}
+
 /* INIT2 makes only an SNP-typed VM an SNP guest; the others have no SNP context. */
 Test(snp, other_vm_types)
 {

@@ -628,6 +628,23 @@ Test(snp, page_state_change)
 	snp_destroy(&s);
 }
 
+/* A vCPU lives with its VM: one whose fd was closed before LAUNCH_FINISH is still measured. */
+Test(snp, closed_vcpu_still_measured)
+{
+	struct snp s;
+	struct gm_snp_launch_info info;
+	int vcpu;
+
+	snp_create(&s, 1, true);
+	vcpu = gm_ioctl(s.m.vm, KVM_CREATE_VCPU, 0UL);
+	cr_assert_geq(vcpu, 0);
+	cr_assert_eq(gm_close(vcpu), 0);
+	cr_assert_eq(finish(&s), 0);
+	cr_assert_eq(gm_snp_launch_info(s.m.vm, &info), 0);
+	cr_expect_eq(info.pages_measured[2], 1, "the closed vCPU's VMSA");
+	snp_destroy(&s);
+}
+
 /* The software platform runs soft vCPUs only. */
 Test(snp, soft_backend_only)
 {
