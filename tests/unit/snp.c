@@ -713,6 +713,8 @@ Test(snp_attest, guest_report, .init = key_init, .fini = key_fini)
 	cr_expect_eq(r.report[0xC0], 0xaa, "HOST_DATA from LAUNCH_FINISH");
 	cr_expect_eq(r.report[0x08], 0x00);
 	cr_expect_eq(r.report[0x0A], 0x03, "POLICY (bits 16, 17)");
+	for (int i = 0; i < 4; i++)
+		cr_expect_eq(r.report[0x30 + i], 0, "VMPL: a soft guest asks at VMPL 0");
 	cr_assert_gt(gm_snp_platform_key_pem(pem, sizeof(pem)), 0);
 	cr_expect_eq(gm_snp_report_verify(r.report, sizeof(r.report), pem, why, sizeof(why)), 0,
 		     "%s", why);
