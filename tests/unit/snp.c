@@ -1,6 +1,8 @@
 /* The software SEV-SNP platform: generic populate, the reverse map, #VC, PVALIDATE, scrub, the digest. */
 #include <linux/falloc.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 
 #include <openssl/evp.h>
 
@@ -307,6 +309,49 @@ Test(snp, populate_outlives_the_file_close, .timeout = 20)
 	cr_assert_eq(gm_stats(&after), 0);
 	cr_expect_eq(after.gmem_files, before.gmem_files - 1, "the file was released");
 	cr_expect_eq(populate_direct(&s, 0x20000, NULL, 1, &l), -EFAULT, "the slot lost its file");
+	snp_destroy(&s);
+}
+
+struct closer {
+	int fd;
+	atomic_bool started; /* LAUNCH_UPDATE is about to run */
+};
+
+static void *close_while_populating(void *arg)
+{
+	struct closer *c = arg;
+
+	while (!atomic_load(&c->started))
+		;
+	usleep(20000);
+	gm_close(c->fd);
+	return NULL;
+}
+
+/* The same through LAUNCH_UPDATE: the file closed by another thread mid-command goes away after it. */
+Test(snp, launch_update_outlives_the_file_close, .timeout = 60)
+{
+	enum { NPAGES = 16384 }; /* 64 MiB measured: long enough for the other thread's close */
+	struct snp s;
+	struct kvm_memory_attributes2 a = { .size = NPAGES * PAGE,
+					    .attributes = KVM_MEMORY_ATTRIBUTE_PRIVATE };
+	struct kvm_sev_snp_launch_update u = { .gfn_start = 0x200000, .len = NPAGES * PAGE,
+					       .type = KVM_SEV_SNP_PAGE_TYPE_NORMAL };
+	struct closer c = { 0 };
+	struct gm_stats before, after;
+	pthread_t t;
+
+	snp_create(&s, 1, true);
+	c.fd = vmm_gmem(&s.m, NPAGES * PAGE, GUEST_MEMFD_FLAG_INIT_SHARED);
+	cr_assert_eq(vmm_set_slot(&s.m, 2, 0x200000ULL << 12, NPAGES * PAGE, c.fd, 0), 0);
+	cr_assert_eq(gm_ioctl(c.fd, KVM_SET_MEMORY_ATTRIBUTES2, &a), 0);
+	cr_assert_eq(gm_stats(&before), 0);
+	cr_assert_eq(pthread_create(&t, NULL, close_while_populating, &c), 0);
+	atomic_store(&c.started, true);
+	cr_expect_eq(sev_cmd(&s, KVM_SEV_SNP_LAUNCH_UPDATE, &u), 0);
+	pthread_join(t, NULL);
+	cr_assert_eq(gm_stats(&after), 0);
+	cr_expect_eq(after.gmem_files, before.gmem_files - 1, "the closed file was released");
 	snp_destroy(&s);
 }
 
