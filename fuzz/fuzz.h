@@ -334,16 +334,21 @@ struct probe_vcpu {
 	int fd; /* -1: none */
 	struct kvm_run *run;
 	size_t run_size;
+	unsigned long started; /* vCPUs made so far: a vCPU's id stays taken after its close */
 };
 
-/* A vCPU of vm_fd running the probe guest, parked at its first ucall; false if creation failed. */
+/*
+ * A vCPU of vm_fd running the probe guest, parked at its first ucall; false if creation
+ * failed. Its id is id, then id + 1 for the next one a stopped probe makes, and so on.
+ */
 static FUZZ_UNUSED bool probe_start(struct probe_vcpu *pv, int vm_fd, unsigned long id)
 {
 	int kvm_size = 3 * (int)PAGE_SIZE;
 
-	pv->fd = gm_ioctl(vm_fd, KVM_CREATE_VCPU, id);
+	pv->fd = gm_ioctl(vm_fd, KVM_CREATE_VCPU, id + pv->started);
 	if (pv->fd < 0)
 		return false;
+	pv->started++;
 	if (gm_vcpu_set_guest(pv->fd, probe_guest, &probe_req))
 		fail("gm_vcpu_set_guest on a fresh vCPU failed");
 	pv->run_size = (size_t)kvm_size;

@@ -60,6 +60,31 @@ static void gmem_release_bindings(struct gmem *g)
 	g->bindings = NULL;
 }
 
+static __thread struct gmem *puts_deferred;
+
+void gmem_put_deferred(struct gmem *g)
+{
+	long refs = atomic_load_explicit(&g->obj.refs, memory_order_relaxed);
+
+	while (refs > 1)
+		if (atomic_compare_exchange_weak_explicit(&g->obj.refs, &refs, refs - 1,
+							  memory_order_acq_rel, memory_order_relaxed))
+			return;
+	/* The only reference is ours: no other thread can defer this file meanwhile. */
+	g->put_next = puts_deferred;
+	puts_deferred = g;
+}
+
+void gmem_put_flush(void)
+{
+	while (puts_deferred) {
+		struct gmem *g = puts_deferred;
+
+		puts_deferred = g->put_next;
+		gmem_put(g);
+	}
+}
+
 static void gmem_release(struct gm_object *obj)
 {
 	struct gmem *g = gm_container_of(obj, struct gmem, obj);

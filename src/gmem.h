@@ -55,6 +55,7 @@ struct gmem {
 	struct gmem_binding *bindings; /* slots bound to this file, under invalidate_lock */
 	struct gmem_pin *pins;    /* device DMA pins, under invalidate_lock */
 	atomic_uint host_mappings;
+	struct gmem *put_next;    /* the calling thread's deferred last put (gmem_put_deferred) */
 };
 
 static inline pgoff_t gmem_npages(const struct gmem *g)
@@ -71,6 +72,15 @@ static inline void gmem_put(struct gmem *g)
 {
 	gm_object_put(&g->obj);
 }
+
+/*
+ * A put under slots_lock. The file's release takes slots_lock, so the last
+ * reference is kept on the calling thread's list instead, and gmem_put_flush,
+ * called once the lock is dropped, releases it: the kernel's fput defers the
+ * same way, to the ioctl's return.
+ */
+void gmem_put_deferred(struct gmem *g);
+void gmem_put_flush(void);
 
 /* gmem.c */
 int gmem_create(const struct gmem_vm *vm, uint64_t size, uint64_t flags);

@@ -336,6 +336,13 @@ void memslot_view_put(struct memslot_view *view)
 	view->gmem = NULL;
 }
 
+void memslot_view_put_locked(struct memslot_view *view)
+{
+	if (view->gmem)
+		gmem_put_deferred(view->gmem);
+	view->gmem = NULL;
+}
+
 struct hva_range {
 	uintptr_t start, end;   /* host addresses */
 	gfn_t gs, ge;           /* the guest frames slots map from them; empty if none */

@@ -59,5 +59,7 @@ bool memslot_lookup(struct vm_memslots *slots, gfn_t gfn, struct memslot_view *v
 void memslot_view_put(struct memslot_view *view);
 /* Whether address space as_id has no slot at all. */
 bool memslots_empty(struct vm_memslots *slots, unsigned int as_id);
+/* The same with slots_lock held: a last reference waits for gmem_put_flush. */
+void memslot_view_put_locked(struct memslot_view *view);
 
 #endif

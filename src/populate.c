@@ -100,6 +100,6 @@ long gmem_populate(struct vm *vm, gfn_t start_gfn, const void *src, long npages,
 	}
 	gm_free(bounce);
 out:
-	memslot_view_put(&s);
+	memslot_view_put_locked(&s);
 	return ret && !i ? ret : i;
 }

@@ -18,7 +18,9 @@ typedef int (*gmem_populate_cb)(struct gmem *g, pgoff_t index, gfn_t gfn, void *
  * for write, the page must be private (in the file, or in the VM with per-VM
  * attributes) and cb takes it. src is NULL or a 4 KiB-aligned address of
  * shared or plain host memory. Returns the error if the first page failed,
- * else the number of pages done. The VM's slots lock is held by the caller.
+ * else the number of pages done. The VM's slots lock is held by the caller,
+ * which calls gmem_put_flush once it dropped it (the file may have been closed
+ * meanwhile: populate's reference is then the last).
  */
 long gmem_populate(struct vm *vm, gfn_t start_gfn, const void *src, long npages,
 		   gmem_populate_cb cb, void *opaque);

@@ -24,9 +24,16 @@ static void vcpu_release(struct gm_object *obj)
 	pthread_mutex_destroy(&v->lock);
 	x86_state_destroy(&v->x86);
 	atomic_fetch_sub(&v->vm->nr_vcpus, 1);
-	pthread_mutex_lock(&v->vm->slots.lock);
-	v->vm->vcpu_ids[v->id / 64] &= ~(1ULL << (v->id % 64));
-	pthread_mutex_unlock(&v->vm->slots.lock);
+	/*
+	 * A KVM vCPU lives as long as its VM, whatever becomes of its fd: its id
+	 * stays taken (EEXIST) and SNP's LAUNCH_FINISH still measures its VMSA.
+	 * Only a creation that failed gives the id back.
+	 */
+	if (!v->created) {
+		pthread_mutex_lock(&v->vm->slots.lock);
+		v->vm->vcpu_ids[v->id / 64] &= ~(1ULL << (v->id % 64));
+		pthread_mutex_unlock(&v->vm->slots.lock);
+	}
 	vm_put(v->vm);
 	gm_free(v);
 }
@@ -88,6 +95,7 @@ int vcpu_create(struct vm *vm, unsigned long id)
 	if (v->run == MAP_FAILED)
 		goto err_close;
 	v->host.run = v->run;
+	v->created = true;
 	return fd;
 
 err_close: {

@@ -13,6 +13,7 @@ struct vcpu {
 	struct gm_object obj;
 	struct vm *vm;          /* referenced */
 	unsigned long id;
+	bool created;           /* KVM_CREATE_VCPU succeeded: the id stays the VM's for good */
 	struct kvm_run *run;    /* the library's mapping of the run area */
 	int run_fd;             /* the fd whose memfd holds the run area */
 	struct host_vcpu host;  /* kvm backend: the host's vCPU (fd -1 on the soft backend) */

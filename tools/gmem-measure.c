@@ -17,13 +17,14 @@ int main(int argc, char **argv)
 	prog = "gmem-measure";
 	help_intro = "Prints the SEV-SNP launch digest (hex) that gmem-vm --vm snp with the same memory,\n"
 		     "vCPU and image options produces, computed from the image without running a VM.\n"
-		     "Options that only change the run (--backend, --vm, --report, -v, -q) are accepted\n"
-		     "and change nothing here.";
+		     "Options that only change the run (--vm, --report, -v, -q) are accepted and change\n"
+		     "nothing here; what gmem-vm --vm snp refuses (--backend kvm, --image) is refused.";
 	parse_options(argc, argv, &opt);
 	if (opt.write_image) {
 		write_image(opt.write_image);
 		return 0;
 	}
+	snp_check_options(&opt);
 	select_image(&opt, &img);
 	plan_layout_or_exit(&lay, &opt, &img);
 	/* What the VMM loads, laid out as in guest memory up to the end of the layout. */

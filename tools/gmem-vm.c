@@ -157,8 +157,7 @@ static void create_snp_vm(struct vm *vm)
 	struct kvm_sev_init init = { 0 };
 	struct kvm_sev_snp_launch_start start = { .policy = SNP_POLICY };
 
-	if (vm->opt.backend == BACKEND_KVM)
-		usage_error("--vm snp runs on libgmem's software platform: use --backend soft or auto");
+	snp_check_options(&vm->opt);
 	vm->vm_fd = gm_ioctl(vm->kvm_fd, KVM_CREATE_VM, KVM_X86_SNP_VM | GM_VM_BACKEND_SOFT);
 	if (vm->vm_fd < 0)
 		fatal("KVM_CREATE_VM(KVM_X86_SNP_VM)", errno);

@@ -425,6 +425,19 @@ static inline void plan_layout_or_exit(struct layout *l, const struct options *o
  * the boot parameters, the image, each vCPU's data. expected[v] gets vCPU v's
  * checksum when given. (Page tables, for the kvm backend, are gmem-vm's own.)
  */
+/*
+ * What --vm snp refuses, for gmem-vm and gmem-measure alike: a digest of a
+ * launch gmem-vm would not run is no prediction of anything.
+ */
+static inline void snp_check_options(const struct options *o)
+{
+	if (o->backend == BACKEND_KVM)
+		usage_error("--vm snp runs on libgmem's software platform: use --backend soft or auto");
+	if (o->image_path)
+		usage_error("--vm snp runs the built-in scenario on soft vCPUs: --image cannot be "
+			    "launched or measured with it");
+}
+
 static inline void fill_launch_memory(char *mem, const struct layout *l, const struct options *o,
 			       const struct image *img, uint64_t *expected)
 {

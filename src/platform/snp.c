@@ -40,6 +40,7 @@ struct snp_vm {
 	bool has_context;          /* LAUNCH_START made the context */
 	enum snp_guest_state state;
 	uint16_t ghcb_version;
+	int sev_fd;                    /* LAUNCH_START's device fd: LAUNCH_FINISH goes to it */
 	uint64_t policy;
 	uint8_t gosvw[16];
 	uint8_t ld[SNP_DIGEST_SIZE];   /* the launch digest, MEASUREMENT in reports */
@@ -68,6 +69,18 @@ static struct snp_vm *snp_of(struct vm *vm)
 	return p ? gm_container_of(p, struct snp_vm, base) : NULL;
 }
 
+/* kvm->created_vcpus: any vCPU ever created, its fd closed or not (a vCPU lives with its VM). */
+static bool vm_created_vcpus(struct vm *vm)
+{
+	bool any = false;
+
+	pthread_mutex_lock(&vm->slots.lock);
+	for (size_t i = 0; i < sizeof(vm->vcpu_ids) / sizeof(vm->vcpu_ids[0]); i++)
+		any |= vm->vcpu_ids[i] != 0;
+	pthread_mutex_unlock(&vm->slots.lock);
+	return any;
+}
+
 /* sev_guest_init2 and __sev_guest_init, for the SNP type. */
 static int snp_guest_init2(struct vm *vm, struct kvm_sev_cmd *cmd)
 {
@@ -79,7 +92,7 @@ static int snp_guest_init2(struct vm *vm, struct kvm_sev_cmd *cmd)
 		return -EINVAL;
 	if (gm_copy_from_user(&data, (void *)(uintptr_t)cmd->data, sizeof(data)))
 		return -EFAULT;
-	if (atomic_load(&vm->nr_vcpus))
+	if (vm_created_vcpus(vm))
 		return -EINVAL;
 	if (data.flags)
 		return -EINVAL;
@@ -121,6 +134,7 @@ static int snp_launch_start(struct vm *vm, struct kvm_sev_cmd *cmd)
 	if (RAND_bytes(snp->report_id, sizeof(snp->report_id)) != 1)
 		return -ENOMEM;
 	snp->has_context = true;
+	snp->sev_fd = (int)cmd->sev_fd;
 	snp->state = SNP_STATE_LAUNCH;
 	snp->policy = params.policy;
 	memcpy(snp->gosvw, params.gosvw, sizeof(snp->gosvw));
@@ -199,7 +213,7 @@ static bool slot_has_gmem(struct vm *vm, gfn_t gfn)
 	if (!memslot_lookup(&vm->slots, gfn, &s))
 		return false;
 	has_gmem = s.has_gmem;
-	memslot_view_put(&s);
+	memslot_view_put_locked(&s);
 	return has_gmem;
 }
 
@@ -230,11 +244,13 @@ static int snp_launch_update(struct vm *vm, struct kvm_sev_cmd *cmd)
 	pthread_mutex_lock(&vm->slots.lock);
 	if (!slot_has_gmem(vm, params.gfn_start)) {
 		pthread_mutex_unlock(&vm->slots.lock);
+		gmem_put_flush();
 		return -EINVAL;
 	}
 	count = gmem_populate(vm, params.gfn_start, src, (long)(params.len / GM_PAGE_SIZE),
 			      snp_post_populate, &args);
 	pthread_mutex_unlock(&vm->slots.lock);
+	gmem_put_flush();
 	/* Any failure of the first page is EIO, with the firmware's status if it had one. */
 	if (count < 0) {
 		cmd->error = args.fw_error;
@@ -286,7 +302,11 @@ static int fw_launch_finish(struct snp_vm *snp, const struct kvm_sev_snp_launch_
 			    const uint8_t *id_block, const uint8_t *id_auth, uint32_t *fw_error)
 {
 	uint64_t policy;
+	/* KVM issues it on the fd LAUNCH_START named (sev->fd): closed since, it is EBADF. */
+	int ret = psp_check_fd(snp->sev_fd);
 
+	if (ret)
+		return ret;
 	if (snp->state != SNP_STATE_LAUNCH) {
 		*fw_error = SEV_RET_INVALID_GUEST_STATE;
 		return -EIO;
@@ -349,7 +369,6 @@ static int snp_launch_finish(struct vm *vm, struct kvm_sev_cmd *cmd)
 					      KVM_SEV_SNP_ID_AUTH_SIZE))
 			ret = -EFAULT;
 	}
-	/* The command goes to the device LAUNCH_START named (sev->fd), which is still open. */
 	if (!ret)
 		ret = fw_launch_finish(snp, &params, id_block, id_auth, &cmd->error);
 	gm_free(id_auth);

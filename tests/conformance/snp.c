@@ -163,7 +163,7 @@ Test(snp, init2)
 	snp_teardown(&e);
 }
 
-/* INIT2 comes before any vCPU. */
+/* INIT2 comes before any vCPU, one whose fd was closed too (created_vcpus: it lives with the VM). */
 Test(snp, init2_after_vcpu)
 {
 	struct snp_env e;
@@ -174,6 +174,7 @@ Test(snp, init2_after_vcpu)
 	cr_assert_geq(vcpu, 0);
 	cr_expect_eq(init2(&e), EINVAL);
 	sys_close(vcpu);
+	cr_expect_eq(init2(&e), EINVAL, "a vCPU whose fd is closed");
 	snp_teardown(&e);
 }
 
@@ -340,6 +341,24 @@ Test(snp, launch_finish_validation)
 	cr_assert_geq(vcpu, 0);
 	cr_expect_eq(launch_finish(&e, -1, NULL), EBADF, "VMSA update with sev_fd -1");
 	sys_close(vcpu);
+	snp_teardown(&e);
+}
+
+/*
+ * LAUNCH_FINISH goes to the device fd LAUNCH_START named (sev->fd), not to the
+ * command's: with that fd closed it is EBADF, whatever sev_fd the command gives.
+ */
+Test(snp, launch_finish_after_start_fd_closed)
+{
+	struct snp_env e;
+	int start_fd;
+
+	snp_setup(&e, 1, true, false);
+	start_fd = sys_open_sev();
+	cr_assert_geq(start_fd, 0);
+	cr_assert_eq(launch_start(&e, POLICY, 0, start_fd), 0);
+	cr_assert_eq(sys_close(start_fd), 0);
+	cr_expect_eq(launch_finish(&e, e.sev, NULL), EBADF, "LAUNCH_START's device fd is closed");
 	snp_teardown(&e);
 }
 

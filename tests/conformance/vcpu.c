@@ -62,3 +62,15 @@ Test(vcpu, capabilities)
 	sys_close(vm);
 	sys_close(kvm);
 }
+
+/* A vCPU lives as long as its VM: closing its fd does not give its id back. */
+Test(vcpu, closed_fd_keeps_the_id)
+{
+	int vm = t_create_vm(KVM_X86_DEFAULT_VM);
+	int vcpu = sys_ioctl(vm, KVM_CREATE_VCPU, 0);
+
+	cr_assert_geq(vcpu, 0, "%s", strerror(errno));
+	cr_assert_eq(sys_close(vcpu), 0);
+	cr_expect_eq(ioctl_errno(vm, KVM_CREATE_VCPU, 0), EEXIST, "the id of a vCPU whose fd is closed");
+	sys_close(vm);
+}

@@ -343,3 +343,24 @@ Test(gmem_vm, snp_bad_options)
 	run_vm(&r, "--vm snp --backend kvm");
 	cr_expect_eq(r.status, 2, "%s", r.out);
 }
+
+/*
+ * gmem-measure refuses what gmem-vm --vm snp refuses: a digest of an image, or
+ * of a kvm-backend launch, that gmem-vm would never run predicts nothing.
+ */
+Test(gmem_vm, gmem_measure_refuses_what_snp_launch_refuses)
+{
+	static const char *const refused[] = { "--image /dev/null", "--backend kvm" };
+	struct result r;
+	char cmd[256];
+
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		snprintf(cmd, sizeof(cmd), "%s --vm snp %s 2>&1", GMEM_VM_BIN, refused[i]);
+		run_shell(&r, cmd);
+		cr_expect_eq(r.status, 2, "gmem-vm %s: %s", refused[i], r.out);
+		snprintf(cmd, sizeof(cmd), "%s %s 2>&1", GMEM_MEASURE_BIN, refused[i]);
+		run_shell(&r, cmd);
+		cr_expect_eq(r.status, 2, "gmem-measure %s: %s", refused[i], r.out);
+		cr_expect(strstr(r.out, "--vm snp"), "%s", r.out);
+	}
+}

@@ -1,6 +1,8 @@
 /* The software SEV-SNP platform: generic populate, the reverse map, #VC, PVALIDATE, scrub, the digest. */
 #include <linux/falloc.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 
 #include <openssl/evp.h>
 
@@ -35,7 +37,8 @@ static int convert(struct snp *s, uint64_t page, uint64_t n, bool private)
 	return gm_ioctl(s->gmem, KVM_SET_MEMORY_ATTRIBUTES2, &a) ? errno : 0;
 }
 
-static void snp_create(struct snp *s, uint64_t npages, bool start)
+/* As snp_create, with the slot at gpa and extra guest_memfd flags (a folio size). */
+static void snp_create_at(struct snp *s, uint64_t npages, bool start, uint64_t gpa, uint64_t flags)
 {
 	struct kvm_sev_init init = { 0 };
 	struct kvm_sev_snp_launch_start ls = { .policy = POLICY };
@@ -44,13 +47,19 @@ static void snp_create(struct snp *s, uint64_t npages, bool start)
 	s->sev = gm_open_sev();
 	cr_assert_geq(s->sev, 0);
 	s->npages = npages;
-	s->gmem = vmm_gmem(&s->m, npages * PAGE, GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED);
-	cr_assert_eq(vmm_set_slot(&s->m, 0, BASE_GPA, npages * PAGE, s->gmem, 0), 0);
+	s->gmem = vmm_gmem(&s->m, npages * PAGE,
+			   GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED | flags);
+	cr_assert_eq(vmm_set_slot(&s->m, 0, gpa, npages * PAGE, s->gmem, 0), 0);
 	s->host = gm_mmap(NULL, npages * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, s->gmem, 0);
 	cr_assert_neq(s->host, MAP_FAILED);
 	cr_assert_eq(sev_cmd(s, KVM_SEV_INIT2, &init), 0);
 	if (start)
 		cr_assert_eq(sev_cmd(s, KVM_SEV_SNP_LAUNCH_START, &ls), 0);
+}
+
+static void snp_create(struct snp *s, uint64_t npages, bool start)
+{
+	snp_create_at(s, npages, start, BASE_GPA, 0);
 }
 
 /* LAUNCH_UPDATE in place of n pages from page; 0 or errno. */
@@ -201,6 +210,7 @@ static long populate_direct(struct snp *s, gfn_t gfn, const void *src, long n, s
 	pthread_mutex_lock(&vm->slots.lock);
 	r = gmem_populate(vm, gfn, src, n, log_cb, l);
 	pthread_mutex_unlock(&vm->slots.lock);
+	gmem_put_flush();
 	return r;
 }
 
@@ -254,6 +264,94 @@ Test(snp, populate_slot_and_file)
 	cr_expect_eq(populate_direct(&s, 0x20000, NULL, 1, &l), -EFAULT, "the file is gone");
 	cr_expect_eq(l.calls, 0);
 	munmap(hva, PAGE);
+	snp_destroy(&s);
+}
+
+/* Closes the file's last fd from inside populate: only populate's own reference is left. */
+static int close_file_cb(struct gmem *g, pgoff_t index, gfn_t gfn, void *dst, const void *src,
+			 void *opaque)
+{
+	int *fd = opaque;
+
+	if (*fd >= 0) {
+		gm_close(*fd);
+		*fd = -1;
+	}
+	return 0;
+}
+
+/*
+ * The file's last fd closed while populate runs under slots_lock: the file's
+ * release, which takes slots_lock, waits for the command's end (as the
+ * kernel's fput); it must neither deadlock nor leave the slot its file.
+ */
+Test(snp, populate_outlives_the_file_close, .timeout = 20)
+{
+	struct snp s;
+	struct cb_log l = { 0 };
+	struct kvm_memory_attributes2 a = { .size = PAGE, .attributes = KVM_MEMORY_ATTRIBUTE_PRIVATE };
+	struct vm *vm;
+	struct gm_stats before, after;
+	int file;
+	long r;
+
+	snp_create(&s, 1, false);
+	vm = vm_of(s.m.vm);
+	file = vmm_gmem(&s.m, PAGE, GUEST_MEMFD_FLAG_INIT_SHARED);
+	cr_assert_eq(vmm_set_slot(&s.m, 2, 0x20000000ULL, PAGE, file, 0), 0);
+	cr_assert_eq(gm_ioctl(file, KVM_SET_MEMORY_ATTRIBUTES2, &a), 0);
+	cr_assert_eq(gm_stats(&before), 0);
+	pthread_mutex_lock(&vm->slots.lock);
+	r = gmem_populate(vm, 0x20000, NULL, 1, close_file_cb, &file);
+	pthread_mutex_unlock(&vm->slots.lock);
+	gmem_put_flush();
+	cr_expect_eq(r, 1);
+	cr_assert_eq(gm_stats(&after), 0);
+	cr_expect_eq(after.gmem_files, before.gmem_files - 1, "the file was released");
+	cr_expect_eq(populate_direct(&s, 0x20000, NULL, 1, &l), -EFAULT, "the slot lost its file");
+	snp_destroy(&s);
+}
+
+struct closer {
+	int fd;
+	atomic_bool started; /* LAUNCH_UPDATE is about to run */
+};
+
+static void *close_while_populating(void *arg)
+{
+	struct closer *c = arg;
+
+	while (!atomic_load(&c->started))
+		;
+	usleep(20000);
+	gm_close(c->fd);
+	return NULL;
+}
+
+/* The same through LAUNCH_UPDATE: the file closed by another thread mid-command goes away after it. */
+Test(snp, launch_update_outlives_the_file_close, .timeout = 60)
+{
+	enum { NPAGES = 16384 }; /* 64 MiB measured: long enough for the other thread's close */
+	struct snp s;
+	struct kvm_memory_attributes2 a = { .size = NPAGES * PAGE,
+					    .attributes = KVM_MEMORY_ATTRIBUTE_PRIVATE };
+	struct kvm_sev_snp_launch_update u = { .gfn_start = 0x200000, .len = NPAGES * PAGE,
+					       .type = KVM_SEV_SNP_PAGE_TYPE_NORMAL };
+	struct closer c = { 0 };
+	struct gm_stats before, after;
+	pthread_t t;
+
+	snp_create(&s, 1, true);
+	c.fd = vmm_gmem(&s.m, NPAGES * PAGE, GUEST_MEMFD_FLAG_INIT_SHARED);
+	cr_assert_eq(vmm_set_slot(&s.m, 2, 0x200000ULL << 12, NPAGES * PAGE, c.fd, 0), 0);
+	cr_assert_eq(gm_ioctl(c.fd, KVM_SET_MEMORY_ATTRIBUTES2, &a), 0);
+	cr_assert_eq(gm_stats(&before), 0);
+	cr_assert_eq(pthread_create(&t, NULL, close_while_populating, &c), 0);
+	atomic_store(&c.started, true);
+	cr_expect_eq(sev_cmd(&s, KVM_SEV_SNP_LAUNCH_UPDATE, &u), 0);
+	pthread_join(t, NULL);
+	cr_assert_eq(gm_stats(&after), 0);
+	cr_expect_eq(after.gmem_files, before.gmem_files - 1, "the closed file was released");
 	snp_destroy(&s);
 }
 
@@ -454,6 +552,80 @@ Test(snp, vc_without_handler)
 	snp_destroy(&s);
 }
 
+/* Page 1 validated and written at run time; after shared and back, it is not validated. */
+static void guest_round_trip(struct gm_guest *g, void *arg)
+{
+	struct vc_log *v = arg;
+
+	gm_guest_set_vc_handler(g, vc_handler, v);
+	gm_guest_write8(g, BASE_GPA + PAGE, 0x5a);
+	gm_guest_ucall(g, GM_UCALL_SYNC, 1, (uint64_t)v->vcs);
+	gm_guest_ucall(g, GM_UCALL_DONE, 1, (uint64_t)gm_guest_read8(g, BASE_GPA + PAGE));
+}
+
+Test(snp, conversion_round_trip_takes_validation_away)
+{
+	struct snp s;
+	struct vc_log v = { .validate = true };
+	struct gmem *g;
+
+	launch_two_pages(&s, guest_round_trip, &v);
+	cr_expect_eq(vmm_expect_ucall(&s.m, GM_UCALL_SYNC), 1, "the first touch raised one #VC");
+	g = gmem_of(s.gmem);
+	cr_expect_eq(rmp_get(g->rmp, 1), RMP_VALIDATED);
+	cr_assert_eq(convert(&s, 1, 1, false), 0);
+	cr_expect_eq(s.host[PAGE], 0, "the guest's byte reached the host");
+	cr_expect_eq(rmp_get(g->rmp, 1), RMP_HYPERVISOR);
+	s.host[PAGE] = 0x33;
+	cr_assert_eq(convert(&s, 1, 1, true), 0);
+	cr_expect_eq(rmp_get(g->rmp, 1), RMP_HYPERVISOR, "private again, not yet the guest's");
+	cr_expect_eq(vmm_expect_ucall(&s.m, GM_UCALL_DONE), 0x33, "the host's byte, after PVALIDATE");
+	cr_expect_eq(v.vcs, 2, "the access after the round trip raised a #VC");
+	cr_expect_eq(v.last_gpa, BASE_GPA + PAGE);
+	cr_expect_eq(rmp_get(g->rmp, 1), RMP_VALIDATED);
+	snp_destroy(&s);
+}
+
+/* A 2 MiB folio the guest validated whole and wrote: one 4 KiB page shared is scrubbed alone. */
+#define HUGE_GPA 0x200000ULL
+#define HUGE_PAGES 512
+
+static void guest_huge(struct gm_guest *g, void *arg)
+{
+	for (uint64_t i = 0; i < HUGE_PAGES; i++)
+		GM_GUEST_ASSERT(g, gm_guest_pvalidate(g, HUGE_GPA + i * PAGE, true) ==
+					   GM_PVALIDATE_SUCCESS);
+	for (uint64_t i = 0; i < HUGE_PAGES; i++)
+		gm_guest_write8(g, HUGE_GPA + i * PAGE + 7, 0xee);
+	gm_guest_ucall(g, GM_UCALL_SYNC, 0);
+	gm_guest_ucall(g, GM_UCALL_DONE, 2, (uint64_t)gm_guest_read8(g, HUGE_GPA + 2 * PAGE + 7),
+		       (uint64_t)gm_guest_read8(g, HUGE_GPA + PAGE + 7));
+}
+
+Test(snp, scrub_in_a_huge_folio)
+{
+	struct snp s;
+	struct kvm_sev_snp_launch_finish f = { 0 };
+	struct gm_ucall uc;
+
+	snp_create_at(&s, HUGE_PAGES, true, HUGE_GPA, GM_GUEST_MEMFD_FOLIO_2M);
+	cr_assert_eq(convert(&s, 0, HUGE_PAGES, true), 0);
+	vmm_vcpu(&s.m, 0, guest_huge, NULL);
+	cr_assert_eq(sev_cmd(&s, KVM_SEV_SNP_LAUNCH_FINISH, &f), 0);
+	vmm_expect_ucall(&s.m, GM_UCALL_SYNC);
+	cr_assert_eq(convert(&s, 1, 1, false), 0);
+	for (unsigned i = 0; i < PAGE; i++)
+		cr_assert_eq(s.host[PAGE + i], 0, "byte %u of the guest's page reached the host", i);
+	cr_expect(vmm_host_faults(s.host), "the folio's other pages stay private");
+	cr_expect(vmm_host_faults(s.host + 2 * PAGE));
+	cr_assert_eq(vmm_run(&s.m), 0);
+	cr_assert_eq(gm_vcpu_get_ucall(s.m.vcpu, &uc), 0);
+	cr_assert_eq(uc.cmd, GM_UCALL_DONE, "%s", uc.msg);
+	cr_expect_eq(uc.args[0], 0xee, "a page still private kept the guest's byte");
+	cr_expect_eq(uc.args[1], 0, "the shared page reads as zeros to the guest too");
+	snp_destroy(&s);
+}
+
 /* PVALIDATE of a shared page is a private access: the VMM sees a memory fault. */
 static void guest_pvalidate_shared(struct gm_guest *g, void *arg)
 {
@@ -498,6 +670,23 @@ Test(snp, page_state_change)
 	cr_expect_eq(s.m.run->hypercall.args[2], KVM_MAP_GPA_RANGE_DECRYPTED);
 	s.m.run->hypercall.ret = 0;
 	cr_expect_eq(vmm_expect_ucall(&s.m, GM_UCALL_DONE), 0);
+	snp_destroy(&s);
+}
+
+/* A vCPU lives with its VM: one whose fd was closed before LAUNCH_FINISH is still measured. */
+Test(snp, closed_vcpu_still_measured)
+{
+	struct snp s;
+	struct gm_snp_launch_info info;
+	int vcpu;
+
+	snp_create(&s, 1, true);
+	vcpu = gm_ioctl(s.m.vm, KVM_CREATE_VCPU, 0UL);
+	cr_assert_geq(vcpu, 0);
+	cr_assert_eq(gm_close(vcpu), 0);
+	cr_assert_eq(finish(&s), 0);
+	cr_assert_eq(gm_snp_launch_info(s.m.vm, &info), 0);
+	cr_expect_eq(info.pages_measured[2], 1, "the closed vCPU's VMSA");
 	snp_destroy(&s);
 }
 
@@ -569,6 +758,8 @@ Test(snp_attest, guest_report, .init = key_init, .fini = key_fini)
 	cr_expect_eq(r.report[0xC0], 0xaa, "HOST_DATA from LAUNCH_FINISH");
 	cr_expect_eq(r.report[0x08], 0x00);
 	cr_expect_eq(r.report[0x0A], 0x03, "POLICY (bits 16, 17)");
+	for (int i = 0; i < 4; i++)
+		cr_expect_eq(r.report[0x30 + i], 0, "VMPL: a soft guest asks at VMPL 0");
 	cr_assert_gt(gm_snp_platform_key_pem(pem, sizeof(pem)), 0);
 	cr_expect_eq(gm_snp_report_verify(r.report, sizeof(r.report), pem, why, sizeof(why)), 0,
 		     "%s", why);
