@@ -162,6 +162,8 @@ static void fixture_build(void)
 	CHECK(gm_vcpu_set_guest(fx.vcpu, fixture_guest, NULL) == 0);
 	fx.run = gm_mmap(NULL, 3 * PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fx.vcpu, 0);
 	CHECK(fx.run != MAP_FAILED);
+	/* A new VM: its vCPU ids start over (the counter only keeps a closed id from coming back). */
+	fx.probe.started = 0;
 	CHECK(probe_start(&fx.probe, fx.vm, 1));
 
 	fx.foreign = open("/dev/null", O_RDWR | O_CLOEXEC);

@@ -1354,7 +1354,8 @@ int hostmap_pieces(void *addr, size_t len, struct hostmap_piece **out)
 		hostmap_pieces_put(pieces, n);
 		return ret;
 	}
-	qsort(pieces, n, sizeof(*pieces), piece_cmp);
+	if (n > 1)
+		qsort(pieces, n, sizeof(*pieces), piece_cmp);
 	*out = pieces;
 	return (int)n;
 }
