@@ -1055,6 +1055,21 @@ int hostmap_unmap(void *addr, size_t len)
 
 	if (hostmap_lock_held)
 		return munmap(addr, len) < 0 ? -errno : 0;
+	/*
+	 * Memory none of our records touches (a stale record touches, so it takes
+	 * the slow path): the plain munmap, without a spare or a drain. Under the
+	 * interposer this is every munmap of the program's own memory.
+	 */
+	hostmap_lock_take();
+	for (struct hostmap *m = hostmaps; m && !found; m = m->next)
+		found = m->start < end && start < m->end;
+	if (!found) {
+		err = munmap(addr, len) < 0 ? -errno : 0;
+		hostmap_lock_drop();
+		return err;
+	}
+	hostmap_lock_drop();
+	found = false;
 	/* A mapping cut in the middle splits in two: allocate before changing anything. */
 	if (!lock_with_spare(&dropped))
 		return -ENOMEM;
