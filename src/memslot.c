@@ -154,13 +154,524 @@ static void slot_zap(struct vm_memslots *vs, const struct memslot *old)
 	mmu_invalidate_end(vs->mmu);
 }
 
+/*
+ * Maps reg's range of the host VM onto file g from offset: the host's
+ * guest_memfd or, on a host without one, host-address memory on the
+ * library's mapping of the memfd. The host's KVM can then reach private pages
+ * through it, and so could the VMM (docs/compat.md).
+ */
+static int file_range_to_host(struct vm_memslots *vs, const struct kvm_userspace_memory_region2 *reg,
+			      struct gmem *g, uint64_t offset)
+{
+	struct kvm_userspace_memory_region2 r = *reg;
+	uint64_t hva = 0;
+
+	r.guest_memfd = 0;
+	r.guest_memfd_offset = 0;
+	if (g->backing.kind != GM_BACKING_HOST_GMEM) {
+		r.flags &= ~KVM_MEM_GUEST_MEMFD;
+		r.userspace_addr = (uint64_t)(uintptr_t)g->backing.map + offset;
+		return host_set_region(vs->host_fd, &r, -1, 0);
+	}
+	/* A host that walks guest memory through the HVA gets the library's view of the file. */
+	if (g->backing.map)
+		hva = (uint64_t)(uintptr_t)g->backing.map + offset;
+	r.flags |= KVM_MEM_GUEST_MEMFD;
+	r.guest_memfd_offset = offset;
+	return host_set_region(vs->host_fd, &r, g->backing.fd, hva);
+}
+
+/* The kvm backend: the host VM gets the same slot, bound to the slot's file if it has one. */
+static int slot_to_host(struct vm_memslots *vs, const struct kvm_userspace_memory_region2 *mem,
+			const struct memslot *slot)
+{
+	struct gmem *g = atomic_load(&slot->binding.gmem);
+
+	if (!g)
+		return host_set_region(vs->host_fd, mem, -1, 0);
+	return file_range_to_host(vs, mem, g, mem->guest_memfd_offset);
+}
+
+/*
+ * Host slots of split guest_memfd slots (the kvm backend with per-VM
+ * attributes). The host VM is a DEFAULT VM: it serves a GPA from whatever
+ * its slot maps, so each attribute run of a guest_memfd slot gets a host slot
+ * of its own, private runs on the file and shared runs on userspace_addr.
+ * A slot's first run takes the slot's own id; further runs take ids from the
+ * top of the host's range that no library slot holds (host_extra_ids).
+ */
+static bool slot_is_split(const struct vm_memslots *vs, const struct memslot *m)
+{
+	return vs->split_attrs && (m->flags & KVM_MEM_GUEST_MEMFD) && !m->gmem_only;
+}
+
+/* A pending change of the attributes: [start, end) becomes attrs. */
+struct attr_change {
+	gfn_t start, end;
+	uint64_t attrs;
+};
+
+/* Whether gfn is private, with chg (may be NULL) applied; *run_end: where that may change. */
+static bool gfn_private(const struct vm_memslots *vs, gfn_t gfn, const struct attr_change *chg,
+			gfn_t *run_end)
+{
+	uint64_t attrs;
+
+	if (chg && gfn >= chg->start && gfn < chg->end) {
+		*run_end = chg->end;
+		return chg->attrs & KVM_MEMORY_ATTRIBUTE_PRIVATE;
+	}
+	attrs = attr_get(vs->split_attrs, gfn, run_end);
+	if (chg && gfn < chg->start && *run_end > chg->start)
+		*run_end = chg->start;
+	return attrs & KVM_MEMORY_ATTRIBUTE_PRIVATE;
+}
+
+/* The runs of slot m's range, with chg applied; host ids not yet chosen (0). */
+static int runs_build(const struct vm_memslots *vs, const struct memslot *m,
+		      const struct attr_change *chg, struct host_run **out, uint32_t *nr)
+{
+	gfn_t end = m->base_gfn + m->npages, gfn, next;
+	struct host_run *runs = NULL;
+	uint32_t n = 0, cap = 0;
+
+	for (gfn = m->base_gfn; gfn < end; gfn = next) {
+		bool priv = gfn_private(vs, gfn, chg, &next);
+
+		if (next > end)
+			next = end;
+		if (n && runs[n - 1].private == priv) {
+			runs[n - 1].end = next;
+			continue;
+		}
+		if (n == cap) {
+			struct host_run *r = gm_realloc(runs, (cap = cap ? 2 * cap : 4) * sizeof(*r));
+
+			if (!r) {
+				gm_free(runs);
+				return -ENOMEM;
+			}
+			runs = r;
+		}
+		runs[n++] = (struct host_run){ .start = gfn, .end = next, .private = priv };
+	}
+	*out = runs;
+	*nr = n;
+	return 0;
+}
+
+static bool extra_id_used(const struct vm_memslots *vs, uint32_t id)
+{
+	uint16_t i = (uint16_t)id;
+
+	return vs->host_extra_ids[id >> 16][i / 64] & (1ULL << (i % 64));
+}
+
+static void extra_id_mark(struct vm_memslots *vs, uint32_t id, bool used)
+{
+	uint16_t i = (uint16_t)id;
+	uint64_t bit = 1ULL << (i % 64);
+
+	if (used)
+		vs->host_extra_ids[id >> 16][i / 64] |= bit;
+	else
+		vs->host_extra_ids[id >> 16][i / 64] &= ~bit;
+}
+
+/* A free host id in as_id (neither a library slot's, nor a run's, nor skip), from the top. */
+static int extra_id_alloc(struct vm_memslots *vs, unsigned as_id, uint32_t skip, uint32_t *id)
+{
+	for (uint32_t i = vs->host_nr_ids; i-- > 0;) {
+		uint32_t cand = (as_id << 16) | i;
+
+		if (cand != skip && !extra_id_used(vs, cand) && !slot_by_id(vs, cand)) {
+			extra_id_mark(vs, cand, true);
+			*id = cand;
+			return 0;
+		}
+	}
+	return -ENOMEM;
+}
+
+static bool runs_hold_id(const struct host_run *runs, uint32_t nr, uint32_t id)
+{
+	for (uint32_t i = 0; i < nr; i++)
+		if (runs[i].host_id == id)
+			return true;
+	return false;
+}
+
+static bool runs_hold(const struct host_run *runs, uint32_t nr, const struct host_run *r)
+{
+	for (uint32_t i = 0; i < nr; i++)
+		if (runs[i].start == r->start && runs[i].end == r->end &&
+		    runs[i].private == r->private && runs[i].host_id == r->host_id)
+			return true;
+	return false;
+}
+
+/* Maps one run of m on the host (or deletes host slot r->host_id when del). */
+static int run_to_host(struct vm_memslots *vs, const struct memslot *m, const struct host_run *r,
+		       bool del)
+{
+	struct gmem *g = atomic_load(&m->binding.gmem);
+	uint64_t off = (r->start - m->base_gfn) << GM_PAGE_SHIFT;
+	struct kvm_userspace_memory_region2 reg = {
+		.slot = r->host_id,
+		.flags = m->flags & ~KVM_MEM_GUEST_MEMFD,
+		.guest_phys_addr = r->start << GM_PAGE_SHIFT,
+		.memory_size = (r->end - r->start) << GM_PAGE_SHIFT,
+		.userspace_addr = m->userspace_addr + off,
+	};
+
+	if (del)
+		return host_set_region(vs->host_fd, &(struct kvm_userspace_memory_region2){
+						       .slot = r->host_id }, -1, 0);
+	if (!r->private)
+		return host_set_region(vs->host_fd, &reg, -1, 0);
+	/* A file already released has nothing to serve: private accesses become MMIO exits. */
+	if (!g)
+		return 0;
+	return file_range_to_host(vs, &reg, g, (m->binding.pgoff << GM_PAGE_SHIFT) + off);
+}
+
+/*
+ * Moves m's host slots from runs `from` to runs `to`: deletes those not in
+ * `to`, then creates those not in `from` (host slots cannot overlap, so a
+ * re-split range has no host slot for a moment: see memslots_host_mmio). On
+ * failure puts `from` back, as far as the host lets it.
+ */
+static int runs_switch(struct vm_memslots *vs, const struct memslot *m, const struct host_run *from,
+		       uint32_t nr_from, const struct host_run *to, uint32_t nr_to)
+{
+	uint32_t made;
+	int ret = 0;
+
+	for (uint32_t i = 0; i < nr_from; i++)
+		if (!runs_hold(to, nr_to, &from[i]))
+			run_to_host(vs, m, &from[i], true);
+	for (made = 0; made < nr_to && !ret; made++)
+		if (!runs_hold(from, nr_from, &to[made]))
+			ret = run_to_host(vs, m, &to[made], false);
+	if (!ret)
+		return 0;
+	for (uint32_t i = 0; i < made; i++)
+		if (!runs_hold(from, nr_from, &to[i]))
+			run_to_host(vs, m, &to[i], true);
+	for (uint32_t i = 0; i < nr_from; i++)
+		if (!runs_hold(to, nr_to, &from[i]))
+			run_to_host(vs, m, &from[i], false);
+	return ret;
+}
+
+/* A re-split of one slot, planned (ids chosen) before the host sees any of it. */
+struct runs_plan {
+	struct memslot *slot;
+	struct host_run *runs;
+	uint32_t nr;
+	bool applied;
+};
+
+/* Gives back the ids the plan took and were not the slot's before. */
+static void plan_drop(struct vm_memslots *vs, struct runs_plan *p)
+{
+	for (uint32_t i = 0; i < p->nr; i++) {
+		uint32_t id = p->runs[i].host_id;
+
+		if (id != p->slot->id && !runs_hold_id(p->slot->runs, p->slot->nr_runs, id))
+			extra_id_mark(vs, id, false);
+	}
+	gm_free(p->runs);
+	p->runs = NULL;
+}
+
+/* The slot takes the plan's runs; the ids only the old runs held go back. */
+static void plan_commit(struct vm_memslots *vs, struct runs_plan *p)
+{
+	struct memslot *m = p->slot;
+
+	for (uint32_t i = 0; i < m->nr_runs; i++) {
+		uint32_t id = m->runs[i].host_id;
+
+		if (id != m->id && !runs_hold_id(p->runs, p->nr, id))
+			extra_id_mark(vs, id, false);
+	}
+	gm_free(m->runs);
+	m->runs = p->runs;
+	m->nr_runs = p->nr;
+	p->runs = NULL;
+}
+
+/*
+ * Chooses ids for the runs in p: a run unchanged keeps its id; the others take
+ * the slot's own id if free, then ids of old runs that go, then fresh ones.
+ */
+static int plan_ids(struct vm_memslots *vs, struct runs_plan *p, uint32_t avoid)
+{
+	const struct memslot *m = p->slot;
+	uint32_t reuse = 0;
+
+	for (uint32_t i = 0; i < p->nr; i++) {
+		struct host_run *r = &p->runs[i];
+
+		r->host_id = UINT32_MAX;
+		for (uint32_t j = 0; j < m->nr_runs; j++)
+			if (m->runs[j].start == r->start && m->runs[j].end == r->end &&
+			    m->runs[j].private == r->private && m->runs[j].host_id != avoid)
+				r->host_id = m->runs[j].host_id;
+	}
+	for (uint32_t i = 0; i < p->nr; i++) {
+		struct host_run *r = &p->runs[i];
+
+		if (r->host_id != UINT32_MAX)
+			continue;
+		if (!runs_hold_id(p->runs, p->nr, m->id)) {
+			r->host_id = m->id;
+			continue;
+		}
+		while (reuse < m->nr_runs && (m->runs[reuse].host_id == m->id ||
+					      m->runs[reuse].host_id == avoid ||
+					      runs_hold_id(p->runs, p->nr, m->runs[reuse].host_id)))
+			reuse++;
+		if (reuse < m->nr_runs) {
+			r->host_id = m->runs[reuse++].host_id;
+			continue;
+		}
+		if (extra_id_alloc(vs, m->id >> 16, m->id, &r->host_id)) {
+			r->host_id = UINT32_MAX;
+			/* Only ids this plan took go back: mark the rest as the slot's. */
+			for (uint32_t j = i; j < p->nr; j++)
+				p->runs[j].host_id = m->id;
+			plan_drop(vs, p);
+			return -ENOMEM;
+		}
+	}
+	return 0;
+}
+
+static int plan_make(struct vm_memslots *vs, struct runs_plan *p, struct memslot *m,
+		     const struct attr_change *chg, uint32_t avoid)
+{
+	int ret;
+
+	p->slot = m;
+	p->applied = false;
+	ret = runs_build(vs, m, chg, &p->runs, &p->nr);
+	return ret ? ret : plan_ids(vs, p, avoid);
+}
+
+static int plan_apply(struct vm_memslots *vs, struct runs_plan *p)
+{
+	int ret = runs_switch(vs, p->slot, p->slot->runs, p->slot->nr_runs, p->runs, p->nr);
+
+	p->applied = !ret;
+	return ret;
+}
+
+/* A new split slot's host slots; the slot holds its runs on success. */
+static int split_slot_to_host(struct vm_memslots *vs, struct memslot *m)
+{
+	struct runs_plan p;
+	int ret = plan_make(vs, &p, m, NULL, UINT32_MAX);
+
+	if (!ret)
+		ret = plan_apply(vs, &p);
+	if (ret) {
+		if (p.runs)
+			plan_drop(vs, &p);
+		return ret;
+	}
+	plan_commit(vs, &p);
+	return 0;
+}
+
+static void split_slot_delete(struct vm_memslots *vs, struct memslot *m)
+{
+	runs_switch(vs, m, m->runs, m->nr_runs, NULL, 0);
+	for (uint32_t i = 0; i < m->nr_runs; i++)
+		if (m->runs[i].host_id != m->id)
+			extra_id_mark(vs, m->runs[i].host_id, false);
+	gm_free(m->runs);
+	m->runs = NULL;
+	m->nr_runs = 0;
+}
+
+struct slot_walk {
+	struct vm_memslots *vs;
+	gfn_t start, end;       /* slots meeting it; or, with end 0, the run holding id */
+	uint32_t id;
+	struct memslot **found;
+	size_t nr;
+};
+
+static void slot_walk_add(void *item, void *arg)
+{
+	struct memslot *m = item;
+	struct slot_walk *w = arg;
+	bool hit;
+
+	if (!slot_is_split(w->vs, m))
+		return;
+	if (w->end)
+		hit = m->base_gfn < w->end && m->base_gfn + m->npages > w->start;
+	else
+		hit = runs_hold_id(m->runs, m->nr_runs, w->id);
+	if (hit && w->found)
+		w->found[w->nr] = m;
+	w->nr += hit;
+}
+
+/* The split slots meeting [start, end), or holding host id `id` when end is 0; in *out. */
+static int split_slots_find(struct vm_memslots *vs, gfn_t start, gfn_t end, uint32_t id,
+			    struct memslot ***out, size_t *nr)
+{
+	struct slot_walk w = { .vs = vs, .start = start, .end = end, .id = id };
+
+	for (unsigned as = 0; as < GM_ADDRESS_SPACES; as++)
+		slot_tree_for_each(&vs->as[as], slot_walk_add, &w);
+	*nr = w.nr;
+	*out = NULL;
+	if (!w.nr)
+		return 0;
+	w.found = gm_zalloc(w.nr * sizeof(*w.found));
+	if (!w.found)
+		return -ENOMEM;
+	w.nr = 0;
+	for (unsigned as = 0; as < GM_ADDRESS_SPACES; as++)
+		slot_tree_for_each(&vs->as[as], slot_walk_add, &w);
+	*out = w.found;
+	return 0;
+}
+
+/*
+ * Plans, then applies, a re-split of each slot in slots[]; on any failure the
+ * applied ones are switched back and nothing has changed.
+ */
+static int slots_resplit(struct vm_memslots *vs, struct memslot **slots, size_t nr,
+			 const struct attr_change *chg, uint32_t avoid)
+{
+	struct runs_plan *plans = gm_zalloc((nr ? nr : 1) * sizeof(*plans));
+	size_t planned = 0, applied = 0;
+	int ret = plans ? 0 : -ENOMEM;
+
+	for (; !ret && planned < nr; planned++) {
+		ret = plan_make(vs, &plans[planned], slots[planned], chg, avoid);
+		if (ret)
+			break;
+	}
+	for (; !ret && applied < nr; applied++)
+		ret = plan_apply(vs, &plans[applied]);
+	if (ret) {
+		for (size_t i = 0; i < applied; i++)
+			runs_switch(vs, plans[i].slot, plans[i].runs, plans[i].nr,
+				    plans[i].slot->runs, plans[i].slot->nr_runs);
+		for (size_t i = 0; i < planned; i++)
+			plan_drop(vs, &plans[i]);
+	} else {
+		for (size_t i = 0; i < nr; i++)
+			plan_commit(vs, &plans[i]);
+	}
+	gm_free(plans);
+	return ret;
+}
+
+int memslots_host_attrs_change(struct vm_memslots *vs, gfn_t start, gfn_t end, uint64_t attrs)
+{
+	struct attr_change chg = { .start = start, .end = end, .attrs = attrs };
+	struct memslot **slots;
+	size_t nr;
+	int ret;
+
+	if (!vs->split_attrs)
+		return 0;
+	ret = split_slots_find(vs, start, end, 0, &slots, &nr);
+	if (!ret && nr)
+		ret = slots_resplit(vs, slots, nr, &chg, UINT32_MAX);
+	gm_free(slots);
+	return ret;
+}
+
+/* A new library slot wants host id `id`, which a run of another slot holds: that run moves. */
+static int host_id_free_for_slot(struct vm_memslots *vs, uint32_t id)
+{
+	struct memslot **slots;
+	size_t nr;
+	int ret;
+
+	if (!vs->split_attrs || (uint16_t)id >= vs->host_nr_ids || !extra_id_used(vs, id))
+		return 0;
+	ret = split_slots_find(vs, 0, 0, id, &slots, &nr);
+	if (!ret && nr)
+		ret = slots_resplit(vs, slots, nr, NULL, id);
+	gm_free(slots);
+	return ret;
+}
+
+int memslots_split_by(struct vm_memslots *vs, const struct attr_map *attrs)
+{
+	long n = host_ioctl(vs->host_fd, KVM_CHECK_EXTENSION, KVM_CAP_NR_MEMSLOTS);
+
+	if (n <= 0)
+		return n < 0 ? (int)n : -EINVAL;
+	vs->host_nr_ids = n > GM_USER_MEM_SLOTS ? GM_USER_MEM_SLOTS : (uint32_t)n;
+	for (unsigned as = 0; as < GM_ADDRESS_SPACES; as++) {
+		vs->host_extra_ids[as] = gm_zalloc((vs->host_nr_ids + 63) / 64 * sizeof(uint64_t));
+		if (!vs->host_extra_ids[as])
+			return -ENOMEM;
+	}
+	vs->split_attrs = attrs;
+	return 0;
+}
+
+bool memslots_host_mmio(struct vm_memslots *vs, struct kvm_run *run)
+{
+	uint64_t gpa = run->mmio.phys_addr, len = run->mmio.len;
+	gfn_t gfn = gpa >> GM_PAGE_SHIFT;
+	const struct host_run *r = NULL;
+	struct memslot *m;
+	uint8_t *mem = NULL;
+
+	if (!vs->split_attrs || !len || len > sizeof(run->mmio.data) ||
+	    ((gpa + len - 1) >> GM_PAGE_SHIFT) != gfn)
+		return false;
+	/* A re-split holds lock from its first host change to its last: this waits it out. */
+	pthread_mutex_lock(&vs->lock);
+	m = slot_tree_find(&vs->as[0], gfn);
+	if (m && slot_is_split(vs, m))
+		for (uint32_t i = 0; i < m->nr_runs; i++)
+			if (gfn >= m->runs[i].start && gfn < m->runs[i].end)
+				r = &m->runs[i];
+	if (r && !r->private) {
+		mem = (uint8_t *)(uintptr_t)(m->userspace_addr +
+					     ((gfn - m->base_gfn) << GM_PAGE_SHIFT));
+	} else if (r) {
+		struct gmem *g = atomic_load(&m->binding.gmem);
+
+		if (g && g->backing.map)
+			mem = (uint8_t *)g->backing.map +
+			      ((m->binding.pgoff + gfn - m->base_gfn) << GM_PAGE_SHIFT);
+	}
+	/* Done under lock: no re-split can take the memory away meanwhile. */
+	if (mem) {
+		mem += gpa & (GM_PAGE_SIZE - 1);
+		if (run->mmio.is_write)
+			memcpy(mem, run->mmio.data, len);
+		else
+			memcpy(run->mmio.data, mem, len);
+	}
+	pthread_mutex_unlock(&vs->lock);
+	return mem;
+}
+
 static int slot_delete(struct vm_memslots *vs, unsigned as_id, struct memslot *old)
 {
 	int ret = slots_replace(vs, as_id, old, NULL);
 
 	if (ret)
 		return ret;
-	if (vs->host_fd >= 0) {
+	if (vs->host_fd >= 0 && old->runs) {
+		split_slot_delete(vs, old);
+	} else if (vs->host_fd >= 0) {
 		struct kvm_userspace_memory_region2 del = { .slot = old->id };
 
 		host_set_region(vs->host_fd, &del, -1, 0);
@@ -170,33 +681,6 @@ static int slot_delete(struct vm_memslots *vs, unsigned as_id, struct memslot *o
 		gmem_unbind(&old->binding);
 	gm_call_rcu(&old->rcu, slot_free_rcu);
 	return 0;
-}
-
-/* The kvm backend: the host VM gets the same slot, bound to the host's guest_memfd. */
-static int slot_to_host(struct vm_memslots *vs, const struct kvm_userspace_memory_region2 *mem,
-			const struct memslot *slot)
-{
-	struct gmem *g = atomic_load(&slot->binding.gmem);
-	uint64_t hva = 0;
-
-	if (g && g->backing.kind != GM_BACKING_HOST_GMEM) {
-		/*
-		 * A host without guest_memfd: the slot is ordinary host-address memory,
-		 * the library's mapping of the memfd. The host's KVM can then reach
-		 * private pages through it, and so could the VMM (docs/compat.md).
-		 */
-		struct kvm_userspace_memory_region2 plain = *mem;
-
-		plain.flags &= ~KVM_MEM_GUEST_MEMFD;
-		plain.userspace_addr = (uint64_t)(uintptr_t)g->backing.map + mem->guest_memfd_offset;
-		plain.guest_memfd = 0;
-		plain.guest_memfd_offset = 0;
-		return host_set_region(vs->host_fd, &plain, -1, 0);
-	}
-	/* A host that walks guest memory through the HVA gets the library's view of the file. */
-	if (g && g->backing.map)
-		hva = (uint64_t)(uintptr_t)g->backing.map + mem->guest_memfd_offset;
-	return host_set_region(vs->host_fd, mem, g ? g->backing.fd : -1, hva);
 }
 
 static int slot_create(struct vm_memslots *vs, unsigned as_id, const struct kvm_userspace_memory_region2 *mem,
@@ -235,13 +719,20 @@ static int slot_create(struct vm_memslots *vs, unsigned as_id, const struct kvm_
 		goto err_unbind;
 	}
 	if (vs->host_fd >= 0) {
-		ret = slot_to_host(vs, mem, slot);
+		/* The slot's own host id, if a run of another slot has it, is freed first. */
+		ret = old ? 0 : host_id_free_for_slot(vs, mem->slot);
+		if (!ret)
+			ret = slot_is_split(vs, slot) ? split_slot_to_host(vs, slot)
+						      : slot_to_host(vs, mem, slot);
 		if (ret)
 			goto err_unbind;
 	}
 	ret = slots_replace(vs, as_id, old, slot);
-	if (ret)
+	if (ret) {
+		if (slot->runs)
+			split_slot_delete(vs, slot);
 		goto err_unbind;
+	}
 	if (old) {
 		/* A move or a flags change: what was mapped through the old slot goes. */
 		slot_zap(vs, old);
@@ -408,6 +899,7 @@ void memslots_init(struct vm_memslots *slots, struct mmu *mmu, struct gm_object 
 
 static void slot_free(void *item, void *arg)
 {
+	gm_free(((struct memslot *)item)->runs);
 	gm_free(item);
 }
 
@@ -429,6 +921,7 @@ void memslots_destroy(struct vm_memslots *vs)
 		slot_tree_destroy(&vs->as[as]);
 		for (size_t i = 0; i < sizeof(vs->by_id[as]) / sizeof(vs->by_id[as][0]); i++)
 			gm_free(vs->by_id[as][i]);
+		gm_free(vs->host_extra_ids[as]);
 	}
 	pthread_mutex_destroy(&vs->lock);
 }

@@ -194,14 +194,29 @@ void vcpu_exit(struct vcpu *v, uint32_t reason, int err)
 	fiber_yield(&v->fiber);
 }
 
+/*
+ * KVM_RUN on the host's vCPU. An MMIO exit inside a split guest_memfd slot
+ * is a vCPU that ran while its host slot was being re-split: the access is
+ * done on the right memory and the guest goes on, as if it had waited.
+ */
+static long vcpu_host_run(struct vcpu *v)
+{
+	for (;;) {
+		long ret = host_vcpu_run(&v->host, atomic_load(&v->vm->exit_hypercall_mask));
+
+		if (ret || v->host.run->exit_reason != KVM_EXIT_MMIO ||
+		    !memslots_host_mmio(&v->vm->slots, v->host.run))
+			return ret;
+	}
+}
+
 long vcpu_ioctl(struct vcpu *v, unsigned long request, unsigned long arg)
 {
 	long ret;
 
 	if (v->host.fd >= 0) {
 		if (request == KVM_RUN)
-			return arg ? -EINVAL
-				   : host_vcpu_run(&v->host, atomic_load(&v->vm->exit_hypercall_mask));
+			return arg ? -EINVAL : vcpu_host_run(v);
 		/* Registers, CPUID and the rest are the host vCPU's. */
 		return host_ioctl(v->host.fd, request, arg);
 	}

@@ -204,3 +204,123 @@ Test(kvm_backend, backend_from_environment)
 	cr_expect_eq(errno, EINVAL);
 	gm_close(kvm);
 }
+
+#define SENTINEL_SHARED 0x5555555555555555ULL
+#define PRIVATE_WORD 0x11111111ULL
+#define SHARED_WORD 0x12345678ULL
+
+/*
+ * The guest for per-VM attributes: a word to its private BUF_GPA page,
+ * MAP_GPA_RANGE(BUF_GPA, 1, shared) through the gate, another word there,
+ * MAP_GPA_RANGE back to private, then it reports what it reads (RDI) and halts.
+ */
+static const uint8_t per_vm_guest_code[] = {
+	0x48, 0xc7, 0xc3, 0x00, 0x00, 0x20, 0x00,        /* mov $0x200000, %rbx    */
+	0x48, 0xc7, 0x03, 0x11, 0x11, 0x11, 0x11,        /* movq $PRIVATE_WORD,(%rbx) */
+	0xb8, 12, 0, 0, 0,                               /* mov $12, %eax          */
+	0xb9, 1, 0, 0, 0,                                /* mov $1, %ecx           */
+	0x31, 0xd2,                                      /* xor %edx, %edx         */
+	0xe6, GM_HYPERCALL_PORT,                         /* out %al, $gate         */
+	0x48, 0xc7, 0x03, 0x78, 0x56, 0x34, 0x12,        /* movq $SHARED_WORD,(%rbx) */
+	0xb8, 12, 0, 0, 0,                               /* mov $12, %eax          */
+	0xb9, 1, 0, 0, 0,                                /* mov $1, %ecx           */
+	0xba, 0x10, 0, 0, 0,                             /* mov $0x10, %edx        */
+	0xe6, GM_HYPERCALL_PORT,                         /* out %al, $gate         */
+	0x48, 0x8b, 0x3b,                                /* mov (%rbx), %rdi       */
+	0x66, 0xba, 0x00, 0x10,                          /* mov $0x1000, %dx       */
+	0xee,                                            /* out %al, (%dx)         */
+	0xf4,                                            /* hlt                    */
+};
+
+static int set_vm_attrs(int vm, uint64_t gpa, uint64_t size, bool private)
+{
+	struct kvm_memory_attributes a = {
+		.address = gpa, .size = size, .attributes = private ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0,
+	};
+
+	return gm_ioctl(vm, KVM_SET_MEMORY_ATTRIBUTES, &a) ? errno : 0;
+}
+
+/* A per-VM-mode SW_PROTECTED kvm-backend VM with one guest_memfd slot over shared; -1: skip. */
+static int per_vm_setup(int kvm, void *shared, uint64_t size, int *gmem)
+{
+	int vm = gm_ioctl(kvm, KVM_CREATE_VM, KVM_X86_SW_PROTECTED_VM | GM_VM_BACKEND_KVM);
+
+	if (vm < 0 && (errno == ENODEV || errno == ENOENT || errno == EACCES))
+		cr_skip_test("no usable /dev/kvm on this machine: %s", strerror(errno));
+	cr_assert_geq(vm, 0, "%s", strerror(errno));
+	struct kvm_create_guest_memfd c = { .size = size };
+	*gmem = gm_ioctl(vm, KVM_CREATE_GUEST_MEMFD, &c);
+	cr_assert_geq(*gmem, 0, "%s", strerror(errno));
+	struct kvm_userspace_memory_region2 r = {
+		.slot = 0, .flags = KVM_MEM_GUEST_MEMFD, .memory_size = size,
+		.userspace_addr = (uint64_t)(uintptr_t)shared, .guest_memfd = (uint32_t)*gmem,
+	};
+	cr_assert_eq(gm_ioctl(vm, KVM_SET_USER_MEMORY_REGION2, &r), 0, "%s", strerror(errno));
+	return vm;
+}
+
+/*
+ * Per-VM attributes (Linux 6.8-7.3): the host VM's slot is split by attribute,
+ * so a private GPA is the file's and a shared one the slot's userspace_addr,
+ * and converting is not in place. The guest converts with the gate.
+ */
+Test(kvm_backend, per_vm_attributes_split_host_slots)
+{
+	cr_assert_eq(gm_set_vm_memory_attributes(true), 0);
+	int kvm = gm_open_kvm(), gmem;
+	char *shared = mmap(NULL, MEM, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	cr_assert_neq(shared, MAP_FAILED);
+	x86_build_page_tables(shared, 0x1000, MEM);
+	memcpy(shared + CODE_GPA, per_vm_guest_code, sizeof(per_vm_guest_code));
+	*(volatile uint64_t *)(shared + BUF_GPA) = SENTINEL_SHARED;
+	int vm = per_vm_setup(kvm, shared, MEM, &gmem);
+	cr_assert_eq(set_vm_attrs(vm, BUF_GPA, 4096, true), 0);
+
+	struct kvm_enable_cap cap = { .cap = KVM_CAP_EXIT_HYPERCALL,
+				      .args = { 1ULL << KVM_HC_MAP_GPA_RANGE } };
+	cr_assert_eq(gm_ioctl(vm, KVM_ENABLE_CAP, &cap), 0);
+	int vcpu = gm_ioctl(vm, KVM_CREATE_VCPU, 0);
+	cr_assert_geq(vcpu, 0);
+	struct kvm_run *run = gm_mmap(NULL, 3 * 4096, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu, 0);
+	cr_assert_neq(run, MAP_FAILED);
+	cr_assert_eq(x86_set_cpuid(vcpu), 0);
+	cr_assert_eq(x86_enter_long_mode(vcpu, 0x1000, CODE_GPA, 0x80000, 0, 0), 0);
+
+	/* The private write went to the file: userspace_addr still holds the VMM's word. */
+	cr_assert_eq(gm_ioctl(vcpu, KVM_RUN, 0), 0, "%s", strerror(errno));
+	cr_assert_eq(run->exit_reason, KVM_EXIT_HYPERCALL, "exit %u", run->exit_reason);
+	cr_expect_eq(run->hypercall.args[0], BUF_GPA);
+	cr_expect_eq(run->hypercall.args[2], 0);
+	cr_expect_eq(*(volatile uint64_t *)(shared + BUF_GPA), SENTINEL_SHARED,
+		     "the guest's private write reached userspace_addr");
+	cr_assert_eq(set_vm_attrs(vm, BUF_GPA, 4096, false), 0);
+	run->hypercall.ret = 0;
+
+	/* The shared write is in userspace_addr memory. */
+	cr_assert_eq(gm_ioctl(vcpu, KVM_RUN, 0), 0, "%s", strerror(errno));
+	cr_assert_eq(run->exit_reason, KVM_EXIT_HYPERCALL, "exit %u", run->exit_reason);
+	cr_expect_eq(run->hypercall.args[2], KVM_MAP_GPA_RANGE_ENCRYPTED);
+	cr_expect_eq(*(volatile uint64_t *)(shared + BUF_GPA), SHARED_WORD,
+		     "the guest's shared write is not in userspace_addr");
+	cr_assert_eq(set_vm_attrs(vm, BUF_GPA, 4096, true), 0);
+	run->hypercall.ret = 0;
+
+	/* Private again: the guest reads the file's word, not the shared one. */
+	cr_assert_eq(gm_ioctl(vcpu, KVM_RUN, 0), 0, "%s", strerror(errno));
+	cr_assert_eq(run->exit_reason, KVM_EXIT_IO, "exit %u", run->exit_reason);
+	struct kvm_regs regs;
+	cr_assert_eq(gm_ioctl(vcpu, KVM_GET_REGS, &regs), 0);
+	cr_expect_eq(regs.rdi, PRIVATE_WORD, "the guest read %#llx after converting back",
+		     (unsigned long long)regs.rdi);
+	cr_assert_eq(gm_ioctl(vcpu, KVM_RUN, 0), 0);
+	cr_expect_eq(run->exit_reason, KVM_EXIT_HLT, "exit %u", run->exit_reason);
+
+	gm_munmap(run, 3 * 4096);
+	gm_close(vcpu);
+	gm_close(gmem);
+	gm_close(vm);
+	gm_close(kvm);
+	munmap(shared, MEM);
+}
