@@ -193,16 +193,19 @@ static int slot_to_host(struct vm_memslots *vs, const struct kvm_userspace_memor
 }
 
 /*
- * Host slots of split guest_memfd slots (the kvm backend with per-VM
- * attributes). The host VM is a DEFAULT VM: it serves a GPA from whatever
- * its slot maps, so each attribute run of a guest_memfd slot gets a host slot
- * of its own, private runs on the file and shared runs on userspace_addr.
- * A slot's first run takes the slot's own id; further runs take ids from the
- * top of the host's range that no library slot holds (host_extra_ids).
+ * Split host slots (the kvm backend with per-VM attributes). The host VM is
+ * a DEFAULT VM: it serves a GPA from whatever its slot maps, so each
+ * attribute run of a slot gets a host slot of its own: private runs of a
+ * guest_memfd slot on the file, shared runs on userspace_addr, and private
+ * runs of a slot without a file none (an access there is the kernel's
+ * private memory fault, see memslots_host_mmio). A slot's first run takes
+ * the slot's own id; further runs take ids from the top of the host's range
+ * that no library slot holds (host_extra_ids). A file with MMAP serves
+ * shared pages too: its slots are not split.
  */
 static bool slot_is_split(const struct vm_memslots *vs, const struct memslot *m)
 {
-	return vs->split_attrs && (m->flags & KVM_MEM_GUEST_MEMFD) && !m->gmem_only;
+	return vs->split_attrs && !m->gmem_only;
 }
 
 /* A pending change of the attributes: [start, end) becomes attrs. */
@@ -301,13 +304,17 @@ static bool runs_hold_id(const struct host_run *runs, uint32_t nr, uint32_t id)
 	return false;
 }
 
-static bool runs_hold(const struct host_run *runs, uint32_t nr, const struct host_run *r)
+/*
+ * Whether runs (sorted by start) hold r as it is, id included; *at is a
+ * cursor for calls in increasing r->start, which makes a walk O(n).
+ */
+static bool runs_hold(const struct host_run *runs, uint32_t nr, uint32_t *at,
+		      const struct host_run *r)
 {
-	for (uint32_t i = 0; i < nr; i++)
-		if (runs[i].start == r->start && runs[i].end == r->end &&
-		    runs[i].private == r->private && runs[i].host_id == r->host_id)
-			return true;
-	return false;
+	while (*at < nr && runs[*at].start < r->start)
+		(*at)++;
+	return *at < nr && runs[*at].start == r->start && runs[*at].end == r->end &&
+	       runs[*at].private == r->private && runs[*at].host_id == r->host_id;
 }
 
 /* Maps one run of m on the host (or deletes host slot r->host_id when del). */
@@ -329,8 +336,8 @@ static int run_to_host(struct vm_memslots *vs, const struct memslot *m, const st
 						       .slot = r->host_id }, -1, 0);
 	if (!r->private)
 		return host_set_region(vs->host_fd, &reg, -1, 0);
-	/* A file already released has nothing to serve: private accesses become MMIO exits. */
-	if (!g)
+	/* No file, or one already released: nothing serves private accesses. */
+	if (!(m->flags & KVM_MEM_GUEST_MEMFD) || !g)
 		return 0;
 	return file_range_to_host(vs, &reg, g, (m->binding.pgoff << GM_PAGE_SHIFT) + off);
 }
@@ -344,22 +351,24 @@ static int run_to_host(struct vm_memslots *vs, const struct memslot *m, const st
 static int runs_switch(struct vm_memslots *vs, const struct memslot *m, const struct host_run *from,
 		       uint32_t nr_from, const struct host_run *to, uint32_t nr_to)
 {
-	uint32_t made;
+	uint32_t made, at = 0;
 	int ret = 0;
 
 	for (uint32_t i = 0; i < nr_from; i++)
-		if (!runs_hold(to, nr_to, &from[i]))
+		if (!runs_hold(to, nr_to, &at, &from[i]))
 			run_to_host(vs, m, &from[i], true);
-	for (made = 0; made < nr_to && !ret; made++)
-		if (!runs_hold(from, nr_from, &to[made]))
+	for (made = 0, at = 0; made < nr_to && !ret; made++)
+		if (!runs_hold(from, nr_from, &at, &to[made]))
 			ret = run_to_host(vs, m, &to[made], false);
 	if (!ret)
 		return 0;
+	at = 0;
 	for (uint32_t i = 0; i < made; i++)
-		if (!runs_hold(from, nr_from, &to[i]))
+		if (!runs_hold(from, nr_from, &at, &to[i]))
 			run_to_host(vs, m, &to[i], true);
+	at = 0;
 	for (uint32_t i = 0; i < nr_from; i++)
-		if (!runs_hold(to, nr_to, &from[i]))
+		if (!runs_hold(to, nr_to, &at, &from[i]))
 			run_to_host(vs, m, &from[i], false);
 	return ret;
 }
@@ -372,17 +381,23 @@ struct runs_plan {
 	bool applied;
 };
 
-/* Gives back the ids the plan took and were not the slot's before. */
+/* Gives back the ids the plan took fresh. */
 static void plan_drop(struct vm_memslots *vs, struct runs_plan *p)
 {
-	for (uint32_t i = 0; i < p->nr; i++) {
-		uint32_t id = p->runs[i].host_id;
-
-		if (id != p->slot->id && !runs_hold_id(p->slot->runs, p->slot->nr_runs, id))
-			extra_id_mark(vs, id, false);
-	}
+	for (uint32_t i = 0; i < p->nr; i++)
+		if (p->runs[i].fresh)
+			extra_id_mark(vs, p->runs[i].host_id, false);
 	gm_free(p->runs);
 	p->runs = NULL;
+}
+
+/* Marks (or clears) the ids of runs beyond the slot's own. */
+static void runs_mark(struct vm_memslots *vs, const struct memslot *m, const struct host_run *runs,
+		      uint32_t nr, bool used)
+{
+	for (uint32_t i = 0; i < nr; i++)
+		if (runs[i].host_id != m->id)
+			extra_id_mark(vs, runs[i].host_id, used);
 }
 
 /* The slot takes the plan's runs; the ids only the old runs held go back. */
@@ -390,12 +405,8 @@ static void plan_commit(struct vm_memslots *vs, struct runs_plan *p)
 {
 	struct memslot *m = p->slot;
 
-	for (uint32_t i = 0; i < m->nr_runs; i++) {
-		uint32_t id = m->runs[i].host_id;
-
-		if (id != m->id && !runs_hold_id(p->runs, p->nr, id))
-			extra_id_mark(vs, id, false);
-	}
+	runs_mark(vs, m, m->runs, m->nr_runs, false);
+	runs_mark(vs, m, p->runs, p->nr, true);
 	gm_free(m->runs);
 	m->runs = p->runs;
 	m->nr_runs = p->nr;
@@ -403,49 +414,61 @@ static void plan_commit(struct vm_memslots *vs, struct runs_plan *p)
 }
 
 /*
- * Chooses ids for the runs in p: a run unchanged keeps its id; the others take
- * the slot's own id if free, then ids of old runs that go, then fresh ones.
+ * Chooses ids for the runs in p: a run unchanged keeps its id (except
+ * `avoid`); the others take the slot's own id if free, then ids of old runs
+ * that go, then fresh ones. O(runs): both lists are sorted by start.
  */
 static int plan_ids(struct vm_memslots *vs, struct runs_plan *p, uint32_t avoid)
 {
 	const struct memslot *m = p->slot;
-	uint32_t reuse = 0;
+	bool *kept = gm_zalloc((m->nr_runs ? m->nr_runs : 1) * sizeof(*kept));
+	bool own_free = true;
+	uint32_t reuse = 0, j = 0;
 
+	if (!kept) {
+		gm_free(p->runs);
+		p->runs = NULL;
+		return -ENOMEM;
+	}
 	for (uint32_t i = 0; i < p->nr; i++) {
 		struct host_run *r = &p->runs[i];
 
 		r->host_id = UINT32_MAX;
-		for (uint32_t j = 0; j < m->nr_runs; j++)
-			if (m->runs[j].start == r->start && m->runs[j].end == r->end &&
-			    m->runs[j].private == r->private && m->runs[j].host_id != avoid)
-				r->host_id = m->runs[j].host_id;
+		r->fresh = false;
+		while (j < m->nr_runs && m->runs[j].start < r->start)
+			j++;
+		if (j < m->nr_runs && m->runs[j].start == r->start && m->runs[j].end == r->end &&
+		    m->runs[j].private == r->private && m->runs[j].host_id != avoid) {
+			r->host_id = m->runs[j].host_id;
+			kept[j] = true;
+			own_free &= r->host_id != m->id;
+		}
 	}
 	for (uint32_t i = 0; i < p->nr; i++) {
 		struct host_run *r = &p->runs[i];
 
 		if (r->host_id != UINT32_MAX)
 			continue;
-		if (!runs_hold_id(p->runs, p->nr, m->id)) {
+		if (own_free) {
 			r->host_id = m->id;
+			own_free = false;
 			continue;
 		}
-		while (reuse < m->nr_runs && (m->runs[reuse].host_id == m->id ||
-					      m->runs[reuse].host_id == avoid ||
-					      runs_hold_id(p->runs, p->nr, m->runs[reuse].host_id)))
+		while (reuse < m->nr_runs && (kept[reuse] || m->runs[reuse].host_id == m->id ||
+					      m->runs[reuse].host_id == avoid))
 			reuse++;
 		if (reuse < m->nr_runs) {
 			r->host_id = m->runs[reuse++].host_id;
 			continue;
 		}
 		if (extra_id_alloc(vs, m->id >> 16, m->id, &r->host_id)) {
-			r->host_id = UINT32_MAX;
-			/* Only ids this plan took go back: mark the rest as the slot's. */
-			for (uint32_t j = i; j < p->nr; j++)
-				p->runs[j].host_id = m->id;
+			gm_free(kept);
 			plan_drop(vs, p);
 			return -ENOMEM;
 		}
+		r->fresh = true;
 	}
+	gm_free(kept);
 	return 0;
 }
 
@@ -485,15 +508,34 @@ static int split_slot_to_host(struct vm_memslots *vs, struct memslot *m)
 	return 0;
 }
 
-static void split_slot_delete(struct vm_memslots *vs, struct memslot *m)
+/* Gives back m's runs and the ids beyond its own (its host slots are gone). */
+static void runs_release(struct vm_memslots *vs, struct memslot *m)
 {
-	runs_switch(vs, m, m->runs, m->nr_runs, NULL, 0);
-	for (uint32_t i = 0; i < m->nr_runs; i++)
-		if (m->runs[i].host_id != m->id)
-			extra_id_mark(vs, m->runs[i].host_id, false);
+	runs_mark(vs, m, m->runs, m->nr_runs, false);
 	gm_free(m->runs);
 	m->runs = NULL;
 	m->nr_runs = 0;
+}
+
+static void split_slot_delete(struct vm_memslots *vs, struct memslot *m)
+{
+	runs_switch(vs, m, m->runs, m->nr_runs, NULL, 0);
+	runs_release(vs, m);
+}
+
+/*
+ * A split slot moved (or its flags changed): its runs go from the host, then
+ * the new slot's come; on failure the old ones are put back.
+ */
+static int split_slot_move(struct vm_memslots *vs, struct memslot *old, struct memslot *m)
+{
+	int ret;
+
+	runs_switch(vs, old, old->runs, old->nr_runs, NULL, 0);
+	ret = split_slot_to_host(vs, m);
+	if (ret)
+		runs_switch(vs, old, NULL, 0, old->runs, old->nr_runs);
+	return ret;
 }
 
 struct slot_walk {
@@ -607,6 +649,15 @@ static int host_id_free_for_slot(struct vm_memslots *vs, uint32_t id)
 	return ret;
 }
 
+#ifdef GM_TEST_HOOKS
+static _Atomic uint32_t host_ids_limit;
+
+void gm_host_slot_ids_limit(uint32_t n)
+{
+	atomic_store(&host_ids_limit, n);
+}
+#endif
+
 int memslots_split_by(struct vm_memslots *vs, const struct attr_map *attrs)
 {
 	long n = host_ioctl(vs->host_fd, KVM_CHECK_EXTENSION, KVM_CAP_NR_MEMSLOTS);
@@ -614,6 +665,10 @@ int memslots_split_by(struct vm_memslots *vs, const struct attr_map *attrs)
 	if (n <= 0)
 		return n < 0 ? (int)n : -EINVAL;
 	vs->host_nr_ids = n > GM_USER_MEM_SLOTS ? GM_USER_MEM_SLOTS : (uint32_t)n;
+#ifdef GM_TEST_HOOKS
+	if (atomic_load(&host_ids_limit) && atomic_load(&host_ids_limit) < vs->host_nr_ids)
+		vs->host_nr_ids = atomic_load(&host_ids_limit);
+#endif
 	for (unsigned as = 0; as < GM_ADDRESS_SPACES; as++) {
 		vs->host_extra_ids[as] = gm_zalloc((vs->host_nr_ids + 63) / 64 * sizeof(uint64_t));
 		if (!vs->host_extra_ids[as])
@@ -623,17 +678,18 @@ int memslots_split_by(struct vm_memslots *vs, const struct attr_map *attrs)
 	return 0;
 }
 
-bool memslots_host_mmio(struct vm_memslots *vs, struct kvm_run *run)
+enum host_mmio memslots_host_mmio(struct vm_memslots *vs, struct kvm_run *run)
 {
 	uint64_t gpa = run->mmio.phys_addr, len = run->mmio.len;
 	gfn_t gfn = gpa >> GM_PAGE_SHIFT;
+	enum host_mmio ret = HOST_MMIO_PASS;
 	const struct host_run *r = NULL;
 	struct memslot *m;
 	uint8_t *mem = NULL;
 
 	if (!vs->split_attrs || !len || len > sizeof(run->mmio.data) ||
 	    ((gpa + len - 1) >> GM_PAGE_SHIFT) != gfn)
-		return false;
+		return HOST_MMIO_PASS;
 	/* A re-split holds lock from its first host change to its last: this waits it out. */
 	pthread_mutex_lock(&vs->lock);
 	m = slot_tree_find(&vs->as[0], gfn);
@@ -644,12 +700,15 @@ bool memslots_host_mmio(struct vm_memslots *vs, struct kvm_run *run)
 	if (r && !r->private) {
 		mem = (uint8_t *)(uintptr_t)(m->userspace_addr +
 					     ((gfn - m->base_gfn) << GM_PAGE_SHIFT));
-	} else if (r) {
+	} else if (r && (m->flags & KVM_MEM_GUEST_MEMFD)) {
 		struct gmem *g = atomic_load(&m->binding.gmem);
 
 		if (g && g->backing.map)
 			mem = (uint8_t *)g->backing.map +
 			      ((m->binding.pgoff + gfn - m->base_gfn) << GM_PAGE_SHIFT);
+	} else if (attr_get(vs->split_attrs, gfn, NULL) & KVM_MEMORY_ATTRIBUTE_PRIVATE) {
+		/* A private GPA with no slot, or a slot without a file: kvm_faultin_pfn_private's exit. */
+		ret = HOST_MMIO_PRIVATE_FAULT;
 	}
 	/* Done under lock: no re-split can take the memory away meanwhile. */
 	if (mem) {
@@ -658,9 +717,10 @@ bool memslots_host_mmio(struct vm_memslots *vs, struct kvm_run *run)
 			memcpy(mem, run->mmio.data, len);
 		else
 			memcpy(run->mmio.data, mem, len);
+		ret = HOST_MMIO_DONE;
 	}
 	pthread_mutex_unlock(&vs->lock);
-	return mem;
+	return ret;
 }
 
 static int slot_delete(struct vm_memslots *vs, unsigned as_id, struct memslot *old)
@@ -721,7 +781,9 @@ static int slot_create(struct vm_memslots *vs, unsigned as_id, const struct kvm_
 	if (vs->host_fd >= 0) {
 		/* The slot's own host id, if a run of another slot has it, is freed first. */
 		ret = old ? 0 : host_id_free_for_slot(vs, mem->slot);
-		if (!ret)
+		if (!ret && old && old->runs)
+			ret = split_slot_move(vs, old, slot);
+		else if (!ret)
 			ret = slot_is_split(vs, slot) ? split_slot_to_host(vs, slot)
 						      : slot_to_host(vs, mem, slot);
 		if (ret)
@@ -731,8 +793,12 @@ static int slot_create(struct vm_memslots *vs, unsigned as_id, const struct kvm_
 	if (ret) {
 		if (slot->runs)
 			split_slot_delete(vs, slot);
+		if (old && old->runs)
+			runs_switch(vs, old, NULL, 0, old->runs, old->nr_runs);
 		goto err_unbind;
 	}
+	if (old && old->runs)
+		runs_release(vs, old);
 	if (old) {
 		/* A move or a flags change: what was mapped through the old slot goes. */
 		slot_zap(vs, old);

@@ -20,6 +20,7 @@ struct host_run {
 	gfn_t start, end;
 	uint32_t host_id;       /* (as_id << 16) | the host's slot id */
 	bool private;
+	bool fresh;             /* while planned: the id was taken for this run */
 };
 
 struct memslot {
@@ -82,12 +83,17 @@ int memslots_split_by(struct vm_memslots *slots, const struct attr_map *attrs);
  * the host has too few slot ids left, or the host's error, and no change.
  */
 int memslots_host_attrs_change(struct vm_memslots *slots, gfn_t start, gfn_t end, uint64_t attrs);
+enum host_mmio {
+	HOST_MMIO_PASS,          /* MMIO indeed: userspace gets the exit */
+	HOST_MMIO_DONE,          /* done on guest memory: KVM_RUN goes on */
+	HOST_MMIO_PRIVATE_FAULT, /* a private GPA nothing can serve: KVM_EXIT_MEMORY_FAULT */
+};
 /*
- * An MMIO exit of a host vCPU at a GPA a split slot covers (a vCPU that ran
- * while a re-split had no host slot there): does the access on the run's
- * memory, after the re-split, and returns true; KVM_RUN then goes on.
+ * An MMIO exit of a host vCPU of a split VM. At a GPA a split slot serves (a
+ * vCPU that ran while a re-split had no host slot there) the access is done
+ * on the run's memory, after the re-split.
  */
-bool memslots_host_mmio(struct vm_memslots *slots, struct kvm_run *run);
+enum host_mmio memslots_host_mmio(struct vm_memslots *slots, struct kvm_run *run);
 int memslot_set(struct vm_memslots *slots, const struct kvm_userspace_memory_region2 *mem);
 /* Looks gfn up; fills *view and returns true when a slot covers it. */
 bool memslot_lookup(struct vm_memslots *slots, gfn_t gfn, struct memslot_view *view);

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include "../tools/x86_boot.h"
+#include "internal.h"
 #include "unit/vmm.h"
 
 #define MEM (8ULL << 20)
@@ -323,4 +324,127 @@ Test(kvm_backend, per_vm_attributes_split_host_slots)
 	gm_close(vm);
 	gm_close(kvm);
 	munmap(shared, MEM);
+}
+
+/* The guest reads BUF_GPA into RDI, reports it and halts. */
+static const uint8_t read_buf_guest_code[] = {
+	0x48, 0xc7, 0xc3, 0x00, 0x00, 0x20, 0x00,        /* mov $0x200000, %rbx    */
+	0x48, 0x8b, 0x3b,                                /* mov (%rbx), %rdi       */
+	0x66, 0xba, 0x00, 0x10,                          /* mov $0x1000, %dx       */
+	0xee,                                            /* out %al, (%dx)         */
+	0xf4,                                            /* hlt                    */
+};
+
+/*
+ * A private GPA in a slot without a file: the kernel's private memory fault
+ * (private_mem_kvm_exits_test). After the VMM makes it shared, KVM_RUN does
+ * the access again and the guest reads userspace_addr.
+ */
+Test(kvm_backend, per_vm_private_access_without_file_faults)
+{
+	cr_assert_eq(gm_set_vm_memory_attributes(true), 0);
+	int kvm = gm_open_kvm();
+	char *mem = mmap(NULL, MEM, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	cr_assert_neq(mem, MAP_FAILED);
+	x86_build_page_tables(mem, 0x1000, MEM);
+	memcpy(mem + CODE_GPA, read_buf_guest_code, sizeof(read_buf_guest_code));
+	*(volatile uint64_t *)(mem + BUF_GPA) = SHARED_WORD;
+	int vm = gm_ioctl(kvm, KVM_CREATE_VM, KVM_X86_SW_PROTECTED_VM | GM_VM_BACKEND_KVM);
+	if (vm < 0 && (errno == ENODEV || errno == ENOENT || errno == EACCES))
+		cr_skip_test("no usable /dev/kvm on this machine: %s", strerror(errno));
+	cr_assert_geq(vm, 0, "%s", strerror(errno));
+	struct kvm_userspace_memory_region r = {
+		.slot = 0, .memory_size = MEM, .userspace_addr = (uint64_t)(uintptr_t)mem,
+	};
+	cr_assert_eq(gm_ioctl(vm, KVM_SET_USER_MEMORY_REGION, &r), 0, "%s", strerror(errno));
+	cr_assert_eq(set_vm_attrs(vm, BUF_GPA, 4096, true), 0);
+	int vcpu = gm_ioctl(vm, KVM_CREATE_VCPU, 0);
+	cr_assert_geq(vcpu, 0);
+	struct kvm_run *run = gm_mmap(NULL, 3 * 4096, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu, 0);
+	cr_assert_neq(run, MAP_FAILED);
+	cr_assert_eq(x86_set_cpuid(vcpu), 0);
+	cr_assert_eq(x86_enter_long_mode(vcpu, 0x1000, CODE_GPA, 0x80000, 0, 0), 0);
+
+	cr_assert_eq(gm_ioctl(vcpu, KVM_RUN, 0), -1);
+	cr_expect_eq(errno, EFAULT);
+	cr_assert_eq(run->exit_reason, KVM_EXIT_MEMORY_FAULT, "exit %u", run->exit_reason);
+	cr_expect_eq(run->memory_fault.flags, KVM_MEMORY_EXIT_FLAG_PRIVATE);
+	cr_expect_eq(run->memory_fault.gpa, BUF_GPA);
+	cr_expect_eq(run->memory_fault.size, 4096);
+	/* Still private: the same fault again. */
+	cr_assert_eq(gm_ioctl(vcpu, KVM_RUN, 0), -1);
+	cr_expect_eq(run->exit_reason, KVM_EXIT_MEMORY_FAULT);
+
+	cr_assert_eq(set_vm_attrs(vm, BUF_GPA, 4096, false), 0);
+	cr_assert_eq(gm_ioctl(vcpu, KVM_RUN, 0), 0, "%s", strerror(errno));
+	cr_assert_eq(run->exit_reason, KVM_EXIT_IO, "exit %u", run->exit_reason);
+	struct kvm_regs regs;
+	cr_assert_eq(gm_ioctl(vcpu, KVM_GET_REGS, &regs), 0);
+	cr_expect_eq(regs.rdi, SHARED_WORD, "the guest read %#llx", (unsigned long long)regs.rdi);
+
+	gm_munmap(run, 3 * 4096);
+	gm_close(vcpu);
+	gm_close(vm);
+	gm_close(kvm);
+	munmap(mem, MEM);
+}
+
+/*
+ * Each attribute run is a host slot: when the host's slot ids run out,
+ * KVM_SET_MEMORY_ATTRIBUTES is ENOMEM and changes nothing (a retry fails
+ * alike rather than finding the range already set); merging runs frees ids.
+ * The host's 32764 ids are capped at 16 to keep the test short.
+ */
+Test(kvm_backend, per_vm_host_slot_ids_run_out)
+{
+	const uint64_t pages = 64, size = pages * 4096;
+
+	gm_host_slot_ids_limit(16);
+	cr_assert_eq(gm_set_vm_memory_attributes(true), 0);
+	int kvm = gm_open_kvm(), gmem;
+	char *shared = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	cr_assert_neq(shared, MAP_FAILED);
+	int vm = per_vm_setup(kvm, shared, size, &gmem);
+	uint64_t page;
+	int err = 0;
+
+	for (page = 1; page < pages; page += 2) {
+		err = set_vm_attrs(vm, page * 4096, 4096, true);
+		if (err)
+			break;
+	}
+	/* Slot 0 and 15 more ids: 16 runs, pages 0 to 15; page 15 would need a 17th. */
+	cr_assert_eq(err, ENOMEM, "page %llu: %s", (unsigned long long)page, strerror(err));
+	cr_expect_eq(page, 15);
+	cr_expect_eq(set_vm_attrs(vm, page * 4096, 4096, true), ENOMEM,
+		     "the failed call changed something");
+	/* Pages 1 to 3 private as one run: two ids come back. */
+	cr_assert_eq(set_vm_attrs(vm, 4096, 3 * 4096, true), 0);
+	cr_expect_eq(set_vm_attrs(vm, page * 4096, 4096, true), 0);
+
+	/*
+	 * A new slot whose id a run holds gets it: the run moves to another id
+	 * (15 runs now, on ids 0 to 14 with one to spare). Then slot 14 finds no
+	 * id to move its run to, until runs merge.
+	 */
+	char *more = mmap(NULL, 2 * 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct kvm_userspace_memory_region r = {
+		.slot = 15, .guest_phys_addr = size, .memory_size = 4096,
+		.userspace_addr = (uint64_t)(uintptr_t)more,
+	};
+	cr_expect_eq(gm_ioctl(vm, KVM_SET_USER_MEMORY_REGION, &r), 0, "%s", strerror(errno));
+	r.slot = 14;
+	r.guest_phys_addr += 4096;
+	r.userspace_addr += 4096;
+	cr_expect_eq(gm_ioctl(vm, KVM_SET_USER_MEMORY_REGION, &r), -1, "no id left to move the run to");
+	cr_expect_eq(errno, ENOMEM);
+	cr_assert_eq(set_vm_attrs(vm, 0, 8 * 4096, true), 0);
+	cr_expect_eq(gm_ioctl(vm, KVM_SET_USER_MEMORY_REGION, &r), 0, "%s", strerror(errno));
+	gm_close(gmem);
+	gm_close(vm);
+	gm_close(kvm);
+	munmap(more, 2 * 4096);
+	munmap(shared, size);
 }
