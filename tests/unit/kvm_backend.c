@@ -51,6 +51,23 @@ static uint64_t readable_gmem_bytes(void)
 	return total;
 }
 
+/* vCPU 0 of vm, in long mode at CODE_GPA with MAP_GPA_RANGE exits on; its run area. */
+static struct kvm_run *boot_vcpu(int vm, int *vcpu)
+{
+	struct kvm_enable_cap cap = { .cap = KVM_CAP_EXIT_HYPERCALL,
+				      .args = { 1ULL << KVM_HC_MAP_GPA_RANGE } };
+	struct kvm_run *run;
+
+	cr_assert_eq(gm_ioctl(vm, KVM_ENABLE_CAP, &cap), 0);
+	*vcpu = gm_ioctl(vm, KVM_CREATE_VCPU, 0);
+	cr_assert_geq(*vcpu, 0);
+	run = gm_mmap(NULL, 3 * 4096, PROT_READ | PROT_WRITE, MAP_SHARED, *vcpu, 0);
+	cr_assert_neq(run, MAP_FAILED);
+	cr_assert_eq(x86_set_cpuid(*vcpu), 0);
+	cr_assert_eq(x86_enter_long_mode(*vcpu, 0x1000, CODE_GPA, 0x80000, 0, 0), 0);
+	return run;
+}
+
 static int convert(int gmem, uint64_t offset, uint64_t size, bool private)
 {
 	struct kvm_memory_attributes2 a = {
@@ -110,15 +127,8 @@ static void boot_convert_punch(bool host_gmem)
 			     "readable [kvm-gmem] mappings: %llu bytes (view needed: %u)",
 			     (unsigned long long)readable_gmem_bytes(), info.host_hva_view);
 
-	struct kvm_enable_cap cap = { .cap = KVM_CAP_EXIT_HYPERCALL,
-				      .args = { 1ULL << KVM_HC_MAP_GPA_RANGE } };
-	cr_assert_eq(gm_ioctl(vm, KVM_ENABLE_CAP, &cap), 0);
-	int vcpu = gm_ioctl(vm, KVM_CREATE_VCPU, 0);
-	cr_assert_geq(vcpu, 0);
-	struct kvm_run *run = gm_mmap(NULL, 3 * 4096, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu, 0);
-	cr_assert_neq(run, MAP_FAILED);
-	cr_assert_eq(x86_set_cpuid(vcpu), 0);
-	cr_assert_eq(x86_enter_long_mode(vcpu, 0x1000, CODE_GPA, 0x80000, 0, 0), 0);
+	int vcpu;
+	struct kvm_run *run = boot_vcpu(vm, &vcpu);
 
 	/* The guest asks for its buffer to be shared. */
 	cr_assert_eq(gm_ioctl(vcpu, KVM_RUN, 0), 0, "%s", strerror(errno));
@@ -279,15 +289,8 @@ Test(kvm_backend, per_vm_attributes_split_host_slots)
 	int vm = per_vm_setup(kvm, shared, MEM, &gmem);
 	cr_assert_eq(set_vm_attrs(vm, BUF_GPA, 4096, true), 0);
 
-	struct kvm_enable_cap cap = { .cap = KVM_CAP_EXIT_HYPERCALL,
-				      .args = { 1ULL << KVM_HC_MAP_GPA_RANGE } };
-	cr_assert_eq(gm_ioctl(vm, KVM_ENABLE_CAP, &cap), 0);
-	int vcpu = gm_ioctl(vm, KVM_CREATE_VCPU, 0);
-	cr_assert_geq(vcpu, 0);
-	struct kvm_run *run = gm_mmap(NULL, 3 * 4096, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu, 0);
-	cr_assert_neq(run, MAP_FAILED);
-	cr_assert_eq(x86_set_cpuid(vcpu), 0);
-	cr_assert_eq(x86_enter_long_mode(vcpu, 0x1000, CODE_GPA, 0x80000, 0, 0), 0);
+	int vcpu;
+	struct kvm_run *run = boot_vcpu(vm, &vcpu);
 
 	/* The private write went to the file: userspace_addr still holds the VMM's word. */
 	cr_assert_eq(gm_ioctl(vcpu, KVM_RUN, 0), 0, "%s", strerror(errno));
@@ -359,12 +362,8 @@ Test(kvm_backend, per_vm_private_access_without_file_faults)
 	};
 	cr_assert_eq(gm_ioctl(vm, KVM_SET_USER_MEMORY_REGION, &r), 0, "%s", strerror(errno));
 	cr_assert_eq(set_vm_attrs(vm, BUF_GPA, 4096, true), 0);
-	int vcpu = gm_ioctl(vm, KVM_CREATE_VCPU, 0);
-	cr_assert_geq(vcpu, 0);
-	struct kvm_run *run = gm_mmap(NULL, 3 * 4096, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu, 0);
-	cr_assert_neq(run, MAP_FAILED);
-	cr_assert_eq(x86_set_cpuid(vcpu), 0);
-	cr_assert_eq(x86_enter_long_mode(vcpu, 0x1000, CODE_GPA, 0x80000, 0, 0), 0);
+	int vcpu;
+	struct kvm_run *run = boot_vcpu(vm, &vcpu);
 
 	cr_assert_eq(gm_ioctl(vcpu, KVM_RUN, 0), -1);
 	cr_expect_eq(errno, EFAULT);
