@@ -1,5 +1,7 @@
 /* The kvm backend: a real x86 guest on /dev/kvm, its memory in the host's guest_memfd. */
 #include <linux/falloc.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <unistd.h>
 
@@ -446,4 +448,80 @@ Test(kvm_backend, per_vm_host_slot_ids_run_out)
 	gm_close(kvm);
 	munmap(more, 2 * 4096);
 	munmap(shared, size);
+}
+
+#define LOOPS 1000000
+#define NEXT_GPA (BUF_GPA + 4096)
+
+/* The guest adds 1 to the word at BUF_GPA LOOPS times, reports, halts. */
+static const uint8_t counting_guest_code[] = {
+	0x48, 0xc7, 0xc3, 0x00, 0x00, 0x20, 0x00,        /* mov $0x200000, %rbx    */
+	0xb9, LOOPS & 0xff, (LOOPS >> 8) & 0xff,
+	(LOOPS >> 16) & 0xff, LOOPS >> 24,               /* mov $LOOPS, %ecx       */
+	0x48, 0xff, 0x03,                                /* 1: incq (%rbx)         */
+	0xff, 0xc9,                                      /* dec %ecx               */
+	0x75, 0xf9,                                      /* jnz 1b                 */
+	0x66, 0xba, 0x00, 0x10,                          /* mov $0x1000, %dx       */
+	0xee,                                            /* out %al, (%dx)         */
+	0xf4,                                            /* hlt                    */
+};
+
+struct counting_run {
+	int vcpu;
+	struct kvm_run *run;
+	long ret;
+	atomic_bool done;
+};
+
+static void *run_counting_vcpu(void *arg)
+{
+	struct counting_run *c = arg;
+
+	c->ret = gm_ioctl(c->vcpu, KVM_RUN, 0) ? errno : 0;
+	atomic_store(&c->done, true);
+	return NULL;
+}
+
+/*
+ * The host slot under a running guest's page is deleted and made again by
+ * every conversion of the next page (the run holding it ends there): the
+ * guest's accesses in between must neither exit to the VMM nor be lost.
+ */
+Test(kvm_backend, per_vm_resplit_under_running_vcpu, .timeout = 60)
+{
+	cr_assert_eq(gm_set_vm_memory_attributes(true), 0);
+	int kvm = gm_open_kvm(), gmem;
+	char *shared = mmap(NULL, MEM, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	cr_assert_neq(shared, MAP_FAILED);
+	x86_build_page_tables(shared, 0x1000, MEM);
+	memcpy(shared + CODE_GPA, counting_guest_code, sizeof(counting_guest_code));
+	int vm = per_vm_setup(kvm, shared, MEM, &gmem);
+	/* A private page before BUF_GPA keeps the code's and page tables' run out of the churn. */
+	cr_assert_eq(set_vm_attrs(vm, BUF_GPA - 4096, 4096, true), 0);
+	struct counting_run c = { 0 };
+	c.run = boot_vcpu(vm, &c.vcpu);
+	pthread_t t;
+	unsigned long flips = 0;
+
+	cr_assert_eq(pthread_create(&t, NULL, run_counting_vcpu, &c), 0);
+	while (!atomic_load(&c.done)) {
+		cr_assert_eq(set_vm_attrs(vm, NEXT_GPA, 4096, !(flips & 1)), 0);
+		flips++;
+	}
+	pthread_join(t, NULL);
+	cr_assert_eq(c.ret, 0, "%s", strerror((int)c.ret));
+	cr_assert_eq(c.run->exit_reason, KVM_EXIT_IO, "exit %u at %#llx", c.run->exit_reason,
+		     (unsigned long long)c.run->mmio.phys_addr);
+	cr_expect_eq(*(volatile uint64_t *)(shared + BUF_GPA), LOOPS, "%llu increments of %u survived",
+		     (unsigned long long)*(volatile uint64_t *)(shared + BUF_GPA), LOOPS);
+	cr_expect_geq(flips, 100, "only %lu conversions while the guest ran", flips);
+	cr_log_info("%lu conversions while the guest counted", flips);
+
+	gm_munmap(c.run, 3 * 4096);
+	gm_close(c.vcpu);
+	gm_close(gmem);
+	gm_close(vm);
+	gm_close(kvm);
+	munmap(shared, MEM);
 }
