@@ -254,6 +254,17 @@ static int set_vm_attrs(int vm, uint64_t gpa, uint64_t size, bool private)
 	return gm_ioctl(vm, KVM_SET_MEMORY_ATTRIBUTES, &a) ? errno : 0;
 }
 
+/* MEM bytes of plain memory with the identity map and code at CODE_GPA. */
+static char *guest_memory(const uint8_t *code, size_t len)
+{
+	char *mem = mmap(NULL, MEM, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	cr_assert_neq(mem, MAP_FAILED);
+	x86_build_page_tables(mem, 0x1000, MEM);
+	memcpy(mem + CODE_GPA, code, len);
+	return mem;
+}
+
 /* A per-VM-mode SW_PROTECTED kvm-backend VM with one guest_memfd slot over shared; -1: skip. */
 static int per_vm_setup(int kvm, void *shared, uint64_t size, int *gmem)
 {
@@ -273,6 +284,18 @@ static int per_vm_setup(int kvm, void *shared, uint64_t size, int *gmem)
 	return vm;
 }
 
+/* Runs the vCPU to its MAP_GPA_RANGE(BUF_GPA, 1) exit and sets the page's attribute as asked. */
+static void serve_conversion(int vm, int vcpu, struct kvm_run *run, bool private)
+{
+	cr_assert_eq(gm_ioctl(vcpu, KVM_RUN, 0), 0, "%s", strerror(errno));
+	cr_assert_eq(run->exit_reason, KVM_EXIT_HYPERCALL, "exit %u", run->exit_reason);
+	cr_expect_eq(run->hypercall.args[0], BUF_GPA);
+	cr_expect_eq(run->hypercall.args[1], 1);
+	cr_expect_eq(run->hypercall.args[2], private ? KVM_MAP_GPA_RANGE_ENCRYPTED : 0);
+	cr_assert_eq(set_vm_attrs(vm, BUF_GPA, 4096, private), 0);
+	run->hypercall.ret = 0;
+}
+
 /*
  * Per-VM attributes (Linux 6.8-7.3): the host VM's slot is split by attribute,
  * so a private GPA is the file's and a shared one the slot's userspace_addr,
@@ -282,11 +305,7 @@ Test(kvm_backend, per_vm_attributes_split_host_slots)
 {
 	cr_assert_eq(gm_set_vm_memory_attributes(true), 0);
 	int kvm = gm_open_kvm(), gmem;
-	char *shared = mmap(NULL, MEM, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-
-	cr_assert_neq(shared, MAP_FAILED);
-	x86_build_page_tables(shared, 0x1000, MEM);
-	memcpy(shared + CODE_GPA, per_vm_guest_code, sizeof(per_vm_guest_code));
+	char *shared = guest_memory(per_vm_guest_code, sizeof(per_vm_guest_code));
 	*(volatile uint64_t *)(shared + BUF_GPA) = SENTINEL_SHARED;
 	int vm = per_vm_setup(kvm, shared, MEM, &gmem);
 	cr_assert_eq(set_vm_attrs(vm, BUF_GPA, 4096, true), 0);
@@ -295,23 +314,14 @@ Test(kvm_backend, per_vm_attributes_split_host_slots)
 	struct kvm_run *run = boot_vcpu(vm, &vcpu);
 
 	/* The private write went to the file: userspace_addr still holds the VMM's word. */
-	cr_assert_eq(gm_ioctl(vcpu, KVM_RUN, 0), 0, "%s", strerror(errno));
-	cr_assert_eq(run->exit_reason, KVM_EXIT_HYPERCALL, "exit %u", run->exit_reason);
-	cr_expect_eq(run->hypercall.args[0], BUF_GPA);
-	cr_expect_eq(run->hypercall.args[2], 0);
+	serve_conversion(vm, vcpu, run, false);
 	cr_expect_eq(*(volatile uint64_t *)(shared + BUF_GPA), SENTINEL_SHARED,
 		     "the guest's private write reached userspace_addr");
-	cr_assert_eq(set_vm_attrs(vm, BUF_GPA, 4096, false), 0);
-	run->hypercall.ret = 0;
 
 	/* The shared write is in userspace_addr memory. */
-	cr_assert_eq(gm_ioctl(vcpu, KVM_RUN, 0), 0, "%s", strerror(errno));
-	cr_assert_eq(run->exit_reason, KVM_EXIT_HYPERCALL, "exit %u", run->exit_reason);
-	cr_expect_eq(run->hypercall.args[2], KVM_MAP_GPA_RANGE_ENCRYPTED);
+	serve_conversion(vm, vcpu, run, true);
 	cr_expect_eq(*(volatile uint64_t *)(shared + BUF_GPA), SHARED_WORD,
 		     "the guest's shared write is not in userspace_addr");
-	cr_assert_eq(set_vm_attrs(vm, BUF_GPA, 4096, true), 0);
-	run->hypercall.ret = 0;
 
 	/* Private again: the guest reads the file's word, not the shared one. */
 	cr_assert_eq(gm_ioctl(vcpu, KVM_RUN, 0), 0, "%s", strerror(errno));
@@ -349,11 +359,7 @@ Test(kvm_backend, per_vm_private_access_without_file_faults)
 {
 	cr_assert_eq(gm_set_vm_memory_attributes(true), 0);
 	int kvm = gm_open_kvm();
-	char *mem = mmap(NULL, MEM, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-
-	cr_assert_neq(mem, MAP_FAILED);
-	x86_build_page_tables(mem, 0x1000, MEM);
-	memcpy(mem + CODE_GPA, read_buf_guest_code, sizeof(read_buf_guest_code));
+	char *mem = guest_memory(read_buf_guest_code, sizeof(read_buf_guest_code));
 	*(volatile uint64_t *)(mem + BUF_GPA) = SHARED_WORD;
 	int vm = gm_ioctl(kvm, KVM_CREATE_VM, KVM_X86_SW_PROTECTED_VM | GM_VM_BACKEND_KVM);
 	if (vm < 0 && (errno == ENODEV || errno == ENOENT || errno == EACCES))
@@ -491,11 +497,7 @@ Test(kvm_backend, per_vm_resplit_under_running_vcpu, .timeout = 60)
 {
 	cr_assert_eq(gm_set_vm_memory_attributes(true), 0);
 	int kvm = gm_open_kvm(), gmem;
-	char *shared = mmap(NULL, MEM, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-
-	cr_assert_neq(shared, MAP_FAILED);
-	x86_build_page_tables(shared, 0x1000, MEM);
-	memcpy(shared + CODE_GPA, counting_guest_code, sizeof(counting_guest_code));
+	char *shared = guest_memory(counting_guest_code, sizeof(counting_guest_code));
 	int vm = per_vm_setup(kvm, shared, MEM, &gmem);
 	/* A private page before BUF_GPA keeps the code's and page tables' run out of the churn. */
 	cr_assert_eq(set_vm_attrs(vm, BUF_GPA - 4096, 4096, true), 0);
