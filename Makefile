@@ -237,6 +237,11 @@ $(BUILD)/tests/conformance-libgmem-vmattrs: $(VM_ATTRS_SRCS) $(HARNESS_SRCS) $(w
 	$(CC) $(ALL_CFLAGS) -DGM_TARGET_LIBGMEM -DGM_VM_ATTRS -Itests $(VM_ATTRS_SRCS) $(HARNESS_SRCS) \
 	      -o $@ $(STATIC) -lcriterion $(LDLIBS) $(SAN_LDFLAGS)
 
+# make selftests asks it whether the host completes a guest's VMCALL.
+$(BUILD)/tests/vmcall-probe: tests/selftests/vmcall_probe.c tools/x86_boot.h $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Isrc $< -o $@ $(STATIC) $(LDLIBS) $(SAN_LDFLAGS)
+
 $(BUILD)/tests/conformance-kernel: $(CONF_SRCS) $(HARNESS_SRCS) $(wildcard tests/harness/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -DGM_TARGET_KERNEL -Itests $(CONF_SRCS) $(HARNESS_SRCS) -o $@ \
@@ -504,7 +509,7 @@ test: deps-test
 # The extracted tree is cached in /var/cache/libgmem-selftests (GM_SELFTESTS_CACHE).
 selftests: deps-test
 	@$(MAKE) --no-print-directory lib tools $(BUILD)/tests/conformance-kernel \
-	    $(BUILD)/tests/conformance-libgmem
+	    $(BUILD)/tests/conformance-libgmem $(BUILD)/tests/vmcall-probe
 	@scripts/selftests.py $(BUILD)
 
 # Each one-line breakage of scripts/mutations.txt against make test-run, on a scratch copy

@@ -16,7 +16,7 @@ BUILD=${1:-build}
 cd "$(dirname "$0")/.."
 
 # Files that implement a header of another name.
-MEMBERS="convert:gmem hostmap:gmem heap:internal uaccess:internal file:internal"
+MEMBERS="convert:gmem hostmap:gmem memslot_host:memslot heap:internal uaccess:internal file:internal"
 
 module_of() {
 	m=${1#src/}

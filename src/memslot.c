@@ -2,8 +2,8 @@
 #include <fcntl.h>
 #include <string.h>
 
-#include "kvm/host.h"
 #include "memslot.h"
+#include "memslot_host.h"
 #include "mmu/stage2.h"
 
 #define GM_MAX_GFN ((1ULL << 36) - 1) /* the stage-2 covers 48 bits of guest-physical space */
@@ -11,8 +11,7 @@
 
 #define SLOT_ID_CHUNK 256
 
-/* The slot with this id (as_id << 16 | slot), or NULL; under vs->lock. */
-static struct memslot *slot_by_id(struct vm_memslots *vs, uint32_t id)
+struct memslot *memslot_by_id(struct vm_memslots *vs, uint32_t id)
 {
 	struct memslot **chunk = vs->by_id[id >> 16][(uint16_t)id / SLOT_ID_CHUNK];
 
@@ -160,43 +159,13 @@ static int slot_delete(struct vm_memslots *vs, unsigned as_id, struct memslot *o
 
 	if (ret)
 		return ret;
-	if (vs->host_fd >= 0) {
-		struct kvm_userspace_memory_region2 del = { .slot = old->id };
-
-		host_set_region(vs->host_fd, &del, -1, 0);
-	}
+	if (vs->host_fd >= 0)
+		memslot_host_delete(vs, old);
 	slot_zap(vs, old);
 	if (old->flags & KVM_MEM_GUEST_MEMFD)
 		gmem_unbind(&old->binding);
 	gm_call_rcu(&old->rcu, slot_free_rcu);
 	return 0;
-}
-
-/* The kvm backend: the host VM gets the same slot, bound to the host's guest_memfd. */
-static int slot_to_host(struct vm_memslots *vs, const struct kvm_userspace_memory_region2 *mem,
-			const struct memslot *slot)
-{
-	struct gmem *g = atomic_load(&slot->binding.gmem);
-	uint64_t hva = 0;
-
-	if (g && g->backing.kind != GM_BACKING_HOST_GMEM) {
-		/*
-		 * A host without guest_memfd: the slot is ordinary host-address memory,
-		 * the library's mapping of the memfd. The host's KVM can then reach
-		 * private pages through it, and so could the VMM (docs/compat.md).
-		 */
-		struct kvm_userspace_memory_region2 plain = *mem;
-
-		plain.flags &= ~KVM_MEM_GUEST_MEMFD;
-		plain.userspace_addr = (uint64_t)(uintptr_t)g->backing.map + mem->guest_memfd_offset;
-		plain.guest_memfd = 0;
-		plain.guest_memfd_offset = 0;
-		return host_set_region(vs->host_fd, &plain, -1, 0);
-	}
-	/* A host that walks guest memory through the HVA gets the library's view of the file. */
-	if (g && g->backing.map)
-		hva = (uint64_t)(uintptr_t)g->backing.map + mem->guest_memfd_offset;
-	return host_set_region(vs->host_fd, mem, g ? g->backing.fd : -1, hva);
 }
 
 static int slot_create(struct vm_memslots *vs, unsigned as_id, const struct kvm_userspace_memory_region2 *mem,
@@ -235,13 +204,18 @@ static int slot_create(struct vm_memslots *vs, unsigned as_id, const struct kvm_
 		goto err_unbind;
 	}
 	if (vs->host_fd >= 0) {
-		ret = slot_to_host(vs, mem, slot);
+		ret = memslot_host_create(vs, mem, slot, old);
 		if (ret)
 			goto err_unbind;
 	}
 	ret = slots_replace(vs, as_id, old, slot);
-	if (ret)
+	if (ret) {
+		if (vs->host_fd >= 0)
+			memslot_host_create_undo(vs, slot, old);
 		goto err_unbind;
+	}
+	if (vs->host_fd >= 0 && old)
+		memslot_host_release(vs, old);
 	if (old) {
 		/* A move or a flags change: what was mapped through the old slot goes. */
 		slot_zap(vs, old);
@@ -266,7 +240,7 @@ static int memslot_set_locked(struct vm_memslots *vs, const struct kvm_userspace
 
 	if (ret)
 		return ret;
-	old = slot_by_id(vs, mem->slot);
+	old = memslot_by_id(vs, mem->slot);
 	if (!mem->memory_size)
 		return old ? slot_delete(vs, as_id, old) : -EINVAL;
 	if (old) {
@@ -415,6 +389,7 @@ void memslots_init(struct vm_memslots *slots, struct mmu *mmu, struct gm_object 
 
 static void slot_free(void *item, void *arg)
 {
+	gm_free(((struct memslot *)item)->runs);
 	gm_free(item);
 }
 
@@ -436,6 +411,7 @@ void memslots_destroy(struct vm_memslots *vs)
 		slot_tree_destroy(&vs->as[as]);
 		for (size_t i = 0; i < sizeof(vs->by_id[as]) / sizeof(vs->by_id[as][0]); i++)
 			gm_free(vs->by_id[as][i]);
+		gm_free(vs->host_extra_ids[as]);
 	}
 	pthread_mutex_destroy(&vs->lock);
 }

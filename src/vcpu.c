@@ -202,14 +202,66 @@ void vcpu_exit(struct vcpu *v, uint32_t reason, int err)
 	fiber_yield(&v->fiber);
 }
 
+/*
+ * An MMIO exit of the host's vCPU: a vCPU that ran while its host slot was
+ * being re-split gets its access done on the right memory (0: the guest goes
+ * on, as if it had waited); one at a private GPA nothing serves is the
+ * kernel's private memory fault (-EFAULT, kept to be done on the next
+ * KVM_RUN, as the kernel's faulting instruction runs again); other MMIO is
+ * userspace's (1).
+ */
+static long vcpu_host_mmio(struct vcpu *v)
+{
+	struct kvm_run *run = v->host.run;
+
+	switch (memslots_host_mmio(&v->vm->slots, run)) {
+	case HOST_MMIO_DONE:
+		v->host_fault_pending = false;
+		return 0;
+	case HOST_MMIO_PRIVATE_FAULT:
+		v->host_fault_pending = true;
+		v->host_fault_mmio = run->mmio;
+		run->exit_reason = KVM_EXIT_MEMORY_FAULT;
+		memset(&run->memory_fault, 0, sizeof(run->memory_fault));
+		run->memory_fault.flags = KVM_MEMORY_EXIT_FLAG_PRIVATE;
+		run->memory_fault.gpa = v->host_fault_mmio.phys_addr & ~(GM_PAGE_SIZE - 1);
+		run->memory_fault.size = GM_PAGE_SIZE;
+		return -EFAULT;
+	default:
+		v->host_fault_pending = false;
+		return 1;
+	}
+}
+
+static long vcpu_host_run(struct vcpu *v)
+{
+	struct kvm_run *run = v->host.run;
+	long ret;
+
+	if (v->host_fault_pending) {
+		run->exit_reason = KVM_EXIT_MMIO;
+		run->mmio = v->host_fault_mmio;
+		ret = vcpu_host_mmio(v);
+		if (ret)
+			return ret < 0 ? ret : 0;
+	}
+	for (;;) {
+		ret = host_vcpu_run(&v->host, atomic_load(&v->vm->exit_hypercall_mask));
+		if (ret || run->exit_reason != KVM_EXIT_MMIO)
+			return ret;
+		ret = vcpu_host_mmio(v);
+		if (ret)
+			return ret < 0 ? ret : 0;
+	}
+}
+
 long vcpu_ioctl(struct vcpu *v, unsigned long request, unsigned long arg)
 {
 	long ret;
 
 	if (v->host.fd >= 0) {
 		if (request == KVM_RUN)
-			return arg ? -EINVAL
-				   : host_vcpu_run(&v->host, atomic_load(&v->vm->exit_hypercall_mask));
+			return arg ? -EINVAL : vcpu_host_run(v);
 		/* Registers, CPUID and the rest are the host vCPU's. */
 		return host_ioctl(v->host.fd, request, arg);
 	}

@@ -17,6 +17,12 @@ struct vcpu {
 	struct kvm_run *run;    /* the library's mapping of the run area */
 	int run_fd;             /* the fd whose memfd holds the run area */
 	struct host_vcpu host;  /* kvm backend: the host's vCPU (fd -1 on the soft backend) */
+	/*
+	 * kvm backend: the MMIO access that ended as KVM_EXIT_MEMORY_FAULT. The
+	 * host vCPU still waits for it to complete: the next KVM_RUN does it.
+	 */
+	bool host_fault_pending;
+	__typeof__(((struct kvm_run *)0)->mmio) host_fault_mmio;
 
 	gm_guest_fn fn;
 	void *arg;

@@ -73,18 +73,15 @@ static int vm_attrs_init(struct vm *vm)
 }
 
 /*
- * KVM_CAP_VM_TYPES: DEFAULT, and SW_PROTECTED except on the kvm backend with
- * per-VM attributes, where the host VM, which reads every GPA from the file,
- * cannot serve shared GPAs from userspace_addr (docs/compat.md).
+ * KVM_CAP_VM_TYPES: DEFAULT, SW_PROTECTED and SNP on both backends. With
+ * per-VM attributes the kvm backend splits its host slots by attribute
+ * (memslots_split_by), so shared GPAs come from userspace_addr there too.
  */
-static unsigned long vm_types(bool attrs_in_vm, bool kvm_backend)
+static unsigned long vm_types(void)
 {
 	/* SNP VMs are always soft (the software platform), whatever the default backend. */
-	unsigned long types = (1UL << KVM_X86_DEFAULT_VM) | (1UL << KVM_X86_SNP_VM);
-
-	if (!(attrs_in_vm && kvm_backend))
-		types |= 1UL << KVM_X86_SW_PROTECTED_VM;
-	return types;
+	return (1UL << KVM_X86_DEFAULT_VM) | (1UL << KVM_X86_SW_PROTECTED_VM) |
+	       (1UL << KVM_X86_SNP_VM);
 }
 
 int vm_create(unsigned long type)
@@ -128,7 +125,7 @@ int vm_create(unsigned long type)
 	ret = vm_attrs_init(vm);
 	if (ret)
 		goto err_mmu;
-	if (!(vm_types(vm->attrs_in_vm, vm->host_fd >= 0) & (1UL << type))) {
+	if (!(vm_types() & (1UL << type))) {
 		ret = -EINVAL;
 		goto err_attrs;
 	}
@@ -136,6 +133,14 @@ int vm_create(unsigned long type)
 	vm->type = type;
 	memslots_init(&vm->slots, &vm->mmu, &vm->obj, vm->host_fd);
 	atomic_fetch_add(&live_vms, 1);
+	/* The host VM serves shared GPAs from userspace_addr only in host slots of their own. */
+	if (vm->host_fd >= 0 && vm->attrs_in_vm) {
+		ret = memslots_split_by(&vm->slots, &vm->mem_attrs);
+		if (ret) {
+			vm_put(vm);
+			return ret;
+		}
+	}
 	/* The kernel's VM fd is close-on-exec. */
 	fd = gm_file_install(GM_FILE_VM, &vm->obj, "kvm-vm", true);
 	if (fd < 0)
@@ -200,14 +205,10 @@ bool vm_attrs_uniform(struct vm *vm, gfn_t start, gfn_t end, uint64_t attrs)
 	return uniform && found == attrs;
 }
 
-/*
- * kvm_supported_mem_attributes: PRIVATE for a VM with private memory in the
- * per-VM mode. Not on the kvm backend, whose host VM reads every GPA from the
- * file and cannot serve shared ones from userspace_addr (docs/compat.md).
- */
+/* kvm_supported_mem_attributes: PRIVATE for a VM with private memory in the per-VM mode. */
 static uint64_t vm_supported_attrs(const struct vm *vm)
 {
-	if (!vm->attrs_in_vm || !vm_has_private_mem(vm) || vm->host_fd >= 0)
+	if (!vm->attrs_in_vm || !vm_has_private_mem(vm))
 		return 0;
 	return KVM_MEMORY_ATTRIBUTE_PRIVATE;
 }
@@ -260,8 +261,7 @@ long vm_check_extension(struct vm *vm, long cap)
 		 * on the system fd, what a VM of the default backend can.
 		 */
 		if (!vm)
-			return attr_mode_per_vm() && !vm_default_backend_is_kvm() ?
-				       KVM_MEMORY_ATTRIBUTE_PRIVATE : 0;
+			return attr_mode_per_vm() ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0;
 		return (long)vm_supported_attrs(vm);
 	case KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES:
 		/*
@@ -273,9 +273,7 @@ long vm_check_extension(struct vm *vm, long cap)
 			return 0;
 		return !vm || vm_has_private_mem(vm) ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0;
 	case KVM_CAP_VM_TYPES:
-		if (!vm)
-			return (long)vm_types(attr_mode_per_vm(), vm_default_backend_is_kvm());
-		return (long)vm_types(vm->attrs_in_vm, vm->host_fd >= 0);
+		return (long)vm_types();
 	default:
 		return 0;
 	}
@@ -327,6 +325,10 @@ static int vm_set_mem_attributes(struct vm *vm, gfn_t start, gfn_t end, uint64_t
 	pthread_rwlock_wrlock(&vm->attrs_lock);
 	ret = attr_reserve(&vm->mem_attrs);
 	pthread_rwlock_unlock(&vm->attrs_lock);
+	if (ret)
+		goto out;
+	/* The host VM's slots first: they are the last thing that can fail. */
+	ret = memslots_host_attrs_change(&vm->slots, start, end, attrs);
 	if (ret)
 		goto out;
 	/* From here nothing fails: a fault that read the old value retries on the new one. */

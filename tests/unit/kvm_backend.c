@@ -1,9 +1,12 @@
 /* The kvm backend: a real x86 guest on /dev/kvm, its memory in the host's guest_memfd. */
 #include <linux/falloc.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <unistd.h>
 
 #include "../tools/x86_boot.h"
+#include "internal.h"
 #include "unit/vmm.h"
 
 #define MEM (8ULL << 20)
@@ -48,6 +51,23 @@ static uint64_t readable_gmem_bytes(void)
 	}
 	fclose(f);
 	return total;
+}
+
+/* vCPU 0 of vm, in long mode at CODE_GPA with MAP_GPA_RANGE exits on; its run area. */
+static struct kvm_run *boot_vcpu(int vm, int *vcpu)
+{
+	struct kvm_enable_cap cap = { .cap = KVM_CAP_EXIT_HYPERCALL,
+				      .args = { 1ULL << KVM_HC_MAP_GPA_RANGE } };
+	struct kvm_run *run;
+
+	cr_assert_eq(gm_ioctl(vm, KVM_ENABLE_CAP, &cap), 0);
+	*vcpu = gm_ioctl(vm, KVM_CREATE_VCPU, 0);
+	cr_assert_geq(*vcpu, 0);
+	run = gm_mmap(NULL, 3 * 4096, PROT_READ | PROT_WRITE, MAP_SHARED, *vcpu, 0);
+	cr_assert_neq(run, MAP_FAILED);
+	cr_assert_eq(x86_set_cpuid(*vcpu), 0);
+	cr_assert_eq(x86_enter_long_mode(*vcpu, 0x1000, CODE_GPA, 0x80000, 0, 0), 0);
+	return run;
 }
 
 static int convert(int gmem, uint64_t offset, uint64_t size, bool private)
@@ -109,15 +129,8 @@ static void boot_convert_punch(bool host_gmem)
 			     "readable [kvm-gmem] mappings: %llu bytes (view needed: %u)",
 			     (unsigned long long)readable_gmem_bytes(), info.host_hva_view);
 
-	struct kvm_enable_cap cap = { .cap = KVM_CAP_EXIT_HYPERCALL,
-				      .args = { 1ULL << KVM_HC_MAP_GPA_RANGE } };
-	cr_assert_eq(gm_ioctl(vm, KVM_ENABLE_CAP, &cap), 0);
-	int vcpu = gm_ioctl(vm, KVM_CREATE_VCPU, 0);
-	cr_assert_geq(vcpu, 0);
-	struct kvm_run *run = gm_mmap(NULL, 3 * 4096, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu, 0);
-	cr_assert_neq(run, MAP_FAILED);
-	cr_assert_eq(x86_set_cpuid(vcpu), 0);
-	cr_assert_eq(x86_enter_long_mode(vcpu, 0x1000, CODE_GPA, 0x80000, 0, 0), 0);
+	int vcpu;
+	struct kvm_run *run = boot_vcpu(vm, &vcpu);
 
 	/* The guest asks for its buffer to be shared. */
 	cr_assert_eq(gm_ioctl(vcpu, KVM_RUN, 0), 0, "%s", strerror(errno));
@@ -203,4 +216,314 @@ Test(kvm_backend, backend_from_environment)
 	cr_expect_eq(gm_ioctl(kvm, KVM_CREATE_VM, GM_VM_BACKEND_SOFT | GM_VM_BACKEND_KVM), -1);
 	cr_expect_eq(errno, EINVAL);
 	gm_close(kvm);
+}
+
+#define SENTINEL_SHARED 0x5555555555555555ULL
+#define PRIVATE_WORD 0x11111111ULL
+#define SHARED_WORD 0x12345678ULL
+
+/*
+ * The guest for per-VM attributes: a word to its private BUF_GPA page,
+ * MAP_GPA_RANGE(BUF_GPA, 1, shared) through the gate, another word there,
+ * MAP_GPA_RANGE back to private, then it reports what it reads (RDI) and halts.
+ */
+static const uint8_t per_vm_guest_code[] = {
+	0x48, 0xc7, 0xc3, 0x00, 0x00, 0x20, 0x00,        /* mov $0x200000, %rbx    */
+	0x48, 0xc7, 0x03, 0x11, 0x11, 0x11, 0x11,        /* movq $PRIVATE_WORD,(%rbx) */
+	0xb8, 12, 0, 0, 0,                               /* mov $12, %eax          */
+	0xb9, 1, 0, 0, 0,                                /* mov $1, %ecx           */
+	0x31, 0xd2,                                      /* xor %edx, %edx         */
+	0xe6, GM_HYPERCALL_PORT,                         /* out %al, $gate         */
+	0x48, 0xc7, 0x03, 0x78, 0x56, 0x34, 0x12,        /* movq $SHARED_WORD,(%rbx) */
+	0xb8, 12, 0, 0, 0,                               /* mov $12, %eax          */
+	0xb9, 1, 0, 0, 0,                                /* mov $1, %ecx           */
+	0xba, 0x10, 0, 0, 0,                             /* mov $0x10, %edx        */
+	0xe6, GM_HYPERCALL_PORT,                         /* out %al, $gate         */
+	0x48, 0x8b, 0x3b,                                /* mov (%rbx), %rdi       */
+	0x66, 0xba, 0x00, 0x10,                          /* mov $0x1000, %dx       */
+	0xee,                                            /* out %al, (%dx)         */
+	0xf4,                                            /* hlt                    */
+};
+
+static int set_vm_attrs(int vm, uint64_t gpa, uint64_t size, bool private)
+{
+	struct kvm_memory_attributes a = {
+		.address = gpa, .size = size, .attributes = private ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0,
+	};
+
+	return gm_ioctl(vm, KVM_SET_MEMORY_ATTRIBUTES, &a) ? errno : 0;
+}
+
+/* MEM bytes of plain memory with the identity map and code at CODE_GPA. */
+static char *guest_memory(const uint8_t *code, size_t len)
+{
+	char *mem = mmap(NULL, MEM, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	cr_assert_neq(mem, MAP_FAILED);
+	x86_build_page_tables(mem, 0x1000, MEM);
+	memcpy(mem + CODE_GPA, code, len);
+	return mem;
+}
+
+/* A per-VM-mode SW_PROTECTED kvm-backend VM with one guest_memfd slot over shared; -1: skip. */
+static int per_vm_setup(int kvm, void *shared, uint64_t size, int *gmem)
+{
+	int vm = gm_ioctl(kvm, KVM_CREATE_VM, KVM_X86_SW_PROTECTED_VM | GM_VM_BACKEND_KVM);
+
+	if (vm < 0 && (errno == ENODEV || errno == ENOENT || errno == EACCES))
+		cr_skip_test("no usable /dev/kvm on this machine: %s", strerror(errno));
+	cr_assert_geq(vm, 0, "%s", strerror(errno));
+	struct kvm_create_guest_memfd c = { .size = size };
+	*gmem = gm_ioctl(vm, KVM_CREATE_GUEST_MEMFD, &c);
+	cr_assert_geq(*gmem, 0, "%s", strerror(errno));
+	struct kvm_userspace_memory_region2 r = {
+		.slot = 0, .flags = KVM_MEM_GUEST_MEMFD, .memory_size = size,
+		.userspace_addr = (uint64_t)(uintptr_t)shared, .guest_memfd = (uint32_t)*gmem,
+	};
+	cr_assert_eq(gm_ioctl(vm, KVM_SET_USER_MEMORY_REGION2, &r), 0, "%s", strerror(errno));
+	return vm;
+}
+
+/* Runs the vCPU to its MAP_GPA_RANGE(BUF_GPA, 1) exit and sets the page's attribute as asked. */
+static void serve_conversion(int vm, int vcpu, struct kvm_run *run, bool private)
+{
+	cr_assert_eq(gm_ioctl(vcpu, KVM_RUN, 0), 0, "%s", strerror(errno));
+	cr_assert_eq(run->exit_reason, KVM_EXIT_HYPERCALL, "exit %u", run->exit_reason);
+	cr_expect_eq(run->hypercall.args[0], BUF_GPA);
+	cr_expect_eq(run->hypercall.args[1], 1);
+	cr_expect_eq(run->hypercall.args[2], private ? KVM_MAP_GPA_RANGE_ENCRYPTED : 0);
+	cr_assert_eq(set_vm_attrs(vm, BUF_GPA, 4096, private), 0);
+	run->hypercall.ret = 0;
+}
+
+/*
+ * Per-VM attributes (Linux 6.8-7.3): the host VM's slot is split by attribute,
+ * so a private GPA is the file's and a shared one the slot's userspace_addr,
+ * and converting is not in place. The guest converts with the gate.
+ */
+Test(kvm_backend, per_vm_attributes_split_host_slots)
+{
+	cr_assert_eq(gm_set_vm_memory_attributes(true), 0);
+	int kvm = gm_open_kvm(), gmem;
+	char *shared = guest_memory(per_vm_guest_code, sizeof(per_vm_guest_code));
+	*(volatile uint64_t *)(shared + BUF_GPA) = SENTINEL_SHARED;
+	int vm = per_vm_setup(kvm, shared, MEM, &gmem);
+	cr_assert_eq(set_vm_attrs(vm, BUF_GPA, 4096, true), 0);
+
+	int vcpu;
+	struct kvm_run *run = boot_vcpu(vm, &vcpu);
+
+	/* The private write went to the file: userspace_addr still holds the VMM's word. */
+	serve_conversion(vm, vcpu, run, false);
+	cr_expect_eq(*(volatile uint64_t *)(shared + BUF_GPA), SENTINEL_SHARED,
+		     "the guest's private write reached userspace_addr");
+
+	/* The shared write is in userspace_addr memory. */
+	serve_conversion(vm, vcpu, run, true);
+	cr_expect_eq(*(volatile uint64_t *)(shared + BUF_GPA), SHARED_WORD,
+		     "the guest's shared write is not in userspace_addr");
+
+	/* Private again: the guest reads the file's word, not the shared one. */
+	cr_assert_eq(gm_ioctl(vcpu, KVM_RUN, 0), 0, "%s", strerror(errno));
+	cr_assert_eq(run->exit_reason, KVM_EXIT_IO, "exit %u", run->exit_reason);
+	struct kvm_regs regs;
+	cr_assert_eq(gm_ioctl(vcpu, KVM_GET_REGS, &regs), 0);
+	cr_expect_eq(regs.rdi, PRIVATE_WORD, "the guest read %#llx after converting back",
+		     (unsigned long long)regs.rdi);
+	cr_assert_eq(gm_ioctl(vcpu, KVM_RUN, 0), 0);
+	cr_expect_eq(run->exit_reason, KVM_EXIT_HLT, "exit %u", run->exit_reason);
+
+	gm_munmap(run, 3 * 4096);
+	gm_close(vcpu);
+	gm_close(gmem);
+	gm_close(vm);
+	gm_close(kvm);
+	munmap(shared, MEM);
+}
+
+/* The guest reads BUF_GPA into RDI, reports it and halts. */
+static const uint8_t read_buf_guest_code[] = {
+	0x48, 0xc7, 0xc3, 0x00, 0x00, 0x20, 0x00,        /* mov $0x200000, %rbx    */
+	0x48, 0x8b, 0x3b,                                /* mov (%rbx), %rdi       */
+	0x66, 0xba, 0x00, 0x10,                          /* mov $0x1000, %dx       */
+	0xee,                                            /* out %al, (%dx)         */
+	0xf4,                                            /* hlt                    */
+};
+
+/*
+ * A private GPA in a slot without a file: the kernel's private memory fault
+ * (private_mem_kvm_exits_test). After the VMM makes it shared, KVM_RUN does
+ * the access again and the guest reads userspace_addr.
+ */
+Test(kvm_backend, per_vm_private_access_without_file_faults)
+{
+	cr_assert_eq(gm_set_vm_memory_attributes(true), 0);
+	int kvm = gm_open_kvm();
+	char *mem = guest_memory(read_buf_guest_code, sizeof(read_buf_guest_code));
+	*(volatile uint64_t *)(mem + BUF_GPA) = SHARED_WORD;
+	int vm = gm_ioctl(kvm, KVM_CREATE_VM, KVM_X86_SW_PROTECTED_VM | GM_VM_BACKEND_KVM);
+	if (vm < 0 && (errno == ENODEV || errno == ENOENT || errno == EACCES))
+		cr_skip_test("no usable /dev/kvm on this machine: %s", strerror(errno));
+	cr_assert_geq(vm, 0, "%s", strerror(errno));
+	struct kvm_userspace_memory_region r = {
+		.slot = 0, .memory_size = MEM, .userspace_addr = (uint64_t)(uintptr_t)mem,
+	};
+	cr_assert_eq(gm_ioctl(vm, KVM_SET_USER_MEMORY_REGION, &r), 0, "%s", strerror(errno));
+	cr_assert_eq(set_vm_attrs(vm, BUF_GPA, 4096, true), 0);
+	int vcpu;
+	struct kvm_run *run = boot_vcpu(vm, &vcpu);
+
+	cr_assert_eq(gm_ioctl(vcpu, KVM_RUN, 0), -1);
+	cr_expect_eq(errno, EFAULT);
+	cr_assert_eq(run->exit_reason, KVM_EXIT_MEMORY_FAULT, "exit %u", run->exit_reason);
+	cr_expect_eq(run->memory_fault.flags, KVM_MEMORY_EXIT_FLAG_PRIVATE);
+	cr_expect_eq(run->memory_fault.gpa, BUF_GPA);
+	cr_expect_eq(run->memory_fault.size, 4096);
+	/* Still private: the same fault again. */
+	cr_assert_eq(gm_ioctl(vcpu, KVM_RUN, 0), -1);
+	cr_expect_eq(run->exit_reason, KVM_EXIT_MEMORY_FAULT);
+
+	cr_assert_eq(set_vm_attrs(vm, BUF_GPA, 4096, false), 0);
+	cr_assert_eq(gm_ioctl(vcpu, KVM_RUN, 0), 0, "%s", strerror(errno));
+	cr_assert_eq(run->exit_reason, KVM_EXIT_IO, "exit %u", run->exit_reason);
+	struct kvm_regs regs;
+	cr_assert_eq(gm_ioctl(vcpu, KVM_GET_REGS, &regs), 0);
+	cr_expect_eq(regs.rdi, SHARED_WORD, "the guest read %#llx", (unsigned long long)regs.rdi);
+
+	gm_munmap(run, 3 * 4096);
+	gm_close(vcpu);
+	gm_close(vm);
+	gm_close(kvm);
+	munmap(mem, MEM);
+}
+
+/*
+ * Each attribute run is a host slot: when the host's slot ids run out,
+ * KVM_SET_MEMORY_ATTRIBUTES is ENOMEM and changes nothing (a retry fails
+ * alike rather than finding the range already set); merging runs frees ids.
+ * The host's 32764 ids are capped at 16 to keep the test short.
+ */
+Test(kvm_backend, per_vm_host_slot_ids_run_out)
+{
+	const uint64_t pages = 64, size = pages * 4096;
+
+	gm_host_slot_ids_limit(16);
+	cr_assert_eq(gm_set_vm_memory_attributes(true), 0);
+	int kvm = gm_open_kvm(), gmem;
+	char *shared = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	cr_assert_neq(shared, MAP_FAILED);
+	int vm = per_vm_setup(kvm, shared, size, &gmem);
+	uint64_t page;
+	int err = 0;
+
+	for (page = 1; page < pages; page += 2) {
+		err = set_vm_attrs(vm, page * 4096, 4096, true);
+		if (err)
+			break;
+	}
+	/* Slot 0 and 15 more ids: 16 runs, pages 0 to 15; page 15 would need a 17th. */
+	cr_assert_eq(err, ENOMEM, "page %llu: %s", (unsigned long long)page, strerror(err));
+	cr_expect_eq(page, 15);
+	cr_expect_eq(set_vm_attrs(vm, page * 4096, 4096, true), ENOMEM,
+		     "the failed call changed something");
+	/* Pages 1 to 3 private as one run: two ids come back. */
+	cr_assert_eq(set_vm_attrs(vm, 4096, 3 * 4096, true), 0);
+	cr_expect_eq(set_vm_attrs(vm, page * 4096, 4096, true), 0);
+
+	/*
+	 * A new slot whose id a run holds gets it: the run moves to another id
+	 * (15 runs now, on ids 0 to 14 with one to spare). Then slot 14 finds no
+	 * id to move its run to, until runs merge.
+	 */
+	char *more = mmap(NULL, 2 * 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct kvm_userspace_memory_region r = {
+		.slot = 15, .guest_phys_addr = size, .memory_size = 4096,
+		.userspace_addr = (uint64_t)(uintptr_t)more,
+	};
+	cr_expect_eq(gm_ioctl(vm, KVM_SET_USER_MEMORY_REGION, &r), 0, "%s", strerror(errno));
+	r.slot = 14;
+	r.guest_phys_addr += 4096;
+	r.userspace_addr += 4096;
+	cr_expect_eq(gm_ioctl(vm, KVM_SET_USER_MEMORY_REGION, &r), -1, "no id left to move the run to");
+	cr_expect_eq(errno, ENOMEM);
+	cr_assert_eq(set_vm_attrs(vm, 0, 8 * 4096, true), 0);
+	cr_expect_eq(gm_ioctl(vm, KVM_SET_USER_MEMORY_REGION, &r), 0, "%s", strerror(errno));
+	gm_close(gmem);
+	gm_close(vm);
+	gm_close(kvm);
+	munmap(more, 2 * 4096);
+	munmap(shared, size);
+}
+
+#define LOOPS 1000000
+#define NEXT_GPA (BUF_GPA + 4096)
+
+/* The guest adds 1 to the word at BUF_GPA LOOPS times, reports, halts. */
+static const uint8_t counting_guest_code[] = {
+	0x48, 0xc7, 0xc3, 0x00, 0x00, 0x20, 0x00,        /* mov $0x200000, %rbx    */
+	0xb9, LOOPS & 0xff, (LOOPS >> 8) & 0xff,
+	(LOOPS >> 16) & 0xff, LOOPS >> 24,               /* mov $LOOPS, %ecx       */
+	0x48, 0xff, 0x03,                                /* 1: incq (%rbx)         */
+	0xff, 0xc9,                                      /* dec %ecx               */
+	0x75, 0xf9,                                      /* jnz 1b                 */
+	0x66, 0xba, 0x00, 0x10,                          /* mov $0x1000, %dx       */
+	0xee,                                            /* out %al, (%dx)         */
+	0xf4,                                            /* hlt                    */
+};
+
+struct counting_run {
+	int vcpu;
+	struct kvm_run *run;
+	long ret;
+	atomic_bool done;
+};
+
+static void *run_counting_vcpu(void *arg)
+{
+	struct counting_run *c = arg;
+
+	c->ret = gm_ioctl(c->vcpu, KVM_RUN, 0) ? errno : 0;
+	atomic_store(&c->done, true);
+	return NULL;
+}
+
+/*
+ * The host slot under a running guest's page is deleted and made again by
+ * every conversion of the next page (the run holding it ends there): the
+ * guest's accesses in between must neither exit to the VMM nor be lost.
+ */
+Test(kvm_backend, per_vm_resplit_under_running_vcpu, .timeout = 60)
+{
+	cr_assert_eq(gm_set_vm_memory_attributes(true), 0);
+	int kvm = gm_open_kvm(), gmem;
+	char *shared = guest_memory(counting_guest_code, sizeof(counting_guest_code));
+	int vm = per_vm_setup(kvm, shared, MEM, &gmem);
+	/* A private page before BUF_GPA keeps the code's and page tables' run out of the churn. */
+	cr_assert_eq(set_vm_attrs(vm, BUF_GPA - 4096, 4096, true), 0);
+	struct counting_run c = { 0 };
+	c.run = boot_vcpu(vm, &c.vcpu);
+	pthread_t t;
+	unsigned long flips = 0;
+
+	cr_assert_eq(pthread_create(&t, NULL, run_counting_vcpu, &c), 0);
+	while (!atomic_load(&c.done)) {
+		cr_assert_eq(set_vm_attrs(vm, NEXT_GPA, 4096, !(flips & 1)), 0);
+		flips++;
+	}
+	pthread_join(t, NULL);
+	cr_assert_eq(c.ret, 0, "%s", strerror((int)c.ret));
+	cr_assert_eq(c.run->exit_reason, KVM_EXIT_IO, "exit %u at %#llx", c.run->exit_reason,
+		     (unsigned long long)c.run->mmio.phys_addr);
+	cr_expect_eq(*(volatile uint64_t *)(shared + BUF_GPA), LOOPS, "%llu increments of %u survived",
+		     (unsigned long long)*(volatile uint64_t *)(shared + BUF_GPA), LOOPS);
+	cr_expect_geq(flips, 100, "only %lu conversions while the guest ran", flips);
+	cr_log_info("%lu conversions while the guest counted", flips);
+
+	gm_munmap(c.run, 3 * 4096);
+	gm_close(c.vcpu);
+	gm_close(gmem);
+	gm_close(vm);
+	gm_close(kvm);
+	munmap(shared, MEM);
 }

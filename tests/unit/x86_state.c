@@ -156,10 +156,12 @@ Test(backend_caps, guest_memfd_flags_offered)
 	vmm_destroy(&m);
 }
 
-/* Per-VM attributes on the kvm backend: no SW_PROTECTED VM, as a kernel without the type. */
+/* Per-VM attributes on the kvm backend: SW_PROTECTED with PRIVATE, as on the soft backend. */
 Test(backend_caps, per_vm_attributes_kvm_backend_types)
 {
 	int host = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	const long all = (1 << KVM_X86_DEFAULT_VM) | (1 << KVM_X86_SW_PROTECTED_VM) |
+			 (1 << KVM_X86_SNP_VM);
 
 	if (host < 0)
 		cr_skip_test("no usable /dev/kvm: %s", strerror(errno));
@@ -168,21 +170,22 @@ Test(backend_caps, per_vm_attributes_kvm_backend_types)
 	setenv("GMEM_BACKEND", "kvm", 1);
 	int kvm = gm_open_kvm();
 
-	/* SNP VMs are soft whatever the default backend: the type stays. */
-	cr_expect_eq(gm_ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_VM_TYPES),
-		     (1 << KVM_X86_DEFAULT_VM) | (1 << KVM_X86_SNP_VM));
-	cr_expect_eq(gm_ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_MEMORY_ATTRIBUTES), 0);
-	cr_expect_eq(gm_ioctl(kvm, KVM_CREATE_VM, KVM_X86_SW_PROTECTED_VM), -1);
-	cr_expect_eq(errno, EINVAL);
-	int vm = gm_ioctl(kvm, KVM_CREATE_VM, KVM_X86_DEFAULT_VM);
+	cr_expect_eq(gm_ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_VM_TYPES), all);
+	cr_expect_eq(gm_ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_MEMORY_ATTRIBUTES),
+		     KVM_MEMORY_ATTRIBUTE_PRIVATE);
+	int vm = gm_ioctl(kvm, KVM_CREATE_VM, KVM_X86_SW_PROTECTED_VM);
 	cr_assert_geq(vm, 0, "%s", strerror(errno));
-	cr_expect_eq(gm_ioctl(vm, KVM_CHECK_EXTENSION, KVM_CAP_VM_TYPES),
-		     (1 << KVM_X86_DEFAULT_VM) | (1 << KVM_X86_SNP_VM));
-	/* A soft VM in the same mode has both types. */
-	int soft = gm_ioctl(kvm, KVM_CREATE_VM, KVM_X86_SW_PROTECTED_VM | GM_VM_BACKEND_SOFT);
-	cr_assert_geq(soft, 0, "%s", strerror(errno));
-	cr_expect_eq(gm_ioctl(soft, KVM_CHECK_EXTENSION, KVM_CAP_VM_TYPES), 3 | (1 << KVM_X86_SNP_VM));
-	gm_close(soft);
+	struct gm_vm_info info;
+	cr_assert_eq(gm_vm_info(vm, &info), 0);
+	cr_expect_eq(info.backend, GM_VM_BACKEND_KVM);
+	cr_expect_eq(gm_ioctl(vm, KVM_CHECK_EXTENSION, KVM_CAP_VM_TYPES), all);
+	cr_expect_eq(gm_ioctl(vm, KVM_CHECK_EXTENSION, KVM_CAP_MEMORY_ATTRIBUTES),
+		     KVM_MEMORY_ATTRIBUTE_PRIVATE);
+	/* A DEFAULT VM has no private memory: no attribute, as the kernel's. */
+	int def = gm_ioctl(kvm, KVM_CREATE_VM, KVM_X86_DEFAULT_VM);
+	cr_assert_geq(def, 0, "%s", strerror(errno));
+	cr_expect_eq(gm_ioctl(def, KVM_CHECK_EXTENSION, KVM_CAP_MEMORY_ATTRIBUTES), 0);
+	gm_close(def);
 	gm_close(vm);
 	gm_close(kvm);
 }
