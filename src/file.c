@@ -71,8 +71,46 @@ static void table_owner_set(void)
 static void table_owner_init(void)
 {
 	table_owner_set();
-	pthread_atfork(NULL, NULL, table_owner_set);
 }
+
+/*
+ * A fork while another thread holds the table lock would leave it held in the
+ * child for good: its first close of a library fd would wait forever. The
+ * forking thread takes it (signals blocked, as every holder) across fork. No
+ * other library lock is taken under it, nor it under one: no order to keep.
+ */
+static sigset_t fork_sigmask;
+
+static void table_fork_prepare(void)
+{
+	fork_sigmask = table_lock();
+}
+
+static void table_fork_parent(void)
+{
+	table_unlock(&fork_sigmask);
+}
+
+static void table_fork_child(void)
+{
+	table_owner_set();
+	table_unlock(&fork_sigmask);
+}
+
+__attribute__((constructor)) static void table_fork_register(void)
+{
+	pthread_atfork(table_fork_prepare, table_fork_parent, table_fork_child);
+}
+
+#ifdef GM_TEST_HOOKS
+void gm_file_call_locked(void (*fn)(void *), void *arg)
+{
+	sigset_t sigmask = table_lock();
+
+	fn(arg);
+	table_unlock(&sigmask);
+}
+#endif
 
 /* Called once an entry exists (or in install), so the owner was set by the process that made it. */
 static bool table_owned_here(void)

@@ -88,6 +88,27 @@ static void hostmap_lock_drop(void)
 	pthread_mutex_unlock(&hostmap_lock);
 }
 
+/*
+ * A fork while another thread holds the lock would leave it held in the child
+ * for good, and every munmap there takes it. The forking thread takes it
+ * across fork; the fd table's lock is never nested with it, so the order
+ * pthread_atfork gives the two does not matter.
+ */
+static void hostmap_fork_prepare(void)
+{
+	hostmap_lock_take();
+}
+
+static void hostmap_fork_release(void)
+{
+	hostmap_lock_drop();
+}
+
+__attribute__((constructor)) static void hostmap_fork_register(void)
+{
+	pthread_atfork(hostmap_fork_prepare, hostmap_fork_release, hostmap_fork_release);
+}
+
 static struct hostmap *hostmaps;
 static struct hostmap *spares;      /* records allocated before a call that may cut one */
 static struct fault *faults;

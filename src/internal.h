@@ -64,6 +64,8 @@ void gm_heap_fail_after(long n);
 void gm_hostmap_fail(long after, long times);
 /* Tests only: runs fn(arg) holding the host-mapping lock. */
 void gm_hostmap_call_locked(void (*fn)(void *), void *arg);
+/* Tests only: runs fn(arg) holding the fd table's lock. */
+void gm_file_call_locked(void (*fn)(void *), void *arg);
 /* kvm backend: VMs made from now on use at most n host slot ids per address space (0: all). */
 void gm_host_slot_ids_limit(uint32_t n);
 #endif

@@ -5,6 +5,11 @@
 #include "internal.h"
 
 #include <linux/stat.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 
 #define PAGE 4096ULL
@@ -227,4 +232,88 @@ Test(fd_calls, mapping_calls_under_the_mapping_lock_do_not_wait, .timeout = 20)
 	cr_expect(ok, "a mapping call under the lock failed");
 	gm_munmap(lib, 4 * PAGE);
 	vmm_destroy(&m);
+}
+
+struct lock_holder {
+	void (*call_locked)(void (*fn)(void *), void *arg);
+	atomic_bool held, forked;
+};
+
+/* Holds the lock until the fork is done (at most 10 s, so a broken fork cannot hang it). */
+static void hold_until_forked(void *arg)
+{
+	struct lock_holder *h = arg;
+
+	atomic_store(&h->held, true);
+	for (int i = 0; i < 10000 && !atomic_load(&h->forked); i++)
+		usleep(1000);
+}
+
+static void *hold_lock(void *arg)
+{
+	struct lock_holder *h = arg;
+
+	h->call_locked(hold_until_forked, h);
+	return NULL;
+}
+
+/*
+ * Forks while another thread holds call_locked's lock; the child closes a
+ * library fd and munmaps memory through the library. Returns its wait status,
+ * or -1 when it did not exit within 5 s (it is killed).
+ */
+static int fork_under_held_lock(void (*call_locked)(void (*)(void *), void *))
+{
+	struct lock_holder h = { .call_locked = call_locked };
+	struct vmm m;
+	pthread_t holder;
+	int gmem, status = -1;
+	void *plain;
+	pid_t pid;
+
+	vmm_init(&m, KVM_X86_SW_PROTECTED_VM);
+	gmem = vmm_gmem(&m, 16 * PAGE, GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED);
+	plain = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	cr_assert_neq(plain, MAP_FAILED);
+	cr_assert_eq(pthread_create(&holder, NULL, hold_lock, &h), 0);
+	while (!atomic_load(&h.held))
+		usleep(100);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0)
+		_exit(gm_close(gmem) != 0 ? 1 : gm_munmap(plain, PAGE) != 0 ? 2 : 0);
+	atomic_store(&h.forked, true);
+	for (int i = 0; i < 500; i++) {
+		if (waitpid(pid, &status, WNOHANG) == pid)
+			break;
+		status = -1;
+		usleep(10000);
+	}
+	if (status == -1) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+	}
+	pthread_join(holder, NULL);
+	munmap(plain, PAGE);
+	cr_expect_eq(gm_close(gmem), 0, "the parent's fd is still the library's");
+	vmm_destroy(&m);
+	return status;
+}
+
+Test(fd_calls, child_forked_while_the_fd_table_is_locked_can_close)
+{
+	int status = fork_under_held_lock(gm_file_call_locked);
+
+	cr_expect_neq(status, -1, "the child hung on the fd table's lock");
+	cr_expect(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "the child's close or munmap failed (status %#x)", status);
+}
+
+Test(fd_calls, child_forked_while_host_mappings_are_locked_can_munmap)
+{
+	int status = fork_under_held_lock(gm_hostmap_call_locked);
+
+	cr_expect_neq(status, -1, "the child hung on the host-mapping lock");
+	cr_expect(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "the child's close or munmap failed (status %#x)", status);
 }
