@@ -586,10 +586,33 @@ int memslot_host_create(struct vm_memslots *vs, const struct kvm_userspace_memor
 	return slot_is_split(vs, slot) ? split_slot_to_host(vs, slot) : slot_to_host(vs, mem, slot);
 }
 
+/* The region a plain slot gave the host. */
+static struct kvm_userspace_memory_region2 plain_slot_region(const struct memslot *m)
+{
+	return (struct kvm_userspace_memory_region2){
+		.slot = m->id,
+		.flags = m->flags,
+		.guest_phys_addr = m->base_gfn << GM_PAGE_SHIFT,
+		.memory_size = m->npages << GM_PAGE_SHIFT,
+		.userspace_addr = m->userspace_addr,
+		.guest_memfd_offset = m->binding.pgoff << GM_PAGE_SHIFT,
+	};
+}
+
 void memslot_host_create_undo(struct vm_memslots *vs, struct memslot *slot, struct memslot *old)
 {
-	if (slot->runs)
+	struct kvm_userspace_memory_region2 reg;
+
+	if (slot->runs) {
 		split_slot_delete(vs, slot);
+	} else if (old && !old->runs) {
+		/* A plain move or flags change: the host slot (same id) goes back where it was. */
+		reg = plain_slot_region(old);
+		slot_to_host(vs, &reg, old);
+	} else if (!old) {
+		reg = (struct kvm_userspace_memory_region2){ .slot = slot->id };
+		host_set_region(vs->host_fd, &reg, -1, 0);
+	}
 	if (old && old->runs)
 		runs_switch(vs, old, NULL, 0, old->runs, old->nr_runs);
 }

@@ -527,3 +527,65 @@ Test(kvm_backend, per_vm_resplit_under_running_vcpu, .timeout = 60)
 	gm_close(kvm);
 	munmap(shared, MEM);
 }
+
+/*
+ * A slot create or move that fails at any allocation leaves the host VM as it
+ * was: another slot id can take the GPA the failed call wanted (the host
+ * refuses overlapping slots with EEXIST).
+ */
+Test(kvm_backend, failed_slot_change_leaves_no_host_slot)
+{
+	int kvm = gm_open_kvm();
+	int vm = gm_ioctl(kvm, KVM_CREATE_VM, GM_VM_BACKEND_KVM);
+
+	if (vm < 0 && (errno == ENODEV || errno == ENOENT || errno == EACCES))
+		cr_skip_test("no usable /dev/kvm on this machine: %s", strerror(errno));
+	cr_assert_geq(vm, 0, "%s", strerror(errno));
+	char *mem = mmap(NULL, 4 * 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert_neq(mem, MAP_FAILED);
+	struct kvm_userspace_memory_region r = {
+		.slot = 1, .guest_phys_addr = 0x10000, .memory_size = 4096,
+		.userspace_addr = (uint64_t)(uintptr_t)mem,
+	};
+	struct kvm_userspace_memory_region other = r, gone = { .slot = 2 };
+	int failures = 0, ret;
+
+	other.slot = 2;
+	for (long n = 1;; n++) {
+		gm_heap_fail_after(n);
+		ret = gm_ioctl(vm, KVM_SET_USER_MEMORY_REGION, &r);
+		gm_heap_fail_after(0);
+		if (!ret)
+			break;
+		cr_assert_eq(errno, ENOMEM, "allocation %ld: %s", n, strerror(errno));
+		failures++;
+		cr_expect_eq(gm_ioctl(vm, KVM_SET_USER_MEMORY_REGION, &other), 0,
+			     "allocation %ld: a host slot was left behind: %s", n, strerror(errno));
+		gone.slot = 2;
+		cr_assert_eq(gm_ioctl(vm, KVM_SET_USER_MEMORY_REGION, &gone), 0);
+	}
+	cr_expect_gt(failures, 0, "no allocation to fail");
+	/* A move (same id, new GPA) that fails goes back to the old GPA on the host too. */
+	struct kvm_userspace_memory_region moved = r;
+
+	moved.guest_phys_addr = 0x20000;
+	other.guest_phys_addr = 0x20000;
+	failures = 0;
+	for (long n = 1;; n++) {
+		gm_heap_fail_after(n);
+		ret = gm_ioctl(vm, KVM_SET_USER_MEMORY_REGION, &moved);
+		gm_heap_fail_after(0);
+		if (!ret)
+			break;
+		cr_assert_eq(errno, ENOMEM, "allocation %ld: %s", n, strerror(errno));
+		failures++;
+		cr_expect_eq(gm_ioctl(vm, KVM_SET_USER_MEMORY_REGION, &other), 0,
+			     "allocation %ld: the host slot stayed moved: %s", n, strerror(errno));
+		gone.slot = 2;
+		cr_assert_eq(gm_ioctl(vm, KVM_SET_USER_MEMORY_REGION, &gone), 0);
+	}
+	cr_expect_gt(failures, 0, "no allocation to fail");
+	gm_close(vm);
+	gm_close(kvm);
+	munmap(mem, 4 * 4096);
+}
