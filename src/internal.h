@@ -68,6 +68,10 @@ void gm_hostmap_call_locked(void (*fn)(void *), void *arg);
 void gm_file_call_locked(void (*fn)(void *), void *arg);
 /* kvm backend: VMs made from now on use at most n host slot ids per address space (0: all). */
 void gm_host_slot_ids_limit(uint32_t n);
+/* kvm backend: the n-th host KVM_SET_USER_MEMORY_REGION2 (not a delete) from now fails with EIO (0: none). */
+void gm_host_region_fail_after(long n);
+/* kvm backend: a digest of the host slots every VM's host has taken (what succeeded). */
+uint64_t gm_host_slots_digest(void);
 #endif
 
 /* Copies to and from caller memory that fail with -EFAULT instead of crashing. */

@@ -455,9 +455,11 @@ static int slots_resplit(struct vm_memslots *vs, struct memslot **slots, size_t 
 	for (; !ret && applied < nr; applied++)
 		ret = plan_apply(vs, &plans[applied]);
 	if (ret) {
+		/* The plan that failed has already put its slot back (runs_switch). */
 		for (size_t i = 0; i < applied; i++)
-			runs_switch(vs, plans[i].slot, plans[i].runs, plans[i].nr,
-				    plans[i].slot->runs, plans[i].slot->nr_runs);
+			if (plans[i].applied)
+				runs_switch(vs, plans[i].slot, plans[i].runs, plans[i].nr,
+					    plans[i].slot->runs, plans[i].slot->nr_runs);
 		for (size_t i = 0; i < planned; i++)
 			plan_drop(vs, &plans[i]);
 	} else {

@@ -1,6 +1,7 @@
 /* The host's /dev/kvm: VMs, guest_memfd files, slots and vCPU runs for the kvm backend. */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,6 +112,82 @@ long host_ioctl(int fd, unsigned long request, unsigned long arg)
 	return ret < 0 ? -errno : ret;
 }
 
+#ifdef GM_TEST_HOOKS
+/* Test hooks: the n-th host slot creation or change (not delete) from now fails; and the slots the host took, as a digest. */
+static atomic_long region_fail_countdown;
+
+void gm_host_region_fail_after(long n)
+{
+	atomic_store(&region_fail_countdown, n);
+}
+
+static struct host_slot_seen {
+	int vm_fd;
+	struct kvm_userspace_memory_region2 r;
+} slots_seen[4096];
+static pthread_mutex_t slots_seen_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void slot_seen(int vm_fd, const struct kvm_userspace_memory_region2 *r)
+{
+	struct host_slot_seen *free_entry = NULL;
+
+	pthread_mutex_lock(&slots_seen_lock);
+	for (size_t i = 0; i < sizeof(slots_seen) / sizeof(slots_seen[0]); i++) {
+		struct host_slot_seen *e = &slots_seen[i];
+
+		if (e->r.memory_size && e->vm_fd == vm_fd && e->r.slot == r->slot) {
+			free_entry = e;
+			break;
+		}
+		if (!e->r.memory_size && !free_entry)
+			free_entry = e;
+	}
+	if (free_entry)
+		*free_entry = (struct host_slot_seen){ .vm_fd = vm_fd, .r = *r };
+	pthread_mutex_unlock(&slots_seen_lock);
+}
+
+uint64_t gm_host_slots_digest(void)
+{
+	uint64_t h = 1469598103934665603ULL;
+
+	pthread_mutex_lock(&slots_seen_lock);
+	for (size_t i = 0; i < sizeof(slots_seen) / sizeof(slots_seen[0]); i++) {
+		const struct host_slot_seen *e = &slots_seen[i];
+		const uint64_t words[] = { (uint64_t)e->vm_fd, e->r.slot, e->r.flags, e->r.guest_phys_addr,
+					   e->r.memory_size, e->r.userspace_addr, e->r.guest_memfd_offset };
+
+		if (!e->r.memory_size)
+			continue;
+		/* Order-independent: the table's order is not the host's. */
+		uint64_t x = 0;
+		for (size_t w = 0; w < sizeof(words) / sizeof(words[0]); w++)
+			x = (x ^ words[w]) * 1099511628211ULL;
+		h += x;
+	}
+	pthread_mutex_unlock(&slots_seen_lock);
+	return h;
+}
+
+static bool region_should_fail(void)
+{
+	long n = atomic_load(&region_fail_countdown);
+
+	while (n > 0 && !atomic_compare_exchange_weak(&region_fail_countdown, &n, n - 1))
+		;
+	return n == 1;
+}
+#else
+static inline bool region_should_fail(void)
+{
+	return false;
+}
+
+static inline void slot_seen(int vm_fd, const struct kvm_userspace_memory_region2 *r)
+{
+}
+#endif
+
 int host_set_region(int host_vm_fd, const struct kvm_userspace_memory_region2 *mem, int host_gmem_fd,
 		    uint64_t hva)
 {
@@ -120,7 +197,13 @@ int host_set_region(int host_vm_fd, const struct kvm_userspace_memory_region2 *m
 		r.guest_memfd = (uint32_t)host_gmem_fd;
 		r.userspace_addr = hva;
 	}
-	return ioctl(host_vm_fd, KVM_SET_USER_MEMORY_REGION2, &r) < 0 ? -errno : 0;
+	/* Deletes are not failed: the library does not expect the host to refuse one. */
+	if (r.memory_size && region_should_fail())
+		return -EIO;
+	if (ioctl(host_vm_fd, KVM_SET_USER_MEMORY_REGION2, &r) < 0)
+		return -errno;
+	slot_seen(host_vm_fd, &r);
+	return 0;
 }
 
 /* A MAP_GPA_RANGE request through the gate: an exit for userspace, or an answer in RAX. */

@@ -589,3 +589,50 @@ Test(kvm_backend, failed_slot_change_leaves_no_host_slot)
 	gm_close(kvm);
 	munmap(mem, 4 * 4096);
 }
+
+/*
+ * Fails the n-th host slot change of set_vm_attrs(vm, gpa, size, private) for
+ * n = 1, 2, ... until the call succeeds; each failed call must leave the host
+ * slots exactly as they were (ids, ranges, flags, offsets). Returns how many failed.
+ */
+static int attrs_change_rolls_back(int vm, uint64_t gpa, uint64_t size, bool private)
+{
+	int failed = 0, err;
+
+	for (long n = 1;; n++) {
+		uint64_t before = gm_host_slots_digest();
+
+		gm_host_region_fail_after(n);
+		err = set_vm_attrs(vm, gpa, size, private);
+		gm_host_region_fail_after(0);
+		if (!err)
+			return failed;
+		cr_assert_eq(err, EIO, "change %ld: %s", n, strerror(err));
+		cr_expect_eq(gm_host_slots_digest(), before,
+			     "failing host change %ld left the host slots changed", n);
+		failed++;
+	}
+}
+
+Test(kvm_backend, per_vm_failed_resplit_restores_host_slots)
+{
+	const uint64_t pages = 16, size = pages * 4096;
+
+	cr_assert_eq(gm_set_vm_memory_attributes(true), 0);
+	int kvm = gm_open_kvm(), gmem;
+	char *shared = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	cr_assert_neq(shared, MAP_FAILED);
+	int vm = per_vm_setup(kvm, shared, size, &gmem);
+
+	for (uint64_t page = 1; page < pages; page += 4)
+		cr_assert_eq(set_vm_attrs(vm, page * 4096, 2 * 4096, true), 0);
+	/* Splits a shared run in three, then merges runs, then shares everything. */
+	cr_expect_gt(attrs_change_rolls_back(vm, 4 * 4096, 4096, true), 1);
+	cr_expect_gt(attrs_change_rolls_back(vm, 0, 8 * 4096, true), 1);
+	cr_expect_gt(attrs_change_rolls_back(vm, 0, size, false), 0);
+	gm_close(gmem);
+	gm_close(vm);
+	gm_close(kvm);
+	munmap(shared, size);
+}
