@@ -529,10 +529,31 @@ Test(kvm_backend, per_vm_resplit_under_running_vcpu, .timeout = 60)
 }
 
 /*
- * A slot create or move that fails at any allocation leaves the host VM as it
- * was: another slot id can take the GPA the failed call wanted (the host
- * refuses overlapping slots with EEXIST).
+ * Fails the n-th allocation of `change` for n = 1, 2, ... until it succeeds;
+ * after each failure slot 2 (`probe`) can take the GPA `change` wanted: the
+ * host refuses overlapping slots with EEXIST. Returns how many failed.
  */
+static int failed_change_leaves_gpa_free(int vm, const struct kvm_userspace_memory_region *change,
+					 const struct kvm_userspace_memory_region *probe)
+{
+	struct kvm_userspace_memory_region gone = { .slot = probe->slot };
+	int failed = 0, ret;
+
+	for (long n = 1;; n++) {
+		gm_heap_fail_after(n);
+		ret = gm_ioctl(vm, KVM_SET_USER_MEMORY_REGION, change);
+		gm_heap_fail_after(0);
+		if (!ret)
+			return failed;
+		cr_assert_eq(errno, ENOMEM, "allocation %ld: %s", n, strerror(errno));
+		failed++;
+		cr_expect_eq(gm_ioctl(vm, KVM_SET_USER_MEMORY_REGION, probe), 0,
+			     "allocation %ld: a host slot is still at the GPA: %s", n, strerror(errno));
+		cr_assert_eq(gm_ioctl(vm, KVM_SET_USER_MEMORY_REGION, &gone), 0);
+	}
+}
+
+/* A slot create or move that fails at any allocation leaves the host VM as it was. */
 Test(kvm_backend, failed_slot_change_leaves_no_host_slot)
 {
 	int kvm = gm_open_kvm();
@@ -547,44 +568,13 @@ Test(kvm_backend, failed_slot_change_leaves_no_host_slot)
 		.slot = 1, .guest_phys_addr = 0x10000, .memory_size = 4096,
 		.userspace_addr = (uint64_t)(uintptr_t)mem,
 	};
-	struct kvm_userspace_memory_region other = r, gone = { .slot = 2 };
-	int failures = 0, ret;
+	struct kvm_userspace_memory_region probe = r;
 
-	other.slot = 2;
-	for (long n = 1;; n++) {
-		gm_heap_fail_after(n);
-		ret = gm_ioctl(vm, KVM_SET_USER_MEMORY_REGION, &r);
-		gm_heap_fail_after(0);
-		if (!ret)
-			break;
-		cr_assert_eq(errno, ENOMEM, "allocation %ld: %s", n, strerror(errno));
-		failures++;
-		cr_expect_eq(gm_ioctl(vm, KVM_SET_USER_MEMORY_REGION, &other), 0,
-			     "allocation %ld: a host slot was left behind: %s", n, strerror(errno));
-		gone.slot = 2;
-		cr_assert_eq(gm_ioctl(vm, KVM_SET_USER_MEMORY_REGION, &gone), 0);
-	}
-	cr_expect_gt(failures, 0, "no allocation to fail");
+	probe.slot = 2;
+	cr_expect_gt(failed_change_leaves_gpa_free(vm, &r, &probe), 0, "no allocation to fail");
 	/* A move (same id, new GPA) that fails goes back to the old GPA on the host too. */
-	struct kvm_userspace_memory_region moved = r;
-
-	moved.guest_phys_addr = 0x20000;
-	other.guest_phys_addr = 0x20000;
-	failures = 0;
-	for (long n = 1;; n++) {
-		gm_heap_fail_after(n);
-		ret = gm_ioctl(vm, KVM_SET_USER_MEMORY_REGION, &moved);
-		gm_heap_fail_after(0);
-		if (!ret)
-			break;
-		cr_assert_eq(errno, ENOMEM, "allocation %ld: %s", n, strerror(errno));
-		failures++;
-		cr_expect_eq(gm_ioctl(vm, KVM_SET_USER_MEMORY_REGION, &other), 0,
-			     "allocation %ld: the host slot stayed moved: %s", n, strerror(errno));
-		gone.slot = 2;
-		cr_assert_eq(gm_ioctl(vm, KVM_SET_USER_MEMORY_REGION, &gone), 0);
-	}
-	cr_expect_gt(failures, 0, "no allocation to fail");
+	r.guest_phys_addr = probe.guest_phys_addr = 0x20000;
+	cr_expect_gt(failed_change_leaves_gpa_free(vm, &r, &probe), 0, "no allocation to fail");
 	gm_close(vm);
 	gm_close(kvm);
 	munmap(mem, 4 * 4096);
