@@ -328,8 +328,8 @@ static int plan_make(struct vm_memslots *vs, struct runs_plan *p, struct memslot
 {
 	int ret;
 
-	p->slot = m;
-	p->applied = false;
+	/* runs_build leaves them unset on failure; the caller's plan may be on its stack. */
+	*p = (struct runs_plan){ .slot = m };
 	ret = runs_build(vs, m, chg, &p->runs, &p->nr);
 	return ret ? ret : plan_ids(vs, p, avoid);
 }

@@ -621,6 +621,15 @@ Test(kvm_backend, per_vm_failed_resplit_restores_host_slots)
 	cr_expect_gt(attrs_change_rolls_back(vm, 4 * 4096, 4096, true), 1);
 	cr_expect_gt(attrs_change_rolls_back(vm, 0, 8 * 4096, true), 1);
 	cr_expect_gt(attrs_change_rolls_back(vm, 0, size, false), 0);
+	/* A new split slot (no file) that fails at any allocation leaves no host slot either. */
+	struct kvm_userspace_memory_region r = {
+		.slot = 1, .guest_phys_addr = size, .memory_size = 4096,
+		.userspace_addr = (uint64_t)(uintptr_t)shared,
+	};
+	struct kvm_userspace_memory_region probe = r;
+
+	probe.slot = 2;
+	cr_expect_gt(failed_change_leaves_gpa_free(vm, &r, &probe), 0, "no allocation to fail");
 	gm_close(gmem);
 	gm_close(vm);
 	gm_close(kvm);
