@@ -70,6 +70,8 @@ struct vm_memslots {
 	const struct attr_map *split_attrs;
 	uint32_t host_nr_ids;     /* the host's KVM_CAP_NR_MEMSLOTS: ids per address space */
 	uint64_t *host_extra_ids[GM_ADDRESS_SPACES]; /* bitmap: ids of runs past a slot's own */
+	/* vCPUs waiting on lock to finish an MMIO exit a re-split caused (memslots_host_mmio). */
+	atomic_uint host_mmio_waiters;
 };
 
 void memslots_init(struct vm_memslots *slots, struct mmu *mmu, struct gm_object *vm_obj,
@@ -94,6 +96,12 @@ enum host_mmio {
  * on the run's memory, after the re-split.
  */
 enum host_mmio memslots_host_mmio(struct vm_memslots *slots, struct kvm_run *run);
+/*
+ * Before taking lock for a re-split: lets the vCPUs already waiting for the
+ * last one go first. The mutex is not fair, and a VMM converting in a loop
+ * would otherwise keep a vCPU out of its MMIO exit for ever.
+ */
+void memslots_host_let_vcpus_in(struct vm_memslots *slots);
 int memslot_set(struct vm_memslots *slots, const struct kvm_userspace_memory_region2 *mem);
 /* Looks gfn up; fills *view and returns true when a slot covers it. */
 bool memslot_lookup(struct vm_memslots *slots, gfn_t gfn, struct memslot_view *view);

@@ -1,4 +1,5 @@
 /* The host VM's slots behind a VM's memslots on the kvm backend, split by attribute in per-VM mode. */
+#include <sched.h>
 #include <string.h>
 
 #include "kvm/host.h"
@@ -531,6 +532,13 @@ int memslots_split_by(struct vm_memslots *vs, const struct attr_map *attrs)
 	return 0;
 }
 
+void memslots_host_let_vcpus_in(struct vm_memslots *vs)
+{
+	/* Each waiter is about to take the free lock: this ends as soon as they have. */
+	while (atomic_load(&vs->host_mmio_waiters))
+		sched_yield();
+}
+
 enum host_mmio memslots_host_mmio(struct vm_memslots *vs, struct kvm_run *run)
 {
 	uint64_t gpa = run->mmio.phys_addr, len = run->mmio.len;
@@ -544,7 +552,9 @@ enum host_mmio memslots_host_mmio(struct vm_memslots *vs, struct kvm_run *run)
 	    ((gpa + len - 1) >> GM_PAGE_SHIFT) != gfn)
 		return HOST_MMIO_PASS;
 	/* A re-split holds lock from its first host change to its last: this waits it out. */
+	atomic_fetch_add(&vs->host_mmio_waiters, 1);
 	pthread_mutex_lock(&vs->lock);
+	atomic_fetch_sub(&vs->host_mmio_waiters, 1);
 	m = slot_tree_find(&vs->as[0], gfn);
 	if (m && slot_is_split(vs, m))
 		for (uint32_t i = 0; i < m->nr_runs; i++)

@@ -318,6 +318,7 @@ static int vm_set_mem_attributes(struct vm *vm, gfn_t start, gfn_t end, uint64_t
 	uint64_t cur;
 	int ret = 0;
 
+	memslots_host_let_vcpus_in(&vm->slots);
 	/* slots_lock serialises the writers, so the map is stable to read under it. */
 	pthread_mutex_lock(&vm->slots.lock);
 	if (attr_uniform(&vm->mem_attrs, start, end, &cur) && cur == attrs)
