@@ -250,6 +250,25 @@ err_free:
 	return ret;
 }
 
+static void device_release(struct gm_object *obj)
+{
+	gm_free(obj);
+}
+
+int gm_file_open_device(enum gm_file_type type, const char *name, bool cloexec)
+{
+	struct gm_object *obj = gm_zalloc(sizeof(*obj));
+	int fd;
+
+	if (!obj)
+		return -ENOMEM;
+	gm_object_init(obj, device_release);
+	fd = gm_file_install(type, obj, name, cloexec);
+	if (fd < 0)
+		gm_object_put(obj);
+	return fd;
+}
+
 static bool fd_matches(int fd, const struct fd_entry *e)
 {
 	struct stat st;

@@ -123,6 +123,8 @@ enum gm_file_type {
 
 /* fd table (file.c): user-visible fds that stand for library objects. */
 int gm_file_install(enum gm_file_type type, struct gm_object *obj, const char *name, bool cloexec);
+/* A new fd for a device file with no state of its own (/dev/kvm, /dev/sev), or -errno. */
+int gm_file_open_device(enum gm_file_type type, const char *name, bool cloexec);
 struct gm_object *gm_file_get(int fd, enum gm_file_type *type);
 /* The object behind fd if it is of type want; else NULL, *err = -EBADF (not ours) or -EINVAL. */
 struct gm_object *gm_file_get_typed(int fd, enum gm_file_type want, int *err);

@@ -32,23 +32,9 @@ static long sys_ret(long ret)
 	return ret;
 }
 
-static void kvm_release(struct gm_object *obj)
-{
-	gm_free(obj);
-}
-
 int kvm_dev_open(bool cloexec)
 {
-	struct gm_object *obj = gm_zalloc(sizeof(*obj));
-	int fd;
-
-	if (!obj)
-		return -ENOMEM;
-	gm_object_init(obj, kvm_release);
-	fd = gm_file_install(GM_FILE_KVM, obj, "kvm", cloexec);
-	if (fd < 0)
-		gm_object_put(obj);
-	return fd;
+	return gm_file_open_device(GM_FILE_KVM, "kvm", cloexec);
 }
 
 GM_EXPORT int gm_open_kvm(void)

@@ -1,23 +1,9 @@
 /* The platform device: what open("/dev/sev") gives, a library fd SEV commands must name. */
 #include "platform/psp.h"
 
-static void psp_release(struct gm_object *obj)
-{
-	gm_free(obj);
-}
-
 int psp_open(bool cloexec)
 {
-	struct gm_object *obj = gm_zalloc(sizeof(*obj));
-	int fd;
-
-	if (!obj)
-		return -ENOMEM;
-	gm_object_init(obj, psp_release);
-	fd = gm_file_install(GM_FILE_SEV, obj, "sev", cloexec);
-	if (fd < 0)
-		gm_object_put(obj);
-	return fd;
+	return gm_file_open_device(GM_FILE_SEV, "sev", cloexec);
 }
 
 GM_EXPORT int gm_open_sev(void)
